@@ -35,12 +35,25 @@ impl Log {
     pub fn restore(snapshot: Snapshot, entries: Vec<Entry>, applied: Index) -> Log {
         let mut expect = snapshot.index + 1;
         for e in &entries {
-            assert_eq!(e.index, expect, "restored entries must be contiguous after the snapshot");
+            assert_eq!(
+                e.index, expect,
+                "restored entries must be contiguous after the snapshot"
+            );
             expect += 1;
         }
         let last = snapshot.index + entries.len() as Index;
-        assert!(applied >= snapshot.index && applied <= last, "applied {applied} outside the log");
-        Log { issued: last, persisted: last, commit: applied, applied, snapshot, entries }
+        assert!(
+            applied >= snapshot.index && applied <= last,
+            "applied {applied} outside the log"
+        );
+        Log {
+            issued: last,
+            persisted: last,
+            commit: applied,
+            applied,
+            snapshot,
+            entries,
+        }
     }
 
     pub fn snapshot(&self) -> &Snapshot {
@@ -133,7 +146,11 @@ impl Log {
     /// Appends one entry at the end (leader side).
     pub fn push(&mut self, term: Term, command: Option<Vec<u8>>) -> Index {
         let index = self.last_index() + 1;
-        self.entries.push(Entry { index, term, command });
+        self.entries.push(Entry {
+            index,
+            term,
+            command,
+        });
         index
     }
 
@@ -148,7 +165,11 @@ impl Log {
                     iter.next();
                 }
                 Some(_) => {
-                    assert!(e.index > self.commit, "conflict at committed index {}", e.index);
+                    assert!(
+                        e.index > self.commit,
+                        "conflict at committed index {}",
+                        e.index
+                    );
                     self.truncate_from(e.index);
                     break;
                 }
@@ -166,7 +187,8 @@ impl Log {
 
     fn truncate_from(&mut self, index: Index) {
         assert!(index > self.commit && index > self.snapshot.index);
-        self.entries.truncate((index - self.snapshot.index - 1) as usize);
+        self.entries
+            .truncate((index - self.snapshot.index - 1) as usize);
         self.issued = self.issued.min(index - 1);
         self.persisted = self.persisted.min(index - 1);
     }
@@ -197,7 +219,10 @@ impl Log {
         if index <= self.commit {
             return false;
         }
-        assert!(index <= self.last_index(), "commit {index} beyond last index");
+        assert!(
+            index <= self.last_index(),
+            "commit {index} beyond last index"
+        );
         self.commit = index;
         true
     }
@@ -208,7 +233,11 @@ impl Log {
         if upto <= self.applied {
             return Vec::new();
         }
-        let out = self.slice(self.applied + 1, max_entries.min((upto - self.applied) as usize), usize::MAX);
+        let out = self.slice(
+            self.applied + 1,
+            max_entries.min((upto - self.applied) as usize),
+            usize::MAX,
+        );
         self.applied += out.len() as Index;
         out
     }
@@ -241,7 +270,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn e(index: Index, term: Term) -> Entry {
-        Entry { index, term, command: Some(format!("{index}/{term}").into_bytes()) }
+        Entry {
+            index,
+            term,
+            command: Some(format!("{index}/{term}").into_bytes()),
+        }
     }
 
     #[derive(Debug, Clone)]
@@ -372,7 +405,11 @@ mod tests {
 
     #[test]
     fn term_hints() {
-        let log = Log::restore(Snapshot::default(), vec![e(1, 1), e(2, 2), e(3, 2), e(4, 2), e(5, 4)], 0);
+        let log = Log::restore(
+            Snapshot::default(),
+            vec![e(1, 1), e(2, 2), e(3, 2), e(4, 2), e(5, 4)],
+            0,
+        );
         assert_eq!(log.first_index_of_term_at(4), 2);
         assert_eq!(log.last_index_of_term(2, 5), Some(4));
         assert_eq!(log.last_index_of_term(3, 5), None);

@@ -55,11 +55,21 @@ pub struct Envelope {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
     /// "Would you vote for me if I campaigned?" Changes no term or vote on either side.
-    PreVote { last_index: Index, last_term: Term },
-    PreVoteResponse { granted: bool },
+    PreVote {
+        last_index: Index,
+        last_term: Term,
+    },
+    PreVoteResponse {
+        granted: bool,
+    },
     /// A real vote request. The receiver persists its vote before granting.
-    Vote { last_index: Index, last_term: Term },
-    VoteResponse { granted: bool },
+    Vote {
+        last_index: Index,
+        last_term: Term,
+    },
+    VoteResponse {
+        granted: bool,
+    },
     /// Replicates `entries` after (`prev_index`, `prev_term`). An empty `entries` is a
     /// heartbeat. `read_seq` is the leader's current read round, echoed in the response.
     Append {
@@ -159,28 +169,50 @@ impl fmt::Display for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.command {
             None => write!(f, "{}@{} noop", self.index, self.term),
-            Some(c) => write!(f, "{}@{} {}", self.index, self.term, String::from_utf8_lossy(c)),
+            Some(c) => write!(
+                f,
+                "{}@{} {}",
+                self.index,
+                self.term,
+                String::from_utf8_lossy(c)
+            ),
         }
     }
 }
 
 fn fmt_entries(entries: &[Entry]) -> String {
-    entries.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
+    entries
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl fmt::Display for Envelope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "n{}→n{} t{} ", self.from, self.to, self.term)?;
         match &self.message {
-            Message::PreVote { last_index, last_term } => {
+            Message::PreVote {
+                last_index,
+                last_term,
+            } => {
                 write!(f, "PreVote last={last_index}@{last_term}")
             }
             Message::PreVoteResponse { granted } => write!(f, "PreVoteResponse granted={granted}"),
-            Message::Vote { last_index, last_term } => {
+            Message::Vote {
+                last_index,
+                last_term,
+            } => {
                 write!(f, "Vote last={last_index}@{last_term}")
             }
             Message::VoteResponse { granted } => write!(f, "VoteResponse granted={granted}"),
-            Message::Append { prev_index, prev_term, entries, commit, read_seq } => write!(
+            Message::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+                read_seq,
+            } => write!(
                 f,
                 "Append prev={prev_index}@{prev_term} commit={commit} read_seq={read_seq} [{}]",
                 fmt_entries(entries)
@@ -190,7 +222,11 @@ impl fmt::Display for Envelope {
                     f,
                     "AppendResponse read_seq={read_seq} accepted matched={matched} durable={durable}"
                 ),
-                AppendOutcome::Rejected { prev_index, hint_index, hint_term } => write!(
+                AppendOutcome::Rejected {
+                    prev_index,
+                    hint_index,
+                    hint_term,
+                } => write!(
                     f,
                     "AppendResponse read_seq={read_seq} rejected prev={prev_index} hint={hint_index}@{}",
                     hint_term.map_or("-".to_string(), |t| t.to_string())

@@ -166,7 +166,10 @@ impl Node {
         opts: Options,
         rng: Box<dyn RngCore + Send>,
     ) -> Node {
-        assert!(id != 0 && members.contains(&id), "node {id} must be a member");
+        assert!(
+            id != 0 && members.contains(&id),
+            "node {id} must be a member"
+        );
         assert!(opts.heartbeat_ticks > 0 && opts.election_ticks_min > opts.heartbeat_ticks);
         assert!(opts.election_ticks_max > opts.election_ticks_min && opts.max_inflight > 0);
         let mut peers: Vec<NodeId> = members.iter().copied().filter(|&m| m != id).collect();
@@ -283,7 +286,9 @@ impl Node {
                 let index = n.log.push(n.term, Some(command));
                 Ok((index, n.term))
             }
-            _ => Err(Error::NotLeader { leader: self.status().leader }),
+            _ => Err(Error::NotLeader {
+                leader: self.status().leader,
+            }),
         }
     }
 
@@ -295,7 +300,9 @@ impl Node {
                 n.read(id);
                 Ok(())
             }
-            _ => Err(Error::NotLeader { leader: self.status().leader }),
+            _ => Err(Error::NotLeader {
+                leader: self.status().leader,
+            }),
         }
     }
 
@@ -397,7 +404,12 @@ impl<R> RawNode<R> {
     }
 
     fn send_with_term(&mut self, to: NodeId, term: Term, message: Message) {
-        self.out.push(Output::Send(Envelope { from: self.id, to, term, message }));
+        self.out.push(Output::Send(Envelope {
+            from: self.id,
+            to,
+            term,
+            message,
+        }));
     }
 
     fn set_hard_state(&mut self, term: Term, vote: Option<NodeId>) {
@@ -412,7 +424,11 @@ impl<R> RawNode<R> {
         let reply = match env.message {
             Message::Append { .. } | Message::InstallSnapshot { .. } => Message::AppendResponse {
                 read_seq: 0,
-                outcome: AppendOutcome::Rejected { prev_index: 0, hint_index: 0, hint_term: None },
+                outcome: AppendOutcome::Rejected {
+                    prev_index: 0,
+                    hint_index: 0,
+                    hint_term: None,
+                },
             },
             Message::PreVote { .. } => Message::PreVoteResponse { granted: false },
             Message::Vote { .. } => Message::VoteResponse { granted: false },
@@ -424,7 +440,13 @@ impl<R> RawNode<R> {
     /// Pre-vote (thesis 9.6): grant if the sender's log is up to date and we have no live
     /// leader. Changes nothing here.
     fn handle_pre_vote(&mut self, env: &Envelope, leader_alive: bool) {
-        let Message::PreVote { last_index, last_term } = env.message else { unreachable!() };
+        let Message::PreVote {
+            last_index,
+            last_term,
+        } = env.message
+        else {
+            unreachable!()
+        };
         let granted =
             env.term > self.term && !leader_alive && self.log.is_up_to_date(last_index, last_term);
         let term = if granted { env.term } else { self.term };
@@ -434,7 +456,13 @@ impl<R> RawNode<R> {
     /// Vote (paper 5.2, 5.4.1): at most one vote per term, only for an up-to-date log. The
     /// vote is persisted (the `HardState` output) before the response is emitted.
     fn handle_vote(&mut self, env: &Envelope) -> bool {
-        let Message::Vote { last_index, last_term } = env.message else { unreachable!() };
+        let Message::Vote {
+            last_index,
+            last_term,
+        } = env.message
+        else {
+            unreachable!()
+        };
         let free = self.vote.is_none() || self.vote == Some(env.from);
         let granted = (free || self.opts.planted_bugs.double_vote)
             && self.log.is_up_to_date(last_index, last_term);
@@ -469,20 +497,38 @@ impl RawNode<()> {
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
         for peer in self.peers.clone() {
             let message = if pre_vote {
-                Message::PreVote { last_index, last_term }
+                Message::PreVote {
+                    last_index,
+                    last_term,
+                }
             } else {
-                Message::Vote { last_index, last_term }
+                Message::Vote {
+                    last_index,
+                    last_term,
+                }
             };
             self.send_with_term(peer, term, message);
         }
-        let node = self.into_role(Candidate { pre_vote, votes, elapsed: 0, timeout });
+        let node = self.into_role(Candidate {
+            pre_vote,
+            votes,
+            elapsed: 0,
+            timeout,
+        });
         node.maybe_win()
     }
 }
 
 impl Follower {
     fn new(leader: Option<NodeId>, timeout: u64) -> Follower {
-        Follower { leader, leader_match: 0, acked: 0, leader_read_seq: 0, elapsed: 0, timeout }
+        Follower {
+            leader,
+            leader_match: 0,
+            acked: 0,
+            leader_read_seq: 0,
+            elapsed: 0,
+            timeout,
+        }
     }
 }
 
@@ -519,9 +565,13 @@ impl RawNode<Follower> {
                 }
                 self.role.elapsed = 0;
                 match env.message {
-                    Message::Append { prev_index, prev_term, entries, commit, read_seq } => {
-                        self.append(prev_index, prev_term, entries, commit, read_seq)
-                    }
+                    Message::Append {
+                        prev_index,
+                        prev_term,
+                        entries,
+                        commit,
+                        read_seq,
+                    } => self.append(prev_index, prev_term, entries, commit, read_seq),
                     Message::InstallSnapshot { snapshot, read_seq } => {
                         self.install_snapshot(snapshot, read_seq)
                     }
@@ -562,7 +612,11 @@ impl RawNode<Follower> {
                 let first = self.log.first_index_of_term_at(prev_index).max(commit + 1);
                 (first, self.log.term(prev_index))
             };
-            let outcome = AppendOutcome::Rejected { prev_index, hint_index, hint_term };
+            let outcome = AppendOutcome::Rejected {
+                prev_index,
+                hint_index,
+                hint_term,
+            };
             let leader = self.role.leader.expect("leader set");
             self.send(leader, Message::AppendResponse { read_seq, outcome });
             return;
@@ -669,7 +723,11 @@ impl RawNode<()> {
     /// by committing one of its own) and starts probing every follower.
     fn become_leader(mut self) -> RawNode<Leader> {
         let next = self.log.last_index() + 1;
-        let progress = self.peers.iter().map(|&p| (p, Progress::new(next))).collect();
+        let progress = self
+            .peers
+            .iter()
+            .map(|&p| (p, Progress::new(next)))
+            .collect();
         let term_start = self.log.push(self.term, None);
         let mut leader = self.into_role(Leader {
             progress,
@@ -726,25 +784,39 @@ impl RawNode<Leader> {
     }
 
     fn handle_append_response(&mut self, from: NodeId, read_seq: ReadSeq, outcome: AppendOutcome) {
-        let Some(pr) = self.role.progress.get_mut(&from) else { return };
+        let Some(pr) = self.role.progress.get_mut(&from) else {
+            return;
+        };
         pr.active = true;
         pr.read_seq = pr.read_seq.max(read_seq);
         match outcome {
             AppendOutcome::Accepted { matched, durable } => {
                 let grew = pr.update_matched(durable);
-                match pr.state {
-                    ProgressState::Probe { .. } => pr.become_replicate(matched + 1),
-                    ProgressState::Snapshot { index, .. } if matched >= index => {
-                        pr.become_replicate(matched + 1)
-                    }
-                    ProgressState::Snapshot { .. } => {}
-                    ProgressState::Replicate => pr.next = pr.next.max(matched + 1),
+                let resume = match pr.state {
+                    ProgressState::Probe { .. } => true,
+                    ProgressState::Snapshot { index, .. } => matched >= index,
+                    ProgressState::Replicate => false,
+                };
+                if resume {
+                    pr.become_replicate(matched + 1);
+                }
+                if matched >= pr.next {
+                    pr.next = matched + 1;
+                }
+                // Entries the follower holds but has not yet persisted count as in flight: if
+                // it crashes before persisting them, stall detection sends them again.
+                if matched > durable && pr.inflight.back().is_none_or(|&last| last < matched) {
+                    pr.inflight.push_back(matched);
                 }
                 if grew {
                     self.maybe_commit();
                 }
             }
-            AppendOutcome::Rejected { prev_index, hint_index, hint_term } => {
+            AppendOutcome::Rejected {
+                prev_index,
+                hint_index,
+                hint_term,
+            } => {
                 let current = match pr.state {
                     ProgressState::Replicate => prev_index > pr.matched,
                     ProgressState::Probe { .. } => prev_index + 1 == pr.next,
@@ -760,7 +832,16 @@ impl RawNode<Leader> {
                         None => hint_index,
                     };
                     let pr = self.role.progress.get_mut(&from).expect("progress exists");
+                    let before = (pr.next, pr.state.clone());
                     pr.probe_from(next.min(prev_index));
+                    if (pr.next, &pr.state) == (before.0, &ProgressState::Probe { paused: false })
+                        && before.1 != ProgressState::Replicate
+                    {
+                        // No new information (a duplicate rejection, or a follower that lost
+                        // entries it had acknowledged): wait for the heartbeat to probe again
+                        // rather than answer every rejection with another probe.
+                        pr.state = ProgressState::Probe { paused: true };
+                    }
                 }
             }
         }
@@ -799,16 +880,26 @@ impl RawNode<Leader> {
         if pr.next <= snapshot.index {
             let snapshot = snapshot.clone();
             let pr = self.role.progress.get_mut(&peer).expect("progress exists");
-            pr.state = ProgressState::Snapshot { index: snapshot.index, ticks: 0 };
+            pr.state = ProgressState::Snapshot {
+                index: snapshot.index,
+                ticks: 0,
+            };
             pr.inflight.clear();
             let read_seq = self.role.read_seq;
             self.send(peer, Message::InstallSnapshot { snapshot, read_seq });
             return false;
         }
         let prev_index = pr.next - 1;
-        let prev_term = self.log.term(prev_index).expect("prev entry is after the snapshot");
+        let prev_term = self
+            .log
+            .term(prev_index)
+            .expect("prev entry is after the snapshot");
         let entries = if pr.next <= self.log.last_index() {
-            self.log.slice(pr.next, self.opts.max_append_entries, self.opts.max_append_bytes)
+            self.log.slice(
+                pr.next,
+                self.opts.max_append_entries,
+                self.opts.max_append_bytes,
+            )
         } else {
             Vec::new()
         };
@@ -819,7 +910,9 @@ impl RawNode<Leader> {
                 false
             }
             ProgressState::Replicate => {
-                let Some(last) = entries.last() else { return false };
+                let Some(last) = entries.last() else {
+                    return false;
+                };
                 pr.next = last.index + 1;
                 pr.inflight.push_back(last.index);
                 true
@@ -827,7 +920,16 @@ impl RawNode<Leader> {
             ProgressState::Snapshot { .. } => unreachable!("paused"),
         };
         let (commit, read_seq) = (self.log.commit(), self.role.read_seq);
-        self.send(peer, Message::Append { prev_index, prev_term, entries, commit, read_seq });
+        self.send(
+            peer,
+            Message::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+                read_seq,
+            },
+        );
         more
     }
 
@@ -868,11 +970,24 @@ impl RawNode<Leader> {
                 }
             }
             let pr = &self.role.progress[&peer];
-            let prev_index = if self.log.term(pr.matched).is_some() { pr.matched } else { snapshot_index };
+            let prev_index = if self.log.term(pr.matched).is_some() {
+                pr.matched
+            } else {
+                snapshot_index
+            };
             let prev_term = self.log.term(prev_index).expect("known term");
             let (commit, read_seq) = (self.log.commit(), self.role.read_seq);
             let entries = Vec::new();
-            self.send(peer, Message::Append { prev_index, prev_term, entries, commit, read_seq });
+            self.send(
+                peer,
+                Message::Append {
+                    prev_index,
+                    prev_term,
+                    entries,
+                    commit,
+                    read_seq,
+                },
+            );
         }
     }
 
@@ -888,10 +1003,14 @@ impl RawNode<Leader> {
         // share the next round.
         if self.confirmed_read_seq() < self.role.read_seq {
             self.role.next_round_needed = true;
-            self.role.waiting_reads.push_back((id, index, self.role.read_seq + 1));
+            self.role
+                .waiting_reads
+                .push_back((id, index, self.role.read_seq + 1));
         } else {
             self.role.read_seq += 1;
-            self.role.waiting_reads.push_back((id, index, self.role.read_seq));
+            self.role
+                .waiting_reads
+                .push_back((id, index, self.role.read_seq));
             self.heartbeat();
         }
     }
@@ -938,7 +1057,11 @@ impl RawNode<Leader> {
     fn step_down(mut self) -> RawNode<()> {
         let waiting = std::mem::take(&mut self.role.waiting_reads);
         let ready = std::mem::take(&mut self.role.ready_reads);
-        for id in waiting.into_iter().map(|r| r.0).chain(ready.into_iter().map(|r| r.0)) {
+        for id in waiting
+            .into_iter()
+            .map(|r| r.0)
+            .chain(ready.into_iter().map(|r| r.0))
+        {
             self.out.push(Output::ReadAborted { id, leader: None });
         }
         self.into_role(())

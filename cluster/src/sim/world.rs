@@ -1,0 +1,791 @@
+//! The simulated world: nodes with disks, a faulty network, clients, and the fault schedule.
+//!
+//! Time advances in 1 ms steps. In each step, in this order: faults may be injected (chaos
+//! phase only), messages due now are delivered, storage writes due now complete, nodes whose
+//! clock fires tick, idle clients issue operations, and nodes compact their logs. Every node
+//! step is followed by draining the node's outputs and checking invariants.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::checker::Checker;
+use crate::raft::{
+    Entry, Envelope, Error, HardState, Index, Node, NodeId, Options, Output, Restored, Role,
+    Snapshot, Term,
+};
+
+/// What to simulate. Per-seed parameters (cluster size, fault rates) are drawn from the seed
+/// unless fixed here.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Fix the cluster size (1-7); `None` draws it from the seed.
+    pub nodes: Option<usize>,
+    /// Length of the chaos phase, in simulated milliseconds.
+    pub chaos_ms: u64,
+    /// After the chaos phase, the cluster must be quiet and converged within this bound.
+    pub heal_ms: u64,
+    /// The core's options (planted bugs included).
+    pub options: Options,
+    /// Record a readable trace of every event.
+    pub trace: bool,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            nodes: None,
+            chaos_ms: 3000,
+            heal_ms: 10_000,
+            options: Options::default(),
+            trace: false,
+        }
+    }
+}
+
+/// The outcome of one seed.
+#[derive(Debug, Default)]
+pub struct SeedReport {
+    pub seed: u64,
+    pub nodes: usize,
+    pub violations: Vec<String>,
+    pub trace: Vec<String>,
+    pub stats: Stats,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub simulated_ms: u64,
+    pub messages: u64,
+    pub writes_acked: u64,
+    pub reads_served: u64,
+    pub leaders_elected: u64,
+    pub crashes: u64,
+    pub partitions: u64,
+    pub snapshots_installed: u64,
+    pub converged_after_ms: Option<u64>,
+}
+
+/// Fault and environment parameters drawn per seed.
+#[derive(Debug)]
+struct Params {
+    loss: f64,
+    duplicate: f64,
+    max_delay: u64,
+    long_delay: f64,
+    crash_per_ms: f64,
+    partition_per_ms: f64,
+    compact_every: u64,
+    clients: usize,
+    disk_delay: u64,
+}
+
+struct Disk {
+    hard_state: HardState,
+    snapshot: Snapshot,
+    entries: Vec<Entry>,
+}
+
+struct SimNode {
+    id: NodeId,
+    core: Option<Node>,
+    disk: Disk,
+    /// Entry writes issued, completing in order: (due time, entries).
+    writes: VecDeque<(u64, Vec<Entry>)>,
+    /// The state machine: appended values, and the index applied.
+    values: Vec<u64>,
+    applied: Index,
+    /// Writes proposed here: index -> (client, term).
+    proposals: BTreeMap<Index, (usize, Term)>,
+    /// Reads registered here: read id -> client.
+    reads: HashMap<u64, usize>,
+    tick_every: u64,
+    tick_phase: u64,
+    restart_at: Option<u64>,
+    incarnation: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum OpKind {
+    Write(u64),
+    Read,
+}
+
+struct Client {
+    op: Option<Op>,
+    next_at: u64,
+    leader_guess: Option<NodeId>,
+}
+
+struct Op {
+    kind: OpKind,
+    /// When the current attempt gives up (indeterminate) and retries.
+    deadline: u64,
+    /// `acked_max` when the op began, for reads.
+    required: Index,
+    read_id: u64,
+    /// Whether an attempt is registered at a node.
+    in_flight: bool,
+}
+
+struct World {
+    cfg: SimConfig,
+    params: Params,
+    rng: ChaCha8Rng,
+    now: u64,
+    nodes: Vec<SimNode>,
+    members: Vec<NodeId>,
+    network: BTreeMap<(u64, u64), Envelope>,
+    net_seq: u64,
+    blocked: BTreeSet<(NodeId, NodeId)>,
+    partition_until: Option<u64>,
+    clients: Vec<Client>,
+    next_value: u64,
+    next_read: u64,
+    checker: Checker,
+    stats: Stats,
+    trace: Vec<String>,
+    healing: bool,
+}
+
+/// Encodes a state machine (the list of appended values) as snapshot data.
+fn encode(values: &[u64]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn decode(data: &[u8]) -> Vec<u64> {
+    data.chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect()
+}
+
+fn state_of(entries: &[Entry]) -> Vec<u8> {
+    let values: Vec<u64> = entries
+        .iter()
+        .filter_map(|e| e.command.as_ref().map(|c| decode(c)[0]))
+        .collect();
+    encode(&values)
+}
+
+/// Runs one seed to completion and reports what the checker found.
+pub fn run_seed(seed: u64, cfg: &SimConfig) -> SeedReport {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let n = cfg
+        .nodes
+        .unwrap_or_else(|| [1, 2, 3, 3, 3, 4, 5, 5, 5, 6, 7, 7][rng.random_range(0..12)]);
+    let params = Params {
+        loss: [0.0, 0.01, 0.05, 0.15][rng.random_range(0..4)],
+        duplicate: [0.0, 0.01, 0.05][rng.random_range(0..3)],
+        max_delay: rng.random_range(1..30),
+        long_delay: [0.0, 0.005, 0.02][rng.random_range(0..3)],
+        crash_per_ms: [0.0, 0.0005, 0.002, 0.005][rng.random_range(0..4)],
+        partition_per_ms: [0.0, 0.0005, 0.002, 0.005][rng.random_range(0..4)],
+        compact_every: [5, 20, 100][rng.random_range(0..3)],
+        clients: rng.random_range(1..8),
+        disk_delay: [1, 5, 20][rng.random_range(0..3)],
+    };
+    // Small append and pipeline limits force entries apart and windows shut, which is
+    // where replication bugs hide.
+    let mut cfg = cfg.clone();
+    cfg.options.max_append_entries = [1, 3, 512][rng.random_range(0..3)];
+    cfg.options.max_inflight = [1, 4, 64][rng.random_range(0..3)];
+    let cfg = &cfg;
+    let members: Vec<NodeId> = (1..=n as NodeId).collect();
+    let mut world = World {
+        cfg: cfg.clone(),
+        params,
+        rng,
+        now: 0,
+        nodes: Vec::new(),
+        members: members.clone(),
+        network: BTreeMap::new(),
+        net_seq: 0,
+        blocked: BTreeSet::new(),
+        partition_until: None,
+        clients: Vec::new(),
+        next_value: 1,
+        next_read: 1,
+        checker: Checker::default(),
+        stats: Stats::default(),
+        trace: Vec::new(),
+        healing: false,
+    };
+    for &id in &members {
+        let tick_every = world.rng.random_range(9..12);
+        let tick_phase = world.rng.random_range(0..tick_every);
+        world.nodes.push(SimNode {
+            id,
+            core: None,
+            disk: Disk {
+                hard_state: HardState::default(),
+                snapshot: Snapshot::default(),
+                entries: vec![],
+            },
+            writes: VecDeque::new(),
+            values: vec![],
+            applied: 0,
+            proposals: BTreeMap::new(),
+            reads: HashMap::new(),
+            tick_every,
+            tick_phase,
+            restart_at: None,
+            incarnation: 0,
+        });
+        world.start_node(id as usize - 1);
+    }
+    for _ in 0..world.params.clients {
+        world.clients.push(Client {
+            op: None,
+            next_at: 0,
+            leader_guess: None,
+        });
+    }
+    let params = format!(
+        "{:?}, max_append_entries {}, max_inflight {}",
+        world.params, cfg.options.max_append_entries, cfg.options.max_inflight
+    );
+    world.log(|| format!("cluster of {n} nodes, {params}"));
+    world.run();
+    SeedReport {
+        seed,
+        nodes: n,
+        violations: std::mem::take(&mut world.checker.violations),
+        trace: world.trace,
+        stats: world.stats,
+    }
+}
+
+impl World {
+    fn log(&mut self, line: impl FnOnce() -> String) {
+        if self.cfg.trace {
+            let line = format!("{:>6}ms {}", self.now, line());
+            self.trace.push(line);
+        }
+    }
+
+    fn run(&mut self) {
+        let end = self.cfg.chaos_ms + self.cfg.heal_ms;
+        while self.now < end {
+            if self.now == self.cfg.chaos_ms {
+                self.heal();
+            }
+            if !self.healing {
+                self.inject_faults();
+            }
+            self.restart_due();
+            self.deliver();
+            self.complete_writes();
+            self.tick();
+            self.run_clients();
+            self.compact();
+            if self.now % 50 == 0 {
+                self.check_logs_match();
+            }
+            if self.network.len() > 100_000 {
+                let n = self.network.len();
+                self.checker
+                    .violations
+                    .push(format!("message storm: {n} messages in flight"));
+            }
+            if !self.checker.violations.is_empty() {
+                break;
+            }
+            if self.healing && self.converged() {
+                self.stats.converged_after_ms = Some(self.now - self.cfg.chaos_ms);
+                break;
+            }
+            self.now += 1;
+        }
+        self.stats.simulated_ms = self.now;
+        if self.checker.violations.is_empty() && self.stats.converged_after_ms.is_none() {
+            let status: Vec<String> = self
+                .nodes
+                .iter()
+                .map(|n| match &n.core {
+                    Some(c) => format!("{:?}", c.status()),
+                    None => format!("n{} down", n.id),
+                })
+                .collect();
+            let busy = self.clients.iter().filter(|c| c.op.is_some()).count();
+            self.checker.violations.push(format!(
+                "liveness: no quiet, converged cluster {} ms after faults healed ({busy} \
+                 client operations still pending); nodes: {}",
+                self.cfg.heal_ms,
+                status.join("; ")
+            ));
+        }
+    }
+
+    /// Ends the chaos phase: heal partitions, restart crashed nodes, stop losing messages.
+    fn heal(&mut self) {
+        self.healing = true;
+        self.blocked.clear();
+        self.partition_until = None;
+        self.params.loss = 0.0;
+        self.params.duplicate = 0.0;
+        self.params.long_delay = 0.0;
+        self.log(|| "heal: partitions removed, crashed nodes restart, no more loss".into());
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].core.is_none() {
+                self.start_node(i);
+            }
+        }
+    }
+
+    /// Quiet and converged: one leader that has committed in its term, every node up and
+    /// applied to the leader's commit index, and no client operation outstanding.
+    fn converged(&self) -> bool {
+        if self.clients.iter().any(|c| c.op.is_some()) {
+            return false;
+        }
+        let statuses: Vec<_> = match self
+            .nodes
+            .iter()
+            .map(|n| n.core.as_ref().map(|c| c.status()))
+            .collect::<Option<Vec<_>>>()
+        {
+            Some(s) => s,
+            None => return false,
+        };
+        let leaders: Vec<_> = statuses.iter().filter(|s| s.role == Role::Leader).collect();
+        let [leader] = leaders[..] else { return false };
+        let Some(core) = self.nodes[leader.id as usize - 1].core.as_ref() else {
+            return false;
+        };
+        if core.log().term(leader.commit_index) != Some(leader.term) {
+            return false;
+        }
+        statuses
+            .iter()
+            .all(|s| s.applied_index == leader.commit_index && s.term == leader.term)
+    }
+
+    fn start_node(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        node.incarnation += 1;
+        let restored = Restored {
+            hard_state: node.disk.hard_state,
+            snapshot: node.disk.snapshot.clone(),
+            entries: node.disk.entries.clone(),
+            applied: node.disk.snapshot.index,
+        };
+        node.values = decode(&node.disk.snapshot.data);
+        node.applied = node.disk.snapshot.index;
+        node.restart_at = None;
+        let rng = ChaCha8Rng::seed_from_u64(self.rng.random());
+        let id = node.id;
+        node.core = Some(Node::new(
+            id,
+            &self.members,
+            restored,
+            self.cfg.options.clone(),
+            Box::new(rng),
+        ));
+        let last = node.disk.snapshot.index + node.disk.entries.len() as u64;
+        let term = node.disk.hard_state.term;
+        self.log(|| format!("n{id} starts (term {term}, log to {last})"));
+    }
+
+    fn crash(&mut self, i: usize) {
+        let downtime = self.rng.random_range(20..1500);
+        let node = &mut self.nodes[i];
+        node.core = None;
+        node.writes.clear();
+        node.proposals.clear();
+        node.reads.clear();
+        node.values.clear();
+        node.restart_at = Some(self.now + downtime);
+        self.stats.crashes += 1;
+        let id = node.id;
+        self.log(|| format!("n{id} crashes (unfinished writes lost), restarts in {downtime}ms"));
+    }
+
+    fn inject_faults(&mut self) {
+        let n = self.nodes.len();
+        if self.rng.random_bool(self.params.crash_per_ms) {
+            let i = self.rng.random_range(0..n);
+            if self.nodes[i].core.is_some() {
+                self.crash(i);
+            }
+        }
+        if let Some(until) = self.partition_until
+            && self.now >= until
+        {
+            self.blocked.clear();
+            self.partition_until = None;
+            self.log(|| "partition healed".into());
+        }
+        if self.partition_until.is_none()
+            && n > 1
+            && self.rng.random_bool(self.params.partition_per_ms)
+        {
+            let duration = self.rng.random_range(50..1500);
+            self.partition_until = Some(self.now + duration);
+            self.stats.partitions += 1;
+            let mut ids = self.members.clone();
+            // Shuffle, then cut between the first k and the rest.
+            for j in (1..ids.len()).rev() {
+                let k = self.rng.random_range(0..=j);
+                ids.swap(j, k);
+            }
+            let k = self.rng.random_range(1..n);
+            let (a, b) = ids.split_at(k);
+            let one_way = self.rng.random_bool(0.3);
+            for &x in a {
+                for &y in b {
+                    self.blocked.insert((x, y));
+                    if !one_way {
+                        self.blocked.insert((y, x));
+                    }
+                }
+            }
+            let (a, b) = (a.to_vec(), b.to_vec());
+            let kind = if one_way { "one-way" } else { "symmetric" };
+            self.log(|| format!("{kind} partition {a:?} | {b:?} for {duration}ms"));
+        }
+    }
+
+    fn restart_due(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].restart_at.is_some_and(|t| t <= self.now) {
+                self.start_node(i);
+            }
+        }
+    }
+
+    fn deliver(&mut self) {
+        while let Some(entry) = self.network.first_entry() {
+            if entry.key().0 > self.now {
+                break;
+            }
+            let env = entry.remove();
+            let i = env.to as usize - 1;
+            if self.blocked.contains(&(env.from, env.to)) {
+                self.log(|| format!("drop (partition) {env}"));
+                continue;
+            }
+            if self.nodes[i].core.is_none() {
+                continue;
+            }
+            self.log(|| format!("recv {env}"));
+            self.with_core(i, |core| core.step(env));
+        }
+    }
+
+    fn complete_writes(&mut self) {
+        for i in 0..self.nodes.len() {
+            while self.nodes[i]
+                .writes
+                .front()
+                .is_some_and(|(due, _)| *due <= self.now)
+            {
+                let (_, entries) = self.nodes[i].writes.pop_front().expect("front exists");
+                let disk = &mut self.nodes[i].disk;
+                let first = entries[0].index;
+                let keep = first.saturating_sub(disk.snapshot.index + 1) as usize;
+                disk.entries.truncate(keep.min(disk.entries.len()));
+                for e in &entries {
+                    if e.index > disk.snapshot.index {
+                        debug_assert_eq!(
+                            e.index,
+                            disk.snapshot.index + disk.entries.len() as u64 + 1
+                        );
+                        disk.entries.push(e.clone());
+                    }
+                }
+                let last = entries.last().expect("non-empty write");
+                let (index, term) = (last.index, last.term);
+                self.with_core(i, |mut core| {
+                    core.persisted(index, term);
+                    core
+                });
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        for i in 0..self.nodes.len() {
+            let n = &self.nodes[i];
+            if n.core.is_some() && (self.now + n.tick_phase) % n.tick_every == 0 {
+                self.with_core(i, |core| core.tick());
+            }
+        }
+    }
+
+    fn compact(&mut self) {
+        for i in 0..self.nodes.len() {
+            let node = &self.nodes[i];
+            let Some(core) = &node.core else { continue };
+            let snap = core.log().snapshot().index;
+            if node.applied >= snap + self.params.compact_every {
+                let index = node.applied;
+                let data = encode(&node.values);
+                let term = core.log().term(index).expect("applied entry in log");
+                let node = &mut self.nodes[i];
+                node.core
+                    .as_mut()
+                    .expect("up")
+                    .compact(index, data.clone())
+                    .expect("valid compaction");
+                let keep_from = (index - node.disk.snapshot.index) as usize;
+                node.disk
+                    .entries
+                    .drain(..keep_from.min(node.disk.entries.len()));
+                node.disk.snapshot = Snapshot { index, term, data };
+            }
+        }
+    }
+
+    fn check_logs_match(&mut self) {
+        let cores: Vec<&Node> = self.nodes.iter().filter_map(|n| n.core.as_ref()).collect();
+        for a in 0..cores.len() {
+            for b in a + 1..cores.len() {
+                self.checker.logs_match(cores[a], cores[b]);
+            }
+        }
+    }
+
+    /// Runs one step of node `i`'s core, then drains its outputs and checks invariants.
+    fn with_core(&mut self, i: usize, f: impl FnOnce(Node) -> Node) {
+        let core = self.nodes[i].core.take().expect("node is up");
+        let st = core.status();
+        let before = Some((st.role, st.term, st.commit_index, st.applied_index));
+        let mut core = f(core);
+        let after = core.status();
+        if after.role == Role::Leader && (st.role != Role::Leader || st.term != after.term) {
+            self.stats.leaders_elected += 1;
+            self.log(|| format!("n{} becomes leader of term {}", after.id, after.term));
+        }
+        let outputs = core.take_outputs();
+        let new_commits = self.checker.after_step(&core, before);
+        self.nodes[i].core = Some(core);
+        if let Some((from, to, term)) = new_commits {
+            for j in 0..self.nodes.len() {
+                if let Some(other) = &self.nodes[j].core {
+                    self.checker.check_holds(other, from, to, term);
+                }
+            }
+        }
+        for out in outputs {
+            self.output(i, out);
+        }
+    }
+
+    fn output(&mut self, i: usize, out: Output) {
+        let id = self.nodes[i].id;
+        if self.cfg.trace && !matches!(out, Output::Send(_)) {
+            self.log(|| format!("n{id} {out}"));
+        }
+        match out {
+            Output::HardState(hs) => {
+                let old = self.nodes[i].disk.hard_state;
+                self.checker.hard_state(id, old, hs);
+                self.nodes[i].disk.hard_state = hs;
+            }
+            Output::Append(entries) => {
+                self.checker.entries_written(id, &entries);
+                let due = self.now + self.rng.random_range(0..=self.params.disk_delay);
+                let due = due.max(self.nodes[i].writes.back().map_or(0, |w| w.0));
+                self.nodes[i].writes.push_back((due, entries));
+            }
+            Output::Restore(snapshot) => {
+                self.stats.snapshots_installed += 1;
+                self.checker.snapshot(id, &snapshot, state_of);
+                let node = &mut self.nodes[i];
+                node.writes.clear();
+                node.values = decode(&snapshot.data);
+                node.applied = snapshot.index;
+                let stale: Vec<Index> = node
+                    .proposals
+                    .range(..=snapshot.index)
+                    .map(|(k, _)| *k)
+                    .collect();
+                node.disk.entries.clear();
+                node.disk.snapshot = snapshot;
+                let clients: Vec<usize> = stale
+                    .iter()
+                    .filter_map(|index| node.proposals.remove(index))
+                    .map(|p| p.0)
+                    .collect();
+                for client in clients {
+                    self.retry(client, "proposal overtaken by a snapshot");
+                }
+            }
+            Output::Send(env) => {
+                self.stats.messages += 1;
+                if self.rng.random_bool(self.params.loss) {
+                    self.log(|| format!("lose {env}"));
+                    return;
+                }
+                let copies = if self.rng.random_bool(self.params.duplicate) {
+                    2
+                } else {
+                    1
+                };
+                for _ in 0..copies {
+                    let delay = if self.rng.random_bool(self.params.long_delay) {
+                        self.rng.random_range(50..500)
+                    } else {
+                        self.rng.random_range(0..=self.params.max_delay)
+                    };
+                    self.net_seq += 1;
+                    self.network
+                        .insert((self.now + delay.max(1), self.net_seq), env.clone());
+                }
+            }
+            Output::Apply(entries) => {
+                for e in entries {
+                    let expected = self.nodes[i].applied + 1;
+                    self.checker.applied(id, expected, &e);
+                    let node = &mut self.nodes[i];
+                    node.applied = e.index;
+                    if let Some(c) = &e.command {
+                        node.values.push(decode(c)[0]);
+                    }
+                    if let Some((client, term)) = node.proposals.remove(&e.index) {
+                        if term == e.term {
+                            self.checker.write_acked(e.index);
+                            self.stats.writes_acked += 1;
+                            self.finish(client);
+                        } else {
+                            self.retry(client, "entry replaced by another leader's");
+                        }
+                    }
+                }
+            }
+            Output::ReadReady { id: read, index } => {
+                let node = &self.nodes[i];
+                if node.applied < index {
+                    let msg = format!(
+                        "n{id} was told to serve read {read} at {index} before applying it ({})",
+                        node.applied
+                    );
+                    self.checker.violations.push(msg);
+                }
+                let served_at = node.applied;
+                if let Some(client) = self.nodes[i].reads.remove(&read) {
+                    let required = self.clients[client].op.as_ref().map_or(0, |o| o.required);
+                    self.checker.read_served(id, read, served_at, required);
+                    self.stats.reads_served += 1;
+                    self.finish(client);
+                }
+            }
+            Output::ReadAborted { id: read, leader } => {
+                if let Some(client) = self.nodes[i].reads.remove(&read) {
+                    self.clients[client].leader_guess = leader;
+                    self.retry(client, "read aborted");
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, client: usize) {
+        let c = &mut self.clients[client];
+        c.op = None;
+        c.next_at = self.now + self.rng.random_range(0..30);
+    }
+
+    /// The current attempt failed or is indeterminate: try again shortly, same operation.
+    fn retry(&mut self, client: usize, why: &str) {
+        if let Some(op) = self.clients[client].op.as_mut() {
+            op.in_flight = false;
+            let why = why.to_string();
+            self.log(|| format!("client {client}: {why}, will retry"));
+            self.clients[client].next_at = self.now + self.rng.random_range(1..20);
+        }
+    }
+
+    fn run_clients(&mut self) {
+        for c in 0..self.clients.len() {
+            let timed_out = self.clients[c]
+                .op
+                .as_ref()
+                .is_some_and(|op| op.in_flight && self.now >= op.deadline);
+            if timed_out {
+                // Indeterminate: the write may still commit. Retrying appends the value again,
+                // which the list model tolerates (acknowledgement is what is checked).
+                for node in &mut self.nodes {
+                    node.proposals.retain(|_, (client, _)| *client != c);
+                    node.reads.retain(|_, client| *client != c);
+                }
+                self.retry(c, "timed out");
+            }
+            if self.clients[c].next_at > self.now {
+                continue;
+            }
+            if self.clients[c].op.is_none() {
+                if self.healing {
+                    continue;
+                }
+                let kind = if self.rng.random_bool(0.5) {
+                    self.next_value += 1;
+                    OpKind::Write(self.next_value)
+                } else {
+                    OpKind::Read
+                };
+                let required = self.checker.acked_max();
+                self.clients[c].op = Some(Op {
+                    kind,
+                    deadline: 0,
+                    required,
+                    read_id: 0,
+                    in_flight: false,
+                });
+            }
+            if self.clients[c].op.as_ref().is_some_and(|op| !op.in_flight) {
+                self.attempt(c);
+            }
+        }
+    }
+
+    fn attempt(&mut self, c: usize) {
+        let n = self.nodes.len();
+        let target = match self.clients[c].leader_guess {
+            Some(l) if self.rng.random_bool(0.7) => l,
+            _ => self.rng.random_range(1..=n as NodeId),
+        };
+        let i = target as usize - 1;
+        let Some(core) = self.nodes[i].core.as_mut() else {
+            self.clients[c].leader_guess = None;
+            self.clients[c].next_at = self.now + self.rng.random_range(1..20);
+            return;
+        };
+        let kind = self.clients[c].op.as_ref().expect("op").kind;
+        let result = match kind {
+            OpKind::Write(value) => {
+                core.propose(value.to_le_bytes().to_vec())
+                    .map(|(index, term)| {
+                        self.nodes[i].proposals.insert(index, (c, term));
+                        0
+                    })
+            }
+            OpKind::Read => {
+                self.next_read += 1;
+                let read = self.next_read;
+                core.read(read).map(|()| {
+                    self.nodes[i].reads.insert(read, c);
+                    read
+                })
+            }
+        };
+        match result {
+            Ok(read_id) => {
+                self.log(|| format!("client {c} sends {kind:?} to n{target}"));
+                let deadline = self.now + 300;
+                let op = self.clients[c].op.as_mut().expect("op");
+                op.in_flight = true;
+                op.deadline = deadline;
+                op.read_id = read_id;
+                self.clients[c].leader_guess = Some(target);
+                // The proposal or read may already be ready (single node): drain now.
+                self.with_core(i, |core| core);
+            }
+            Err(Error::NotLeader { leader }) => {
+                self.clients[c].leader_guess = leader;
+                self.clients[c].next_at = self.now + self.rng.random_range(1..10);
+            }
+            Err(e) => unreachable!("unexpected error {e}"),
+        }
+    }
+}
