@@ -10,6 +10,14 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::raft::{Entry, HardState, Index, Node, NodeId, Role, Snapshot, Term};
 
+/// One node's log as the commit-safety check sees it: (holds the entry, (last term, last
+/// index)), in memory (None when the node is down) and on disk.
+pub struct LogView {
+    pub id: NodeId,
+    pub memory: Option<(bool, (Term, Index))>,
+    pub disk: (bool, (Term, Index)),
+}
+
 #[derive(Default)]
 pub struct Checker {
     /// The leader of each term that has had one.
@@ -136,6 +144,39 @@ impl Checker {
                     st.id, st.term
                 ));
                 return;
+            }
+        }
+    }
+
+    /// Commit safety, checked for every election that could still happen: when an entry is
+    /// first committed, no node lacking it may be able to win a vote. `logs` describes each
+    /// node's log as it would campaign with it (in memory, and as left on disk by a crash):
+    /// whether it holds the entry, and its (last term, last index). A voter's weakest log is
+    /// its durable one. This catches an unsafe commit (paper figure 8) the moment it happens,
+    /// without waiting for the unlucky election that would expose it.
+    pub fn check_commit_safe(&mut self, index: Index, commit_term: Term, logs: &[LogView]) {
+        let quorum = logs.len() / 2 + 1;
+        for x in logs {
+            for (holds, last) in [x.memory, Some(x.disk)].into_iter().flatten() {
+                if holds {
+                    continue;
+                }
+                let voters = logs
+                    .iter()
+                    .filter(|y| y.id == x.id || last >= y.disk.1)
+                    .count();
+                if voters >= quorum {
+                    self.fail(format!(
+                        "commit safety: entry {index} committed in term {commit_term} could be \
+                         lost: n{} (log ends at {}@{}) lacks it and could win a vote from {voters} \
+                         of {} nodes",
+                        x.id,
+                        last.1,
+                        last.0,
+                        logs.len()
+                    ));
+                    return;
+                }
             }
         }
     }

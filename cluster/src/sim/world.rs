@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::checker::Checker;
+use super::checker::{Checker, LogView};
 use crate::raft::{
     Entry, Envelope, Error, HardState, Index, Node, NodeId, Options, Output, Restored, Role,
     Snapshot, Term,
@@ -106,6 +106,40 @@ struct SimNode {
     incarnation: u64,
 }
 
+impl SimNode {
+    /// Whether this node's log holds entry (`index`, `term`), and where it ends, in memory
+    /// and on disk.
+    fn log_view(&self, index: Index, term: Term) -> LogView {
+        let memory = self.core.as_ref().map(|c| {
+            let log = c.log();
+            let holds = index <= log.snapshot().index || log.term(index) == Some(term);
+            (holds, (log.last_term(), log.last_index()))
+        });
+        let d = &self.disk;
+        let disk_term = |i: Index| -> Option<Term> {
+            if i == d.snapshot.index {
+                Some(d.snapshot.term)
+            } else if i > d.snapshot.index {
+                d.entries
+                    .get((i - d.snapshot.index - 1) as usize)
+                    .map(|e| e.term)
+            } else {
+                None
+            }
+        };
+        let holds = index <= d.snapshot.index || disk_term(index) == Some(term);
+        let last = d
+            .entries
+            .last()
+            .map_or((d.snapshot.term, d.snapshot.index), |e| (e.term, e.index));
+        LogView {
+            id: self.id,
+            memory,
+            disk: (holds, last),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum OpKind {
     Write(u64),
@@ -179,7 +213,7 @@ pub fn run_seed(seed: u64, cfg: &SimConfig) -> SeedReport {
         duplicate: [0.0, 0.01, 0.05][rng.random_range(0..3)],
         max_delay: rng.random_range(1..30),
         long_delay: [0.0, 0.005, 0.02][rng.random_range(0..3)],
-        crash_per_ms: [0.0, 0.0005, 0.002, 0.005][rng.random_range(0..4)],
+        crash_per_ms: [0.0, 0.0005, 0.002, 0.005, 0.02][rng.random_range(0..5)],
         partition_per_ms: [0.0, 0.0005, 0.002, 0.005][rng.random_range(0..4)],
         compact_every: [5, 20, 100][rng.random_range(0..3)],
         clients: rng.random_range(1..8),
@@ -388,7 +422,13 @@ impl World {
     }
 
     fn crash(&mut self, i: usize) {
-        let downtime = self.rng.random_range(20..1500);
+        // Frequent crashes come with short outages (a crash storm); rare ones may last long.
+        let max_downtime = if self.params.crash_per_ms > 0.01 {
+            200
+        } else {
+            1500
+        };
+        let downtime = self.rng.random_range(20..max_downtime);
         let node = &mut self.nodes[i];
         node.core = None;
         node.writes.clear();
@@ -566,6 +606,17 @@ impl World {
                     self.checker.check_holds(other, from, to, term);
                 }
             }
+            let entry_term = self.nodes[i]
+                .core
+                .as_ref()
+                .and_then(|c| c.log().term(to))
+                .expect("committed entry");
+            let views: Vec<LogView> = self
+                .nodes
+                .iter()
+                .map(|n| n.log_view(to, entry_term))
+                .collect();
+            self.checker.check_commit_safe(to, term, &views);
         }
         for out in outputs {
             self.output(i, out);
