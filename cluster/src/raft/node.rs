@@ -416,6 +416,10 @@ impl<R> RawNode<R> {
         if (term, vote) != (self.term, self.vote) {
             self.term = term;
             self.vote = vote;
+            // A term change followed at once by a vote is one write, not two.
+            if let Some(Output::HardState(_)) = self.out.last() {
+                self.out.pop();
+            }
             self.out.push(Output::HardState(HardState { term, vote }));
         }
     }
