@@ -33,13 +33,11 @@ impl Log {
     /// A log restored from storage: everything given is durable, and `applied` (what the
     /// state machine already holds) is committed by definition.
     pub fn restore(snapshot: Snapshot, entries: Vec<Entry>, applied: Index) -> Log {
-        let mut expect = snapshot.index + 1;
-        for e in &entries {
+        for (expect, e) in (snapshot.index + 1..).zip(&entries) {
             assert_eq!(
                 e.index, expect,
                 "restored entries must be contiguous after the snapshot"
             );
-            expect += 1;
         }
         let last = snapshot.index + entries.len() as Index;
         assert!(

@@ -390,7 +390,8 @@ impl<R> RawNode<R> {
     }
 
     fn quorum(&self) -> usize {
-        (self.peers.len() + 1) / 2 + 1
+        let size = self.peers.len() + 1;
+        size / 2 + 1
     }
 
     fn random_timeout(&mut self) -> u64 {

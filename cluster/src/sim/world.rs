@@ -194,10 +194,18 @@ fn decode(data: &[u8]) -> Vec<u64> {
         .collect()
 }
 
+/// A write's value: commands are decimal strings, so traces stay readable.
+fn value_of(command: &[u8]) -> u64 {
+    std::str::from_utf8(command)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .expect("a decimal value")
+}
+
 fn state_of(entries: &[Entry]) -> Vec<u8> {
     let values: Vec<u64> = entries
         .iter()
-        .filter_map(|e| e.command.as_ref().map(|c| decode(c)[0]))
+        .filter_map(|e| e.command.as_deref().map(value_of))
         .collect();
     encode(&values)
 }
@@ -313,7 +321,7 @@ impl World {
             self.tick();
             self.run_clients();
             self.compact();
-            if self.now % 50 == 0 {
+            if self.now.is_multiple_of(50) {
                 self.check_logs_match();
             }
             if self.network.len() > 100_000 {
@@ -547,7 +555,7 @@ impl World {
     fn tick(&mut self) {
         for i in 0..self.nodes.len() {
             let n = &self.nodes[i];
-            if n.core.is_some() && (self.now + n.tick_phase) % n.tick_every == 0 {
+            if n.core.is_some() && (self.now + n.tick_phase).is_multiple_of(n.tick_every) {
                 self.with_core(i, |core| core.tick());
             }
         }
@@ -692,7 +700,7 @@ impl World {
                     let node = &mut self.nodes[i];
                     node.applied = e.index;
                     if let Some(c) = &e.command {
-                        node.values.push(decode(c)[0]);
+                        node.values.push(value_of(c));
                     }
                     if let Some((client, term)) = node.proposals.remove(&e.index) {
                         if term == e.term {
@@ -805,7 +813,7 @@ impl World {
         let kind = self.clients[c].op.as_ref().expect("op").kind;
         let result = match kind {
             OpKind::Write(value) => {
-                core.propose(value.to_le_bytes().to_vec())
+                core.propose(value.to_string().into_bytes())
                     .map(|(index, term)| {
                         self.nodes[i].proposals.insert(index, (c, term));
                         0
