@@ -4,6 +4,13 @@
 //! - [`sim`]: a seeded, single-threaded simulator that runs clusters of cores under message
 //!   loss, delay, duplication, partitions and crashes, checking Raft's invariants after every
 //!   step.
+//! - [`storage`]: the durable Raft log (checksummed segments, group commit), hard state and
+//!   snapshots.
+//! - [`chat`]: the chat state machine on SQLite.
+//! - [`proto`]: the gRPC API (chat, Raft peer transport, admin).
 
+pub mod chat;
+pub mod proto;
 pub mod raft;
 pub mod sim;
+pub mod storage;

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// A node's identifier within the cluster. Never 0.
 pub type NodeId = u64;
 /// A leadership term. Terms start at 0 (no leader yet) and only grow.
@@ -18,7 +20,7 @@ pub type ReadId = u64;
 pub type ReadSeq = u64;
 
 /// A log entry. `command` is `None` for the no-op a new leader appends to commit its term.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub index: Index,
     pub term: Term,
@@ -26,7 +28,7 @@ pub struct Entry {
 }
 
 /// The state that must survive a crash before the node answers anything that depends on it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HardState {
     pub term: Term,
     pub vote: Option<NodeId>,
@@ -34,7 +36,7 @@ pub struct HardState {
 
 /// A state-machine snapshot covering every entry up to and including `index`.
 /// `data` is opaque to the core.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub index: Index,
     pub term: Term,
@@ -43,7 +45,7 @@ pub struct Snapshot {
 
 /// A message from one node to another. `term` is the sender's current term, except for
 /// pre-votes, which carry the term the sender would campaign in (thesis 9.6).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
     pub from: NodeId,
     pub to: NodeId,
@@ -52,7 +54,7 @@ pub struct Envelope {
 }
 
 /// Peer messages. Requests and their responses are paired by name.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
     /// "Would you vote for me if I campaigned?" Changes no term or vote on either side.
     PreVote {
@@ -92,7 +94,7 @@ pub enum Message {
 }
 
 /// The result of an `Append` or `InstallSnapshot` at the follower.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AppendOutcome {
     /// The follower's log matches the leader's up to `matched`, and up to `durable` it is
     /// also persisted (`durable <= matched`). Only `durable` counts towards commitment.

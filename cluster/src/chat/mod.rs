@@ -1,0 +1,147 @@
+//! The chat state machine: commands that go through the Raft log, and their deterministic
+//! application to SQLite.
+//!
+//! Determinism is the point. Every replica applies the same entries in the same order, so:
+//! - ids come from the log: a user, chat or message gets the index of the entry that created
+//!   it, the same on every replica (the seed project's replica-local counters were not);
+//! - validation that depends on state (unknown user, not a member, duplicate name) happens
+//!   here, at apply time, and a rejected command changes nothing on any replica;
+//! - exactly-once writes: a command may carry (client id, sequence); the latest sequence and
+//!   its outcome per client live in the same transaction as the change, so a retried write
+//!   returns the first outcome instead of applying twice.
+//!
+//! Static checks (lengths, empty names) are also run before proposing, so bad requests fail
+//! fast without costing a log entry; they are repeated here because the log is the authority.
+
+pub mod store;
+
+use serde::{Deserialize, Serialize};
+
+pub use store::ChatStore;
+
+/// Longest username or chat name, in bytes.
+pub const MAX_NAME_BYTES: usize = 64;
+/// Largest message content, in bytes (documented in the API: 64 KiB).
+pub const MAX_CONTENT_BYTES: usize = 64 * 1024;
+
+pub type UserId = u64;
+pub type ChatId = u64;
+pub type MessageId = u64;
+
+/// A write, as stored in a log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Write {
+    /// (client id, sequence) for exactly-once application; `None` for at-least-once.
+    pub write_id: Option<(u64, u64)>,
+    pub command: Command,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    CreateUser {
+        username: String,
+    },
+    CreateChat {
+        user_id: UserId,
+        name: String,
+    },
+    JoinChat {
+        user_id: UserId,
+        chat_id: ChatId,
+    },
+    SendMessage {
+        user_id: UserId,
+        chat_id: ChatId,
+        content: String,
+        sent_time_us: i64,
+    },
+}
+
+/// What a successful write returns: the id it created, if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Created(u64),
+    Done,
+}
+
+/// A deterministic rejection: the same on every replica, returned to the client.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum ChatError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+}
+
+pub type ApplyResult = Result<Outcome, ChatError>;
+
+fn check_name(what: &str, name: &str) -> Result<(), ChatError> {
+    if name.trim().is_empty() {
+        return Err(ChatError::InvalidArgument(format!(
+            "{what} must not be empty"
+        )));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(ChatError::InvalidArgument(format!(
+            "{what} is {} bytes; at most {MAX_NAME_BYTES} allowed",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
+fn check_id(what: &str, id: u64) -> Result<(), ChatError> {
+    if id == 0 || id > i64::MAX as u64 {
+        return Err(ChatError::InvalidArgument(format!(
+            "{what} must be a positive id"
+        )));
+    }
+    Ok(())
+}
+
+impl Command {
+    /// Checks that need no state. Run before proposing and again when applying.
+    pub fn validate(&self) -> Result<(), ChatError> {
+        match self {
+            Command::CreateUser { username } => check_name("username", username),
+            Command::CreateChat { user_id, name } => {
+                check_id("user_id", *user_id)?;
+                check_name("chat_name", name)
+            }
+            Command::JoinChat { user_id, chat_id } => {
+                check_id("user_id", *user_id)?;
+                check_id("chat_id", *chat_id)
+            }
+            Command::SendMessage {
+                user_id,
+                chat_id,
+                content,
+                ..
+            } => {
+                check_id("user_id", *user_id)?;
+                check_id("chat_id", *chat_id)?;
+                if content.len() > MAX_CONTENT_BYTES {
+                    return Err(ChatError::InvalidArgument(format!(
+                        "content is {} bytes; at most {MAX_CONTENT_BYTES} allowed",
+                        content.len()
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Write {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("writes encode")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Write, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+}

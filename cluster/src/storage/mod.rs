@@ -1,0 +1,235 @@
+//! Durable state of one replica: the Raft log ([`log`]), the hard state (term and vote) and
+//! the latest snapshot.
+//!
+//! Layout of a data directory:
+//! ```text
+//! DIR/raft/log/00000000000000000001.log   log segments (checksummed records)
+//! DIR/raft/hardstate                      term + vote + crc32, replaced atomically
+//! DIR/raft/snapshot                       index + term + data + crc32, replaced atomically
+//! DIR/chat.sqlite                         the state machine (see crate::chat)
+//! ```
+//! "Replaced atomically" means: write a temporary file, fsync it, rename it over the old one,
+//! fsync the directory. A crash leaves either the old or the new version, never a mix.
+//!
+//! Every I/O error is returned as a [`StorageError`]; the node treats any of them as fatal
+//! (it stops loudly rather than continue with state it cannot trust).
+
+pub mod log;
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::raft::{Entry, HardState, Snapshot};
+
+pub use log::LogStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("I/O error on {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("corrupt data in {path} at byte {offset}: {reason}; refusing to start")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+}
+
+impl StorageError {
+    pub fn io(path: &Path, source: io::Error) -> StorageError {
+        StorageError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Everything a node restarts from.
+pub struct Loaded {
+    pub hard_state: HardState,
+    pub snapshot: Snapshot,
+    /// Log entries after the snapshot.
+    pub entries: Vec<Entry>,
+}
+
+/// The Raft part of a data directory.
+pub struct RaftStorage {
+    dir: PathBuf,
+    pub log: LogStore,
+}
+
+impl RaftStorage {
+    pub fn open(
+        data_dir: &Path,
+        segment_bytes: u64,
+    ) -> Result<(RaftStorage, Loaded), StorageError> {
+        let dir = data_dir.join("raft");
+        fs::create_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
+        let hard_state = read_checked(&dir.join("hardstate"))?
+            .map(|b| postcard::from_bytes(&b))
+            .transpose()
+            .map_err(|e| corrupt(&dir.join("hardstate"), e))?
+            .unwrap_or_default();
+        let snapshot: Snapshot = read_checked(&dir.join("snapshot"))?
+            .map(|b| postcard::from_bytes(&b))
+            .transpose()
+            .map_err(|e| corrupt(&dir.join("snapshot"), e))?
+            .unwrap_or_default();
+        let (log, mut entries) = LogStore::open(&dir.join("log"), segment_bytes)?;
+        entries.retain(|e| e.index > snapshot.index);
+        if let Some(first) = entries.first()
+            && first.index != snapshot.index + 1
+        {
+            return Err(StorageError::Corrupt {
+                path: dir.join("log"),
+                offset: 0,
+                reason: format!(
+                    "log starts at {} but the snapshot ends at {}",
+                    first.index, snapshot.index
+                ),
+            });
+        }
+        Ok((
+            RaftStorage { dir, log },
+            Loaded {
+                hard_state,
+                snapshot,
+                entries,
+            },
+        ))
+    }
+
+    pub fn save_hard_state(&self, hs: &HardState) -> Result<(), StorageError> {
+        write_checked(
+            &self.dir,
+            "hardstate",
+            &postcard::to_allocvec(hs).expect("encodes"),
+        )
+    }
+
+    /// Makes a snapshot durable, then drops the log entries it covers.
+    pub fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        write_checked(
+            &self.dir,
+            "snapshot",
+            &postcard::to_allocvec(snapshot).expect("encodes"),
+        )?;
+        self.log.compact(snapshot.index)
+    }
+}
+
+fn corrupt(path: &Path, e: postcard::Error) -> StorageError {
+    StorageError::Corrupt {
+        path: path.to_path_buf(),
+        offset: 0,
+        reason: e.to_string(),
+    }
+}
+
+/// Reads a file written by [`write_checked`], verifying its trailing crc32.
+fn read_checked(path: &Path) -> Result<Option<Vec<u8>>, StorageError> {
+    let mut bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StorageError::io(path, e)),
+    };
+    if bytes.len() < 4 {
+        return Err(StorageError::Corrupt {
+            path: path.into(),
+            offset: 0,
+            reason: "too short".into(),
+        });
+    }
+    let crc = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().expect("4 bytes"));
+    bytes.truncate(bytes.len() - 4);
+    if crc32fast::hash(&bytes) != crc {
+        return Err(StorageError::Corrupt {
+            path: path.into(),
+            offset: 0,
+            reason: "checksum mismatch".into(),
+        });
+    }
+    Ok(Some(bytes))
+}
+
+fn write_checked(dir: &Path, name: &str, data: &[u8]) -> Result<(), StorageError> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let path = dir.join(name);
+    let mut bytes = data.to_vec();
+    bytes.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
+    let write = || -> io::Result<()> {
+        use std::io::Write;
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &path)
+    };
+    write().map_err(|e| StorageError::io(&path, e))?;
+    log::sync_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hard_state_and_snapshot_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, loaded) = RaftStorage::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(loaded.hard_state, HardState::default());
+        s.save_hard_state(&HardState {
+            term: 3,
+            vote: Some(2),
+        })
+        .unwrap();
+        let entries: Vec<Entry> = (1..=5)
+            .map(|i| Entry {
+                index: i,
+                term: 3,
+                command: None,
+            })
+            .collect();
+        s.log.append(&entries).unwrap();
+        s.log.sync().unwrap();
+        s.save_snapshot(&Snapshot {
+            index: 3,
+            term: 3,
+            data: b"state".to_vec(),
+        })
+        .unwrap();
+        drop(s);
+        let (_, loaded) = RaftStorage::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(
+            loaded.hard_state,
+            HardState {
+                term: 3,
+                vote: Some(2)
+            }
+        );
+        assert_eq!(loaded.snapshot.data, b"state");
+        assert_eq!(
+            loaded.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+            vec![4, 5]
+        );
+    }
+
+    #[test]
+    fn corrupt_hard_state_refuses_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = RaftStorage::open(dir.path(), 1 << 20).unwrap();
+        s.save_hard_state(&HardState {
+            term: 3,
+            vote: Some(2),
+        })
+        .unwrap();
+        let path = dir.path().join("raft/hardstate");
+        let mut b = fs::read(&path).unwrap();
+        b[0] ^= 1;
+        fs::write(&path, b).unwrap();
+        assert!(matches!(
+            RaftStorage::open(dir.path(), 1 << 20),
+            Err(StorageError::Corrupt { .. })
+        ));
+    }
+}
