@@ -12,5 +12,6 @@
 pub mod chat;
 pub mod proto;
 pub mod raft;
+pub mod server;
 pub mod sim;
 pub mod storage;

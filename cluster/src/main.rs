@@ -1,1 +1,422 @@
-fn main() {}
+//! `telegraft`: run a replica, a local cluster, ask for status, or chat by hand.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, Subcommand};
+use telegraft::proto::admin::{StatusRequest, admin_client::AdminClient};
+use telegraft::proto::chat::{self as api, chat_client::ChatClient};
+use telegraft::server::{NodeConfig, run};
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(version, about = "Telegraft: a Raft-replicated chat cluster")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one replica.
+    Node {
+        /// This node's id (a member of --peers).
+        #[arg(long)]
+        id: u64,
+        /// Address to serve chat, Raft and admin gRPC on.
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        listen: SocketAddr,
+        /// Every member, this node included: `1=127.0.0.1:7001,2=127.0.0.1:7002,...`.
+        #[arg(long)]
+        peers: String,
+        /// Where the log, hard state, snapshots and SQLite database live.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Snapshot and compact the log every N applied entries (0 disables).
+        #[arg(long, default_value_t = 10_000)]
+        snapshot_every: u64,
+    },
+    /// Start N replicas on loopback and stop them all on Ctrl-C or SIGTERM.
+    Cluster {
+        #[arg(long, default_value_t = 3)]
+        replicas: u64,
+        /// Node i listens on base-port + i - 1.
+        #[arg(long, default_value_t = 7001)]
+        base_port: u16,
+        /// Node i keeps its data in DATA_DIR/node-i.
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+    },
+    /// Print each node's role, term, leader and progress.
+    Status {
+        /// Comma-separated node addresses.
+        #[arg(long, default_value = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003")]
+        endpoints: String,
+        /// A JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A small client for each chat RPC.
+    Chat {
+        /// The replica to talk to (any replica works).
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        endpoint: String,
+        #[command(subcommand)]
+        rpc: ChatCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ChatCmd {
+    CreateUser {
+        username: String,
+    },
+    CreateChat {
+        user_id: u64,
+        chat_name: String,
+    },
+    JoinChat {
+        user_id: u64,
+        chat_id: u64,
+    },
+    SendMessage {
+        user_id: u64,
+        chat_id: u64,
+        content: String,
+    },
+    GetMessages {
+        user_id: u64,
+        /// Only messages sent after this many microseconds since the Unix epoch.
+        #[arg(long, default_value_t = 0)]
+        after_us: i64,
+        /// Read this replica's own state instead of a linearizable read.
+        #[arg(long)]
+        local: bool,
+    },
+    GetChatUsers {
+        chat_id: u64,
+        #[arg(long)]
+        local: bool,
+    },
+}
+
+fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>> {
+    let mut peers = BTreeMap::new();
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--peers: '{part}' is not ID=HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .with_context(|| format!("--peers: bad node id '{id}'"))?;
+        if id == 0 {
+            bail!("--peers: node ids start at 1");
+        }
+        peers.insert(id, addr.trim().to_string());
+    }
+    if peers.is_empty() {
+        bail!("--peers is empty");
+    }
+    Ok(peers)
+}
+
+fn shutdown_on_signals() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = real_main().await {
+        eprintln!("telegraft: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn real_main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Cmd::Node {
+            id,
+            listen,
+            peers,
+            data_dir,
+            snapshot_every,
+        } => {
+            let peers = parse_peers(&peers)?;
+            let mut config = NodeConfig::new(id, listen, peers, data_dir);
+            config.snapshot_every = snapshot_every;
+            run(config, shutdown_on_signals())
+                .await
+                .context("replica failed")?;
+        }
+        Cmd::Cluster {
+            replicas,
+            base_port,
+            data_dir,
+        } => cluster(replicas, base_port, data_dir).await?,
+        Cmd::Status { endpoints, json } => status(&endpoints, json).await?,
+        Cmd::Chat { endpoint, rpc } => chat(&endpoint, rpc).await?,
+    }
+    Ok(())
+}
+
+async fn cluster(replicas: u64, base_port: u16, data_dir: PathBuf) -> Result<()> {
+    if replicas == 0 {
+        bail!("--replicas must be at least 1");
+    }
+    let exe = std::env::current_exe().context("finding the telegraft binary")?;
+    let addrs: Vec<String> = (0..replicas)
+        .map(|i| format!("127.0.0.1:{}", base_port as u64 + i))
+        .collect();
+    let peers = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut children = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let id = i + 1;
+        let dir = data_dir.join(format!("node-{id}"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let log = std::fs::File::create(dir.join("node.log")).context("creating the node log")?;
+        let child = tokio::process::Command::new(&exe)
+            .args([
+                "node",
+                "--id",
+                &id.to_string(),
+                "--listen",
+                addr,
+                "--peers",
+                &peers,
+                "--data-dir",
+            ])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting node {id}"))?;
+        println!(
+            "node {id}: {addr} (pid {}, data {})",
+            child.id().unwrap_or(0),
+            dir.display()
+        );
+        children.push(child);
+    }
+    println!(
+        "cluster of {replicas} running; Ctrl-C stops it. Try: telegraft status --endpoints {}",
+        addrs.join(",")
+    );
+    let mut stop = shutdown_on_signals();
+    let _ = stop.wait_for(|s| *s).await;
+    for child in &children {
+        if let Some(pid) = child.id() {
+            // SAFETY: sending SIGTERM to our own child process.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        }
+    }
+    for mut child in children {
+        if tokio::time::timeout(Duration::from_secs(5), child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.kill().await;
+        }
+    }
+    println!("cluster stopped");
+    Ok(())
+}
+
+async fn status(endpoints: &str, json: bool) -> Result<()> {
+    let mut rows = Vec::new();
+    for ep in endpoints.split(',').filter(|e| !e.is_empty()) {
+        let mut client = AdminClient::connect(format!("http://{ep}"))
+            .await
+            .with_context(|| format!("connecting to {ep}"))?;
+        let s = client
+            .status(StatusRequest {})
+            .await
+            .with_context(|| format!("status of {ep}"))?
+            .into_inner();
+        rows.push(s);
+    }
+    if json {
+        let arr: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "node_id": s.node_id,
+                    "role": s.role,
+                    "term": s.term,
+                    "leader_id": if s.leader_id == 0 { serde_json::Value::Null } else { s.leader_id.into() },
+                    "commit_index": s.commit_index,
+                    "applied_index": s.applied_index,
+                    "last_log_index": s.last_log_index,
+                    "pid": s.pid,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&arr)?);
+    } else {
+        println!(
+            "{:>4} {:<9} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8}",
+            "node", "role", "term", "leader", "commit", "applied", "last", "pid"
+        );
+        for s in rows {
+            println!(
+                "{:>4} {:<9} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8}",
+                s.node_id,
+                s.role,
+                s.term,
+                s.leader_id,
+                s.commit_index,
+                s.applied_index,
+                s.last_log_index,
+                s.pid
+            );
+        }
+    }
+    Ok(())
+}
+
+fn now() -> prost_types::Timestamp {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+async fn chat(endpoint: &str, rpc: ChatCmd) -> Result<()> {
+    let mut c = ChatClient::connect(format!("http://{endpoint}"))
+        .await
+        .with_context(|| format!("connecting to {endpoint}"))?;
+    let consistency = |local: bool| {
+        (if local {
+            api::Consistency::Local
+        } else {
+            api::Consistency::Linearizable
+        }) as i32
+    };
+    let fail = |s: tonic::Status| anyhow!("{:?}: {}", s.code(), s.message());
+    match rpc {
+        ChatCmd::CreateUser { username } => {
+            let r = c
+                .create_user(api::CreateUserRequest {
+                    username,
+                    write_id: None,
+                })
+                .await
+                .map_err(fail)?;
+            println!("user_id {}", r.into_inner().user_id);
+        }
+        ChatCmd::CreateChat { user_id, chat_name } => {
+            let r = c
+                .create_chat(api::CreateChatRequest {
+                    user_id,
+                    chat_name,
+                    write_id: None,
+                })
+                .await
+                .map_err(fail)?;
+            println!("chat_id {}", r.into_inner().chat_id);
+        }
+        ChatCmd::JoinChat { user_id, chat_id } => {
+            c.join_chat(api::JoinChatRequest {
+                user_id,
+                chat_id,
+                write_id: None,
+            })
+            .await
+            .map_err(fail)?;
+            println!("joined");
+        }
+        ChatCmd::SendMessage {
+            user_id,
+            chat_id,
+            content,
+        } => {
+            let req = api::SendMessageRequest {
+                user_id,
+                chat_id,
+                content,
+                sent_time: Some(now()),
+                write_id: None,
+            };
+            let r = c.send_message(req).await.map_err(fail)?;
+            println!("message_id {}", r.into_inner().message_id);
+        }
+        ChatCmd::GetMessages {
+            user_id,
+            after_us,
+            local,
+        } => {
+            let after = prost_types::Timestamp {
+                seconds: after_us.div_euclid(1_000_000),
+                nanos: (after_us.rem_euclid(1_000_000) * 1000) as i32,
+            };
+            let req = api::GetMessagesRequest {
+                user_id,
+                messages_after: Some(after),
+                consistency: consistency(local),
+            };
+            for m in c
+                .get_messages(req)
+                .await
+                .map_err(fail)?
+                .into_inner()
+                .messages
+            {
+                let t = m.sent_time.unwrap_or_default();
+                println!(
+                    "[{}] chat {} user {} at {}.{:06}: {}",
+                    m.message_id,
+                    m.chat_id,
+                    m.user_id,
+                    t.seconds,
+                    t.nanos / 1000,
+                    m.content
+                );
+            }
+        }
+        ChatCmd::GetChatUsers { chat_id, local } => {
+            let req = api::GetChatUsersRequest {
+                chat_id,
+                consistency: consistency(local),
+            };
+            for u in c
+                .get_chat_users(req)
+                .await
+                .map_err(fail)?
+                .into_inner()
+                .users
+            {
+                println!("{} {}", u.user_id, u.username);
+            }
+        }
+    }
+    Ok(())
+}

@@ -258,6 +258,13 @@ impl LogStore {
         self.file.sync_data().map_err(|e| StorageError::io(path, e))
     }
 
+    /// Drops every entry: the log continues at `next_index` (after installing a snapshot).
+    pub fn reset(&mut self, next_index: Index) -> Result<(), StorageError> {
+        self.restart_segments(next_index)?;
+        self.first = next_index;
+        Ok(())
+    }
+
     /// Deletes segments holding only entries up to `index` (covered by a durable snapshot).
     pub fn compact(&mut self, index: Index) -> Result<(), StorageError> {
         while self.segments.len() > 1 && self.segments[1].first_index <= index + 1 {

@@ -108,6 +108,16 @@ impl RaftStorage {
         )
     }
 
+    /// Installs a snapshot received from the leader: durable, and the whole log replaced.
+    pub fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        write_checked(
+            &self.dir,
+            "snapshot",
+            &postcard::to_allocvec(snapshot).expect("encodes"),
+        )?;
+        self.log.reset(snapshot.index + 1)
+    }
+
     /// Makes a snapshot durable, then drops the log entries it covers.
     pub fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         write_checked(
