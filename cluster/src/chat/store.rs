@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS messages (message_id INTEGER PRIMARY KEY, chat_id INT
 CREATE INDEX IF NOT EXISTS messages_by_chat_time ON messages (chat_id, sent_time);
 CREATE TABLE IF NOT EXISTS sessions (client_id INTEGER PRIMARY KEY, sequence INTEGER NOT NULL, outcome BLOB NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('applied_index', 0);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('applied_term', 0);
 ";
 
 impl ChatStore {
@@ -91,6 +92,18 @@ impl ChatStore {
             .map_err(|e| self.err(e))
     }
 
+    /// The term of the last applied entry.
+    pub fn applied_term(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'applied_term'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|v| v as u64)
+            .map_err(|e| self.err(e))
+    }
+
     /// Applies committed entries in one transaction. Returns each entry's outcome (no-ops
     /// give none). Entries at or below the applied index are skipped (already applied).
     pub fn apply(&mut self, entries: &[Entry]) -> Result<Vec<(Index, ApplyResult)>, StoreError> {
@@ -102,9 +115,9 @@ impl ChatStore {
         };
         let tx = self.conn.transaction().map_err(sq)?;
         let mut results = Vec::new();
-        let mut last = applied;
+        let mut last = None;
         for entry in entries.iter().filter(|e| e.index > applied) {
-            last = entry.index;
+            last = Some((entry.index, entry.term));
             let Some(bytes) = &entry.command else {
                 continue;
             };
@@ -115,11 +128,13 @@ impl ChatStore {
             let result = apply_write(&tx, entry.index, &write).map_err(sq)?;
             results.push((entry.index, result));
         }
-        tx.execute(
-            "UPDATE meta SET value = ?1 WHERE key = 'applied_index'",
-            [last as i64],
-        )
-        .map_err(sq)?;
+        if let Some((index, term)) = last {
+            let update = "UPDATE meta SET value = ?2 WHERE key = ?1";
+            tx.execute(update, params!["applied_index", index as i64])
+                .map_err(sq)?;
+            tx.execute(update, params!["applied_term", term as i64])
+                .map_err(sq)?;
+        }
         tx.commit().map_err(sq)?;
         Ok(results)
     }

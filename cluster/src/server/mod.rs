@@ -106,11 +106,27 @@ pub async fn run(
         store.restore(&loaded.snapshot.data)?;
         applied = store.applied_index()?;
     }
+    let (mut storage, mut loaded) = (storage, loaded);
     let last = loaded.snapshot.index + loaded.entries.len() as u64;
     if applied > last {
-        return Err(ServerError::Config(format!(
-            "the state machine has applied index {applied} but the log ends at {last}: refusing to start"
-        )));
+        // The log lost entries the state machine already applied (a torn or truncated tail
+        // of committed entries). Applied entries are committed, so the state machine is a
+        // valid snapshot of them: adopt it, and let the leader send what follows.
+        let term = store.applied_term()?;
+        tracing::warn!(
+            applied,
+            last,
+            term,
+            "state machine ahead of the log: using it as a snapshot"
+        );
+        let snapshot = crate::raft::Snapshot {
+            index: applied,
+            term,
+            data: store.snapshot()?,
+        };
+        storage.install_snapshot(&snapshot)?;
+        loaded.snapshot = snapshot;
+        loaded.entries.clear();
     }
     tracing::info!(
         id = config.id,

@@ -175,6 +175,11 @@ impl NodeActor {
                 }
                 Output::Append(entries) => self.storage(StorageRequest::Append(entries)),
                 Output::Restore(snapshot) => {
+                    tracing::info!(
+                        index = snapshot.index,
+                        bytes = snapshot.data.len(),
+                        "installing a snapshot from the leader"
+                    );
                     let (done, wait) = oneshot::channel();
                     self.applier(ApplierMsg::Restore {
                         data: snapshot.data.clone(),

@@ -1,0 +1,508 @@
+//! Real replicas: `telegraft node` processes on loopback, with real fsync'd files, real
+//! SQLite and real gRPC, killed with real signals. Every wait is bounded.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use telegraft::proto::admin::{StatusRequest, StatusResponse, admin_client::AdminClient};
+use telegraft::proto::chat::{self as api, chat_client::ChatClient};
+use tonic::Code;
+use tonic::transport::Channel;
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    addrs: BTreeMap<u64, String>,
+    children: BTreeMap<u64, Child>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Cluster {
+    fn start(n: u64) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let addrs: BTreeMap<u64, String> = (1..=n)
+            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+            .collect();
+        let mut c = Cluster {
+            dir,
+            addrs,
+            children: BTreeMap::new(),
+        };
+        for id in 1..=n {
+            c.spawn(id);
+        }
+        c
+    }
+
+    fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node-{id}"))
+    }
+
+    fn spawn(&mut self, id: u64) {
+        let peers: Vec<String> = self.addrs.iter().map(|(i, a)| format!("{i}={a}")).collect();
+        let dir = self.data_dir(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("node.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_telegraft"))
+            .args([
+                "node",
+                "--id",
+                &id.to_string(),
+                "--listen",
+                &self.addrs[&id],
+                "--peers",
+                &peers.join(","),
+            ])
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--snapshot-every", "16"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start telegraft node");
+        self.children.insert(id, child);
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    fn kill(&mut self, id: u64) {
+        let mut child = self.children.remove(&id).expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    async fn chat(&self, id: u64) -> ChatClient<Channel> {
+        let ep = format!("http://{}", self.addrs[&id]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match ChatClient::connect(ep.clone()).await {
+                Ok(c) => return c,
+                Err(e) if Instant::now() > deadline => panic!("node {id} unreachable: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    async fn status(&self, id: u64) -> Option<StatusResponse> {
+        let ep = format!("http://{}", self.addrs[&id]);
+        let mut c = AdminClient::connect(ep).await.ok()?;
+        c.status(StatusRequest {})
+            .await
+            .ok()
+            .map(|r| r.into_inner())
+    }
+
+    /// Waits (bounded) for a leader among the running nodes; returns its id.
+    async fn leader(&self) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            for &id in self.children.keys() {
+                if let Some(s) = self.status(id).await
+                    && s.role == "leader"
+                {
+                    return id;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no leader within 15 s");
+    }
+
+    /// Waits (bounded) until every running node applied the same index and reports the same
+    /// state digest; returns the digest.
+    async fn converged(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut last = Vec::new();
+        while Instant::now() < deadline {
+            let mut seen = BTreeSet::new();
+            last.clear();
+            for &id in self.children.keys() {
+                match self.status(id).await {
+                    Some(s) => {
+                        seen.insert((s.applied_index, s.state_digest.clone()));
+                        last.push(s);
+                    }
+                    None => {
+                        seen.insert((0, String::new()));
+                    }
+                }
+            }
+            if seen.len() == 1 && seen.iter().next().unwrap().0 > 0 {
+                return seen.into_iter().next().unwrap().1;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("replicas did not converge: {last:?}");
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.children.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn now() -> prost_types::Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    prost_types::Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+/// Retries a write on UNAVAILABLE/DEADLINE_EXCEEDED for a bounded time, with the same write
+/// id, so that a retry after a failover is applied at most once.
+async fn send(
+    c: &mut ChatClient<Channel>,
+    user: u64,
+    chat: u64,
+    content: &str,
+    write_id: api::WriteId,
+) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let req = api::SendMessageRequest {
+            user_id: user,
+            chat_id: chat,
+            content: content.into(),
+            sent_time: Some(now()),
+            write_id: Some(write_id),
+        };
+        match c.send_message(req).await {
+            Ok(r) => return r.into_inner().message_id,
+            Err(s)
+                if matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded)
+                    && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(s) => panic!("send_message failed: {s:?}"),
+        }
+    }
+}
+
+async fn setup_chat(c: &mut ChatClient<Channel>) -> (u64, u64) {
+    let user = c
+        .create_user(api::CreateUserRequest {
+            username: "ann".into(),
+            write_id: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .user_id;
+    let chat = c
+        .create_chat(api::CreateChatRequest {
+            user_id: user,
+            chat_name: "general".into(),
+            write_id: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .chat_id;
+    (user, chat)
+}
+
+async fn messages(c: &mut ChatClient<Channel>, user: u64, local: bool) -> Vec<String> {
+    let consistency = if local {
+        api::Consistency::Local
+    } else {
+        api::Consistency::Linearizable
+    } as i32;
+    let req = api::GetMessagesRequest {
+        user_id: user,
+        messages_after: None,
+        consistency,
+    };
+    c.get_messages(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .messages
+        .into_iter()
+        .map(|m| m.content)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_and_reads_through_every_node_and_invalid_requests_change_nothing() {
+    let cluster = Cluster::start(3);
+    cluster.leader().await;
+    let mut c1 = cluster.chat(1).await;
+    let (user, chat) = setup_chat(&mut c1).await;
+    for id in 1..=3 {
+        let mut c = cluster.chat(id).await;
+        let wid = api::WriteId {
+            client_id: 100 + id,
+            sequence: 1,
+        };
+        send(&mut c, user, chat, &format!("via node {id}"), wid).await;
+    }
+    for id in 1..=3 {
+        let mut c = cluster.chat(id).await;
+        assert_eq!(
+            messages(&mut c, user, false).await,
+            vec!["via node 1", "via node 2", "via node 3"]
+        );
+    }
+    let users = c1
+        .get_chat_users(api::GetChatUsersRequest {
+            chat_id: chat,
+            consistency: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .users;
+    assert_eq!(
+        users
+            .iter()
+            .map(|u| u.username.as_str())
+            .collect::<Vec<_>>(),
+        vec!["ann"]
+    );
+    let before = cluster.converged().await;
+
+    let mut c2 = cluster.chat(2).await;
+    let e = c2
+        .create_user(api::CreateUserRequest {
+            username: "".into(),
+            write_id: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = c2
+        .create_user(api::CreateUserRequest {
+            username: "x".repeat(65),
+            write_id: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = c2
+        .create_user(api::CreateUserRequest {
+            username: "ann".into(),
+            write_id: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists);
+    let e = c2
+        .create_chat(api::CreateChatRequest {
+            user_id: 999_999,
+            chat_name: "x".into(),
+            write_id: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = c2
+        .join_chat(api::JoinChatRequest {
+            user_id: user,
+            chat_id: 999_999,
+            write_id: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let bob = c2
+        .create_user(api::CreateUserRequest {
+            username: "bob".into(),
+            write_id: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .user_id;
+    let req = api::SendMessageRequest {
+        user_id: bob,
+        chat_id: chat,
+        content: "hi".into(),
+        sent_time: Some(now()),
+        write_id: None,
+    };
+    assert_eq!(
+        c2.send_message(req).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
+    let req = api::SendMessageRequest {
+        user_id: user,
+        chat_id: chat,
+        content: "x".repeat(64 * 1024 + 1),
+        sent_time: Some(now()),
+        write_id: None,
+    };
+    assert_eq!(
+        c2.send_message(req).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    let e = c2
+        .get_messages(api::GetMessagesRequest {
+            user_id: 999_999,
+            messages_after: None,
+            consistency: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = c2
+        .get_chat_users(api::GetChatUsersRequest {
+            chat_id: 999_999,
+            consistency: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    // Only "bob" was written: the digests moved by exactly that, on every replica.
+    let after = cluster.converged().await;
+    assert_ne!(before, after);
+    for id in 1..=3 {
+        let mut c = cluster.chat(id).await;
+        assert_eq!(messages(&mut c, user, true).await.len(), 3);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_kill_9_of_the_leader_and_of_every_node() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader().await;
+    let mut c = cluster.chat(leader).await;
+    let (user, chat) = setup_chat(&mut c).await;
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let text = format!("m{i}");
+        send(
+            &mut c,
+            user,
+            chat,
+            &text,
+            api::WriteId {
+                client_id: 7,
+                sequence: i + 1,
+            },
+        )
+        .await;
+        acked.push(text);
+    }
+
+    // Kill the leader: a survivor takes over and accepts writes.
+    cluster.kill(leader);
+    let survivor = *cluster.children.keys().next().unwrap();
+    let mut c = cluster.chat(survivor).await;
+    for i in 20..40 {
+        let text = format!("m{i}");
+        send(
+            &mut c,
+            user,
+            chat,
+            &text,
+            api::WriteId {
+                client_id: 7,
+                sequence: i + 1,
+            },
+        )
+        .await;
+        acked.push(text);
+    }
+    let new_leader = cluster.leader().await;
+    assert_ne!(new_leader, leader);
+
+    // The killed node restarts and catches up: from a snapshot, since the others compacted
+    // their logs past the point where it stopped (they snapshot every 16 entries).
+    cluster.spawn(leader);
+    cluster.converged().await;
+    let mut c = cluster.chat(leader).await;
+    assert_eq!(messages(&mut c, user, true).await, acked);
+    let log = std::fs::read_to_string(cluster.data_dir(leader).join("node.log")).unwrap();
+    assert!(
+        log.contains("installing a snapshot from the leader"),
+        "caught up by snapshot:\n{log}"
+    );
+
+    // Kill everything at once, restart: nothing acknowledged lost, nothing duplicated.
+    for id in 1..=3 {
+        cluster.kill(id);
+    }
+    for id in 1..=3 {
+        cluster.spawn(id);
+    }
+    cluster.leader().await;
+    let digest = cluster.converged().await;
+    for id in 1..=3 {
+        let mut c = cluster.chat(id).await;
+        assert_eq!(messages(&mut c, user, false).await, acked, "node {id}");
+    }
+    assert!(!digest.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_log_tail_is_torn_restarts_cleanly() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader().await;
+    let mut c = cluster.chat(leader).await;
+    let (user, chat) = setup_chat(&mut c).await;
+    for i in 0..10 {
+        send(
+            &mut c,
+            user,
+            chat,
+            &format!("m{i}"),
+            api::WriteId {
+                client_id: 9,
+                sequence: i + 1,
+            },
+        )
+        .await;
+    }
+    let victim = if leader == 1 { 2 } else { 1 };
+    cluster.converged().await;
+    cluster.kill(victim);
+    // Cut the last record of the newest log segment in half.
+    let seg = newest_segment(&cluster.data_dir(victim).join("raft/log"));
+    let len = std::fs::metadata(&seg).unwrap().len();
+    assert!(len > 10, "segment has records");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
+    cluster.spawn(victim);
+    let digest = cluster.converged().await;
+    let mut c = cluster.chat(victim).await;
+    assert_eq!(messages(&mut c, user, true).await.len(), 10);
+    let log = std::fs::read_to_string(cluster.data_dir(victim).join("node.log")).unwrap();
+    assert!(
+        log.contains("torn write"),
+        "the truncation is logged:\n{log}"
+    );
+    assert!(!digest.is_empty());
+}
+
+fn newest_segment(dir: &Path) -> PathBuf {
+    let mut segs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segs.sort();
+    segs.pop().expect("a segment")
+}
