@@ -37,7 +37,7 @@ struct Disk {
 struct SimNode {
     core: Option<Node>,
     disk: Disk,
-    writes: VecDeque<Vec<Entry>>,
+    writes: VecDeque<(u64, Vec<Entry>)>,
     inbox: VecDeque<Envelope>,
     applied: Vec<String>,
 }
@@ -159,7 +159,7 @@ impl Runner {
         let node = self.nodes.get_mut(&id).expect("node exists");
         match o {
             Output::HardState(hs) => node.disk.hard_state = hs,
-            Output::Append(entries) => node.writes.push_back(entries),
+            Output::Append { id, entries } => node.writes.push_back((id, entries)),
             Output::Restore(s) => {
                 node.applied = vec![format!("(restored snapshot at {})", s.index)];
                 node.writes.clear();
@@ -182,14 +182,13 @@ impl Runner {
     }
 
     fn persist(&mut self, id: NodeId, out: &mut String) -> Result<(), Box<dyn Error>> {
-        while let Some(entries) = self.core(id)?.writes.pop_front() {
+        while let Some((write, entries)) = self.core(id)?.writes.pop_front() {
             let disk = &mut self.nodes.get_mut(&id).expect("exists").disk;
             let keep = (entries[0].index - disk.snapshot.index - 1) as usize;
             disk.entries.truncate(keep);
             disk.entries.extend(entries.iter().cloned());
-            let last = entries.last().expect("non-empty").clone();
             self.step(id, out, |mut core| {
-                core.persisted(last.index, last.term);
+                core.persisted(write);
                 core
             })?;
         }
@@ -366,7 +365,7 @@ impl goldenscript::Runner for Runner {
                 let node = self.core(id)?;
                 node.core = None;
                 node.inbox.clear();
-                let lost = node.writes.drain(..).flatten().count();
+                let lost = node.writes.drain(..).map(|w| w.1.len()).sum::<usize>();
                 writeln!(out, "n{id} crashed, {lost} unpersisted entries lost")?;
             }
             "restart" => {

@@ -151,7 +151,7 @@ fn log(dir: &std::path::Path, writers: usize, entry_bytes: usize, secs: Duration
     let syncs = Arc::new(AtomicU64::new(0));
     let syncs2 = syncs.clone();
     std::thread::spawn(move || {
-        while let Some(NodeInput::Persisted { index, .. }) = node_rx.blocking_recv() {
+        while let Some(NodeInput::Persisted { write: index }) = node_rx.blocking_recv() {
             syncs2.fetch_add(1, Ordering::Relaxed);
             let _ = durable_tx.send(index);
         }
@@ -178,7 +178,7 @@ fn log(dir: &std::path::Path, writers: usize, entry_bytes: usize, secs: Duration
                         term: 1,
                         command: Some(payload.clone()),
                     };
-                    g.1.send(StorageRequest::Append(vec![entry]))
+                    g.1.send(StorageRequest::Append(index, vec![entry]))
                         .expect("writer alive");
                     index
                 };

@@ -8,7 +8,10 @@
 //! ```
 //!
 //! - `issued`: entries up to here have been handed to storage (an `Output::Append`).
-//! - `persisted`: storage has reported entries up to here durable.
+//! - `persisted`: storage has reported entries up to here durable. Writes are numbered and
+//!   complete in order; an index counts as durable only once no write still queued will
+//!   overwrite it (a truncated entry may be re-added by a later write while an older write of
+//!   a different entry at that index is still queued: an (index, term) check is not enough).
 //! - `commit`: known committed (only grows while the process lives).
 //! - `applied`: handed to the state machine (an `Output::Apply`). A node applies only what is
 //!   both committed and durable locally, so a restart never finds its state machine ahead of
@@ -17,7 +20,9 @@
 //! This type does no I/O and knows nothing of roles; it refuses (panics on) operations that
 //! would break the order above, since those are bugs in the core, not runtime conditions.
 
-use super::message::{Entry, Index, Snapshot, Term};
+use std::collections::VecDeque;
+
+use super::message::{Entry, Index, Snapshot, Term, WriteId};
 
 #[derive(Clone, Debug)]
 pub struct Log {
@@ -27,6 +32,9 @@ pub struct Log {
     persisted: Index,
     commit: Index,
     applied: Index,
+    /// Writes handed to storage and not yet reported complete: (id, first index).
+    pending_writes: VecDeque<(WriteId, Index)>,
+    next_write: WriteId,
 }
 
 impl Log {
@@ -51,6 +59,8 @@ impl Log {
             applied,
             snapshot,
             entries,
+            pending_writes: VecDeque::new(),
+            next_write: 1,
         }
     }
 
@@ -191,25 +201,35 @@ impl Log {
         self.persisted = self.persisted.min(index - 1);
     }
 
-    /// Entries not yet handed to storage; marks them handed.
-    pub fn take_unissued(&mut self) -> Vec<Entry> {
+    /// Entries not yet handed to storage, as a numbered write; marks them handed.
+    pub fn take_unissued(&mut self) -> Option<(WriteId, Vec<Entry>)> {
         if self.issued >= self.last_index() {
-            return Vec::new();
+            return None;
         }
         let out = self.slice(self.issued + 1, usize::MAX, usize::MAX);
         self.issued = self.last_index();
-        out
+        let id = self.next_write;
+        self.next_write += 1;
+        self.pending_writes.push_back((id, out[0].index));
+        Some((id, out))
     }
 
-    /// Storage reports entries up to (`index`, `term`) durable. Ignored when that entry is no
-    /// longer in the log (it was truncated after the write was issued): an (index, term) pair
-    /// names one entry cluster-wide, so a match means every earlier entry is durable too.
-    pub fn persisted_to(&mut self, index: Index, term: Term) -> bool {
-        if index <= self.persisted || index > self.issued || self.term(index) != Some(term) {
-            return false;
+    /// Storage reports every write up to `id` complete. What is durable is what completed
+    /// writes put there and no queued write will overwrite. Returns whether `persisted` grew.
+    pub fn persisted_to(&mut self, id: WriteId) -> bool {
+        while self.pending_writes.front().is_some_and(|(w, _)| *w <= id) {
+            self.pending_writes.pop_front();
         }
-        self.persisted = index;
-        true
+        let durable = match self.pending_writes.iter().map(|(_, first)| *first).min() {
+            Some(first) => (first - 1).min(self.issued),
+            None => self.issued,
+        };
+        if durable > self.persisted {
+            self.persisted = durable;
+            true
+        } else {
+            false
+        }
     }
 
     /// Advances the commit index. Never moves backwards.
@@ -259,6 +279,8 @@ impl Log {
         self.persisted = index;
         self.commit = index;
         self.applied = index;
+        // The driver orders the install after every earlier write (or cancels them).
+        self.pending_writes.clear();
     }
 }
 
@@ -279,7 +301,7 @@ mod tests {
     enum Op {
         Push(Term),
         Merge(Index, Vec<Term>),
-        Persist(Index),
+        Persist,
         Commit(Index),
         Apply,
         Compact(Index),
@@ -289,7 +311,7 @@ mod tests {
         prop_oneof![
             (1u64..4).prop_map(Op::Push),
             (0u64..12, proptest::collection::vec(1u64..4, 0..4)).prop_map(|(i, t)| Op::Merge(i, t)),
-            (0u64..12).prop_map(Op::Persist),
+            Just(Op::Persist),
             (0u64..12).prop_map(Op::Commit),
             Just(Op::Apply),
             (0u64..12).prop_map(Op::Compact),
@@ -337,13 +359,12 @@ mod tests {
                         }
                         log.merge(entries);
                     }
-                    Op::Persist(i) => {
-                        let issued_now = log.take_unissued();
-                        if let Some(last) = issued_now.last() { issued = last.index; }
-                        let i = i.min(issued);
-                        if i > persisted && i > snap {
-                            prop_assert!(log.persisted_to(i, model[i as usize - 1].term));
-                            persisted = i;
+                    Op::Persist => {
+                        // Every issued write completes.
+                        if let Some((id, entries)) = log.take_unissued() {
+                            issued = entries.last().unwrap().index;
+                            log.persisted_to(id);
+                            persisted = issued;
                         }
                     }
                     Op::Commit(i) => {
@@ -387,18 +408,30 @@ mod tests {
         assert_eq!(log.last_index(), 4);
         assert_eq!(log.term(3), Some(3));
         assert_eq!(log.persisted(), 2, "truncation lowers persisted");
-        assert_eq!(log.take_unissued(), vec![e(3, 3), e(4, 3)]);
+        assert_eq!(log.take_unissued().unwrap().1, vec![e(3, 3), e(4, 3)]);
     }
 
     #[test]
-    fn stale_persist_report_after_truncation_is_ignored() {
-        let mut log = Log::restore(Snapshot::default(), vec![e(1, 1)], 1);
-        log.push(1, None);
-        log.take_unissued();
-        log.merge(vec![e(2, 2)]);
-        log.take_unissued();
-        assert!(!log.persisted_to(2, 1), "the term-1 entry 2 is gone");
-        assert!(log.persisted_to(2, 2));
+    fn a_queued_overwrite_keeps_an_index_from_counting_as_durable() {
+        // W1 writes 1@2, 2@2; W2 replaces 2 with 2@3; W3 puts 2@2 back and adds 3@4. When W1
+        // completes, index 2 is not durable: W2 is still queued and will overwrite it.
+        let mut log = Log::restore(Snapshot::default(), vec![], 0);
+        log.merge(vec![e(1, 2), e(2, 2)]);
+        let (w1, _) = log.take_unissued().unwrap();
+        log.merge(vec![e(2, 3)]);
+        let (w2, _) = log.take_unissued().unwrap();
+        log.merge(vec![e(2, 2), e(3, 4)]);
+        let (w3, _) = log.take_unissued().unwrap();
+        assert!(log.persisted_to(w1));
+        assert_eq!(
+            log.persisted(),
+            1,
+            "only index 1 is safe while W2 and W3 are queued"
+        );
+        assert!(!log.persisted_to(w2));
+        assert_eq!(log.persisted(), 1, "W3 rewrites index 2");
+        assert!(log.persisted_to(w3));
+        assert_eq!(log.persisted(), 3);
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub type Index = u64;
 pub type ReadId = u64;
 /// A leader's read-confirmation round. Followers echo the latest round they saw.
 pub type ReadSeq = u64;
+/// Numbers the core's storage writes; storage reports completion by the highest id done.
+pub type WriteId = u64;
 
 /// A log entry. `command` is `None` for the no-op a new leader appends to commit its term.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,8 +137,9 @@ pub enum Output {
     /// Persist term and vote. Synchronous: durable before any later output is acted on.
     HardState(HardState),
     /// Persist these entries, first discarding any stored entry at or after the first one's
-    /// index. Asynchronous: report completion with `persisted(last.index, last.term)`.
-    Append(Vec<Entry>),
+    /// index. Asynchronous: writes complete in `id` order; report completion with
+    /// `persisted(id)` (one report may cover several writes).
+    Append { id: WriteId, entries: Vec<Entry> },
     /// Replace the state machine and the whole log with this snapshot. Synchronous, like
     /// `HardState`.
     Restore(Snapshot),
@@ -254,7 +257,7 @@ impl fmt::Display for Output {
                 hs.term,
                 hs.vote.map_or("-".to_string(), |v| v.to_string())
             ),
-            Output::Append(entries) => write!(f, "append [{}]", fmt_entries(entries)),
+            Output::Append { id, entries } => write!(f, "append #{id} [{}]", fmt_entries(entries)),
             Output::Restore(s) => write!(f, "restore snapshot {}@{}", s.index, s.term),
             Output::Send(env) => write!(f, "send {env}"),
             Output::Apply(entries) => write!(f, "apply [{}]", fmt_entries(entries)),

@@ -23,17 +23,33 @@
 //! - `Output::HardState` and `Output::Restore` are synchronous: they must be durable before
 //!   the driver acts on any later output. This is what makes "persist term and vote before
 //!   granting a vote" hold: the `VoteResponse` comes after the `HardState` in the outputs.
-//! - `Output::Append` is asynchronous: the driver may send the outputs that follow it at once
-//!   and report completion later with [`Node::persisted`]. Writes complete in the order issued.
-//!   The core never emits a message that depends on an unfinished write:
+//!   The hard state may travel through the storage writer's queue, as long as the driver
+//!   waits for it before going on.
+//! - `Output::Append { id, entries }` is asynchronous: the driver may act on later outputs at
+//!   once. Writes must complete in `id` order (one queue), and completion is reported with
+//!   [`Node::persisted`]`(id)`, which covers every earlier write too. A write that fails must
+//!   stop the process: the core cannot be told "not durable". An index counts as durable
+//!   only when no queued write will still overwrite it, so a truncated-then-re-added entry is
+//!   never claimed early. The core never emits a message that depends on an unfinished write:
 //!   - a follower acknowledges entries as `durable` only once they are persisted, so
 //!     `AppendResponse` may be sent immediately (the leader counts only `durable`);
 //!   - the leader sends entries to followers before its own write completes (thesis 10.2.1:
 //!     disk and network in parallel) but counts itself in the quorum only once persisted.
+//! - `Output::Restore` must be ordered after every earlier `Append` (the same queue, or those
+//!   writes cancelled), must replace the snapshot and the whole log atomically across a
+//!   crash, and must come after any `Apply` work already queued. Reports for writes issued
+//!   before it are harmless.
 //! - `Output::Apply` batches are in log order, and only contain entries that are committed
 //!   *and* durable locally. `Output::ReadReady { index }` comes after the `Apply` covering
-//!   `index`: a driver that applies in order and then serves the read is linearizable.
-//!
+//!   `index`: a driver that applies in order and serves the read after those batches (for
+//!   example by queueing it behind them on the apply thread) is linearizable.
+//! - [`Restored::applied`] tells the core what a durable state machine already holds; the
+//!   log given with it must contain those entries (or a snapshot covering them).
+//! - A proposal's outcome is known when an entry is applied at its index: with its term it
+//!   committed, with another term it did not. A snapshot that jumps over the index, a crash,
+//!   or a leadership change leaves it unknown; the driver must not report those as failures.
+//! - `Output::ReadAborted` may not know the new leader (`leader: None`).
+
 //! # What the core guarantees (checked by the simulator in [`crate::sim`])
 //!
 //! - Election safety: at most one leader per term (one durable vote per term per node).

@@ -34,6 +34,11 @@ pub struct Options {
     /// At most this many entries, and roughly this many bytes, in one append.
     pub max_append_entries: usize,
     pub max_append_bytes: usize,
+    /// Pipelined appends in flight without any durable progress for this long mean they
+    /// were lost: the leader falls back to probing. Long enough for a slow fsync.
+    pub stall_ticks: u64,
+    /// A snapshot sent without an answer for this long is sent again.
+    pub snapshot_retry_ticks: u64,
     /// Deliberate bugs, for proving that the simulator catches them. All off in production.
     pub planted_bugs: PlantedBugs,
 }
@@ -49,6 +54,8 @@ impl Default for Options {
             max_inflight: 64,
             max_append_entries: 512,
             max_append_bytes: 1 << 20,
+            stall_ticks: 30,
+            snapshot_retry_ticks: 300,
             planted_bugs: PlantedBugs::default(),
         }
     }
@@ -306,19 +313,19 @@ impl Node {
         }
     }
 
-    /// Storage reports entries up to (`index`, `term`) durable.
-    pub fn persisted(&mut self, index: Index, term: Term) {
+    /// Storage reports every write up to `id` (from `Output::Append`) complete and durable.
+    pub fn persisted(&mut self, id: WriteId) {
         match self {
             Node::Follower(n) => {
-                if n.log.persisted_to(index, term) {
+                if n.log.persisted_to(id) {
                     n.ack_durable();
                 }
             }
             Node::Candidate(n) => {
-                n.log.persisted_to(index, term);
+                n.log.persisted_to(id);
             }
             Node::Leader(n) => {
-                if n.log.persisted_to(index, term) {
+                if n.log.persisted_to(id) {
                     n.maybe_commit();
                 }
             }
@@ -345,9 +352,8 @@ impl Node {
     /// storage write and at most one append per follower window.
     pub fn take_outputs(&mut self) -> Vec<Output> {
         each_role!(self, n => {
-            let entries = n.log.take_unissued();
-            if !entries.is_empty() {
-                n.out.push(Output::Append(entries));
+            if let Some((id, entries)) = n.log.take_unissued() {
+                n.out.push(Output::Append { id, entries });
             }
         });
         if let Node::Leader(n) = self {
@@ -754,6 +760,7 @@ impl RawNode<Leader> {
         self.role.heartbeat_elapsed += 1;
         if self.role.heartbeat_elapsed >= self.opts.heartbeat_ticks {
             self.role.heartbeat_elapsed = 0;
+            self.retry_lost();
             self.heartbeat();
         }
         self.role.check_quorum_elapsed += 1;
@@ -938,50 +945,57 @@ impl RawNode<Leader> {
         more
     }
 
-    /// Heartbeats assert leadership, carry the commit index and the current read round, and
-    /// retry whatever looks lost.
-    fn heartbeat(&mut self) {
-        for peer in self.peers.clone() {
-            let snapshot_index = self.log.snapshot().index;
-            let resend_after = self.opts.election_ticks_max;
-            let heartbeat_ticks = self.opts.heartbeat_ticks;
-            let pr = self.role.progress.get_mut(&peer).expect("progress exists");
+    /// On each heartbeat tick: re-send what looks lost. A paused probe is re-sent; pipelined
+    /// appends with no durable progress for `stall_ticks` fall back to probing; a snapshot
+    /// unanswered for `snapshot_retry_ticks`, or superseded by a newer one, is sent again.
+    fn retry_lost(&mut self) {
+        let snapshot_index = self.log.snapshot().index;
+        let (hb, stall, retry) = (
+            self.opts.heartbeat_ticks,
+            self.opts.stall_ticks,
+            self.opts.snapshot_retry_ticks,
+        );
+        for pr in self.role.progress.values_mut() {
             match &mut pr.state {
-                ProgressState::Probe { paused } => {
-                    // Re-send the probe, in case it or its answer was lost.
-                    *paused = false;
-                    self.send_append(peer);
-                    continue;
-                }
+                ProgressState::Probe { paused } => *paused = false,
                 ProgressState::Replicate => {
-                    // No progress since the last heartbeat with appends in flight: presume
-                    // them lost and probe from what the follower is known to hold.
                     if !pr.inflight.is_empty() && pr.matched == pr.matched_at_last_heartbeat {
+                        pr.stalled_ticks += hb;
+                    } else {
+                        pr.stalled_ticks = 0;
+                    }
+                    pr.matched_at_last_heartbeat = pr.matched;
+                    if pr.stalled_ticks >= stall {
+                        pr.stalled_ticks = 0;
                         let next = pr.matched + 1;
                         pr.probe_from(next);
                     }
-                    pr.matched_at_last_heartbeat = pr.matched;
                 }
                 ProgressState::Snapshot { index, ticks } => {
-                    *ticks += heartbeat_ticks;
-                    if *ticks >= resend_after || *index < snapshot_index {
-                        // Lost, or superseded by a newer snapshot: start over. If the follower
-                        // still needs compacted entries, this sends the latest snapshot.
+                    *ticks += hb;
+                    if *ticks >= retry || *index < snapshot_index {
                         let next = pr.matched + 1;
                         pr.probe_from(next);
-                        self.send_append(peer);
-                        continue;
                     }
                 }
             }
-            let pr = &self.role.progress[&peer];
-            let prev_index = if self.log.term(pr.matched).is_some() {
-                pr.matched
+        }
+    }
+
+    /// Heartbeats assert leadership and carry the commit index and the current read round.
+    /// They check the log only at what the follower is known to hold, so they never disturb
+    /// replication in flight; paused probes and snapshots are re-sent by `send_appends`.
+    fn heartbeat(&mut self) {
+        let snapshot_index = self.log.snapshot().index;
+        let (commit, read_seq) = (self.log.commit(), self.role.read_seq);
+        for peer in self.peers.clone() {
+            let matched = self.role.progress[&peer].matched;
+            let prev_index = if self.log.term(matched).is_some() {
+                matched
             } else {
                 snapshot_index
             };
             let prev_term = self.log.term(prev_index).expect("known term");
-            let (commit, read_seq) = (self.log.commit(), self.role.read_seq);
             let entries = Vec::new();
             self.send(
                 peer,

@@ -5,8 +5,8 @@
 //!   walks back on rejections (by a whole term at a time, using the follower's hints).
 //! - `Replicate`: its log matches ours up to `next - 1` as far as we know. Appends are
 //!   pipelined: `next` advances optimistically as they are sent, up to `max_inflight`
-//!   unacknowledged messages. A stall (no progress across two heartbeats while messages are in
-//!   flight) means something was lost, and we fall back to `Probe`.
+//!   unacknowledged messages. A stall (no durable progress for `Options::stall_ticks` while
+//!   messages are in flight) means something was lost, and we fall back to `Probe`.
 //! - `Snapshot`: the entries it needs are compacted away; a snapshot is on its way.
 
 use std::collections::VecDeque;
@@ -33,8 +33,10 @@ pub struct Progress {
     pub read_seq: ReadSeq,
     /// Whether the follower answered since the last check-quorum round.
     pub active: bool,
-    /// `matched` at the previous heartbeat, for stall detection.
+    /// `matched` at the previous heartbeat, and how long it has not moved with appends in
+    /// flight, for stall detection.
     pub matched_at_last_heartbeat: Index,
+    pub stalled_ticks: u64,
 }
 
 impl Progress {
@@ -47,6 +49,7 @@ impl Progress {
             read_seq: 0,
             active: true,
             matched_at_last_heartbeat: 0,
+            stalled_ticks: 0,
         }
     }
 

@@ -24,6 +24,7 @@ use super::storage_writer::{StorageRequest, fatal};
 use crate::chat::ApplyResult;
 use crate::raft::{
     Envelope, Error as RaftError, Index, Node, NodeId, Output, ReadId, Snapshot, Status, Term,
+    WriteId,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,11 +42,25 @@ pub type ReadReply = oneshot::Sender<Result<QueryResult, NodeError>>;
 
 pub enum NodeInput {
     Peer(Envelope),
-    Propose { write: Vec<u8>, reply: ProposeReply },
-    Read { query: Query, reply: ReadReply },
-    Persisted { index: Index, term: Term },
-    SnapshotTaken { index: Index, data: Vec<u8> },
-    Status { reply: oneshot::Sender<Status> },
+    Propose {
+        write: Vec<u8>,
+        reply: ProposeReply,
+    },
+    Read {
+        query: Query,
+        reply: ReadReply,
+    },
+    /// The storage writer finished every write up to this id.
+    Persisted {
+        write: WriteId,
+    },
+    SnapshotTaken {
+        index: Index,
+        data: Vec<u8>,
+    },
+    Status {
+        reply: oneshot::Sender<Status>,
+    },
 }
 
 pub struct NodeActor {
@@ -142,7 +157,7 @@ impl NodeActor {
                     Err(e) => unreachable!("read: {e}"),
                 }
             }
-            NodeInput::Persisted { index, term } => core.persisted(index, term),
+            NodeInput::Persisted { write } => core.persisted(write),
             NodeInput::SnapshotTaken { index, data } => {
                 if core.compact(index, data.clone()).is_ok() {
                     let term = core.log().snapshot().term;
@@ -173,7 +188,7 @@ impl NodeActor {
                         fatal(&"storage writer stopped before saving the hard state");
                     }
                 }
-                Output::Append(entries) => self.storage(StorageRequest::Append(entries)),
+                Output::Append { id, entries } => self.storage(StorageRequest::Append(id, entries)),
                 Output::Restore(snapshot) => {
                     tracing::info!(
                         index = snapshot.index,

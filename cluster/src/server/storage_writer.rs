@@ -13,11 +13,11 @@ use std::sync::mpsc;
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
 use super::node::NodeInput;
-use crate::raft::{Entry, HardState, Snapshot};
+use crate::raft::{Entry, HardState, Snapshot, WriteId};
 use crate::storage::RaftStorage;
 
 pub enum StorageRequest {
-    Append(Vec<Entry>),
+    Append(WriteId, Vec<Entry>),
     HardState(HardState, oneshot::Sender<()>),
     /// A snapshot this node took: save it and drop the entries it covers.
     Compact(Snapshot),
@@ -57,14 +57,12 @@ fn run_batch(
     batch: Vec<StorageRequest>,
     node_tx: &tmpsc::UnboundedSender<NodeInput>,
 ) -> Result<(), crate::storage::StorageError> {
-    let mut last: Option<(u64, u64)> = None;
+    let mut last: Option<WriteId> = None;
     for req in batch {
         match req {
-            StorageRequest::Append(entries) => {
+            StorageRequest::Append(id, entries) => {
                 storage.log.append(&entries)?;
-                if let Some(e) = entries.last() {
-                    last = Some((e.index, e.term));
-                }
+                last = Some(id);
             }
             StorageRequest::HardState(hs, done) => {
                 storage.save_hard_state(&hs)?;
@@ -72,15 +70,16 @@ fn run_batch(
             }
             StorageRequest::Compact(snapshot) => storage.save_snapshot(&snapshot)?,
             StorageRequest::Install(snapshot, done) => {
+                // Earlier appends in this batch were written before the install replaced them;
+                // their completion is still reported (the core ignores what it superseded).
                 storage.install_snapshot(&snapshot)?;
-                last = None;
                 let _ = done.send(());
             }
         }
     }
-    if let Some((index, term)) = last {
+    if let Some(write) = last {
         storage.log.sync()?;
-        let _ = node_tx.send(NodeInput::Persisted { index, term });
+        let _ = node_tx.send(NodeInput::Persisted { write });
     }
     Ok(())
 }

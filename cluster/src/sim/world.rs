@@ -12,8 +12,8 @@ use rand_chacha::ChaCha8Rng;
 
 use super::checker::{Checker, LogView};
 use crate::raft::{
-    Entry, Envelope, Error, HardState, Index, Node, NodeId, Options, Output, Restored, Role,
-    Snapshot, Term,
+    Entry, Envelope, Error, HardState, Index, Message, Node, NodeId, Options, Output, Restored,
+    Role, Snapshot, Term, WriteId,
 };
 
 /// What to simulate. Per-seed parameters (cluster size, fault rates) are drawn from the seed
@@ -92,7 +92,7 @@ struct SimNode {
     core: Option<Node>,
     disk: Disk,
     /// Entry writes issued, completing in order: (due time, entries).
-    writes: VecDeque<(u64, Vec<Entry>)>,
+    writes: VecDeque<(u64, WriteId, Vec<Entry>)>,
     /// The state machine: appended values, and the index applied.
     values: Vec<u64>,
     applied: Index,
@@ -100,6 +100,8 @@ struct SimNode {
     proposals: BTreeMap<Index, (usize, Term)>,
     /// Reads registered here: read id -> client.
     reads: HashMap<u64, usize>,
+    /// Completed writes whose report to the core is still to come.
+    late_reports: Vec<WriteId>,
     tick_every: u64,
     tick_phase: u64,
     restart_at: Option<u64>,
@@ -225,7 +227,7 @@ pub fn run_seed(seed: u64, cfg: &SimConfig) -> SeedReport {
         partition_per_ms: [0.0, 0.0005, 0.002, 0.005][rng.random_range(0..4)],
         compact_every: [5, 20, 100][rng.random_range(0..3)],
         clients: rng.random_range(1..8),
-        disk_delay: [1, 5, 20][rng.random_range(0..3)],
+        disk_delay: [1, 5, 20, 100][rng.random_range(0..4)],
     };
     // Small append and pipeline limits force entries apart and windows shut, which is
     // where replication bugs hide.
@@ -269,6 +271,7 @@ pub fn run_seed(seed: u64, cfg: &SimConfig) -> SeedReport {
             applied: 0,
             proposals: BTreeMap::new(),
             reads: HashMap::new(),
+            late_reports: Vec::new(),
             tick_every,
             tick_phase,
             restart_at: None,
@@ -324,6 +327,7 @@ impl World {
             if self.now.is_multiple_of(50) {
                 self.check_logs_match();
             }
+            self.check_durable();
             if self.network.len() > 100_000 {
                 let n = self.network.len();
                 self.checker
@@ -440,6 +444,7 @@ impl World {
         let node = &mut self.nodes[i];
         node.core = None;
         node.writes.clear();
+        node.late_reports.clear();
         node.proposals.clear();
         node.reads.clear();
         node.values.clear();
@@ -523,29 +528,32 @@ impl World {
 
     fn complete_writes(&mut self) {
         for i in 0..self.nodes.len() {
+            for id in std::mem::take(&mut self.nodes[i].late_reports) {
+                if self.nodes[i].core.is_some() {
+                    self.with_core(i, |mut core| {
+                        core.persisted(id);
+                        core
+                    });
+                }
+            }
             while self.nodes[i]
                 .writes
                 .front()
-                .is_some_and(|(due, _)| *due <= self.now)
+                .is_some_and(|(due, _, _)| *due <= self.now)
             {
-                let (_, entries) = self.nodes[i].writes.pop_front().expect("front exists");
+                let (_, id, entries) = self.nodes[i].writes.pop_front().expect("front exists");
                 let disk = &mut self.nodes[i].disk;
                 let first = entries[0].index;
                 let keep = first.saturating_sub(disk.snapshot.index + 1) as usize;
                 disk.entries.truncate(keep.min(disk.entries.len()));
                 for e in &entries {
                     if e.index > disk.snapshot.index {
-                        debug_assert_eq!(
-                            e.index,
-                            disk.snapshot.index + disk.entries.len() as u64 + 1
-                        );
+                        assert_eq!(e.index, disk.snapshot.index + disk.entries.len() as u64 + 1);
                         disk.entries.push(e.clone());
                     }
                 }
-                let last = entries.last().expect("non-empty write");
-                let (index, term) = (last.index, last.term);
                 self.with_core(i, |mut core| {
-                    core.persisted(index, term);
+                    core.persisted(id);
                     core
                 });
             }
@@ -581,6 +589,35 @@ impl World {
                     .entries
                     .drain(..keep_from.min(node.disk.entries.len()));
                 node.disk.snapshot = Snapshot { index, term, data };
+            }
+        }
+    }
+
+    /// What the core calls durable must be on disk: the last 100 persisted entries match.
+    fn check_durable(&mut self) {
+        for node in &self.nodes {
+            let Some(core) = &node.core else { continue };
+            let log = core.log();
+            let d = &node.disk;
+            let persisted = log.persisted();
+            let from = (persisted.saturating_sub(100))
+                .max(d.snapshot.index)
+                .max(log.snapshot().index)
+                + 1;
+            for index in from..=persisted {
+                let on_disk = d
+                    .entries
+                    .get((index - d.snapshot.index - 1) as usize)
+                    .map(|e| e.term);
+                if on_disk != log.term(index) {
+                    self.checker.violations.push(format!(
+                        "n{} reports entry {index} durable (term {:?}) but the disk holds {:?}",
+                        node.id,
+                        log.term(index),
+                        on_disk
+                    ));
+                    return;
+                }
             }
         }
     }
@@ -642,17 +679,20 @@ impl World {
                 self.checker.hard_state(id, old, hs);
                 self.nodes[i].disk.hard_state = hs;
             }
-            Output::Append(entries) => {
+            Output::Append { id: write, entries } => {
                 self.checker.entries_written(id, &entries);
                 let due = self.now + self.rng.random_range(0..=self.params.disk_delay);
                 let due = due.max(self.nodes[i].writes.back().map_or(0, |w| w.0));
-                self.nodes[i].writes.push_back((due, entries));
+                self.nodes[i].writes.push_back((due, write, entries));
             }
             Output::Restore(snapshot) => {
                 self.stats.snapshots_installed += 1;
                 self.checker.snapshot(id, &snapshot, state_of);
                 let node = &mut self.nodes[i];
-                node.writes.clear();
+                // Storage performs writes in order: those queued before the install land
+                // first (and are then replaced); their completion is reported afterwards.
+                let queued: Vec<WriteId> = node.writes.drain(..).map(|w| w.1).collect();
+                node.late_reports.extend(queued);
                 node.values = decode(&snapshot.data);
                 node.applied = snapshot.index;
                 let stale: Vec<Index> = node
@@ -673,6 +713,20 @@ impl World {
             }
             Output::Send(env) => {
                 self.stats.messages += 1;
+                if let Message::VoteResponse { granted: true } = env.message {
+                    let want = HardState {
+                        term: env.term,
+                        vote: Some(env.to),
+                    };
+                    let disk = self.nodes[i].disk.hard_state;
+                    if disk != want {
+                        self.checker.violations.push(format!(
+                            "n{id} granted a vote to n{} in term {} without persisting it (disk \
+                             holds {disk:?})",
+                            env.to, env.term
+                        ));
+                    }
+                }
                 if self.rng.random_bool(self.params.loss) {
                     self.log(|| format!("lose {env}"));
                     return;
@@ -831,7 +885,8 @@ impl World {
         match result {
             Ok(read_id) => {
                 self.log(|| format!("client {c} sends {kind:?} to n{target}"));
-                let deadline = self.now + 300;
+                // Clients wait longer on a slow disk, as real ones would be configured to.
+                let deadline = self.now + 300 + 10 * self.params.disk_delay;
                 let op = self.clients[c].op.as_mut().expect("op");
                 op.in_flight = true;
                 op.deadline = deadline;
