@@ -388,8 +388,10 @@ async fn survives_kill_9_of_the_leader_and_of_every_node() {
     let mut c = cluster.chat(leader).await;
     let (user, chat) = setup_chat(&mut c).await;
     let mut acked = Vec::new();
+    // Large messages make the snapshot span several streamed chunks.
+    let pad = "x".repeat(16 * 1024);
     for i in 0..20 {
-        let text = format!("m{i}");
+        let text = format!("m{i}{pad}");
         send(
             &mut c,
             user,
@@ -409,7 +411,7 @@ async fn survives_kill_9_of_the_leader_and_of_every_node() {
     let survivor = *cluster.children.keys().next().unwrap();
     let mut c = cluster.chat(survivor).await;
     for i in 20..40 {
-        let text = format!("m{i}");
+        let text = format!("m{i}{pad}");
         send(
             &mut c,
             user,

@@ -27,7 +27,7 @@ use telegraft::raft::Entry;
 use telegraft::server::node::NodeInput;
 use telegraft::server::storage_writer::{self, StorageRequest};
 use telegraft::storage::RaftStorage;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::Mutex;
 
 #[derive(Parser)]
 #[command(about = "Micro-benchmarks of Telegraft's storage and cluster")]
@@ -147,15 +147,19 @@ fn log(dir: &std::path::Path, writers: usize, entry_bytes: usize, secs: Duration
     let (storage, _) = RaftStorage::open(dir, 64 << 20)?;
     let (node_tx, mut node_rx) = tokio::sync::mpsc::unbounded_channel();
     let storage_tx = storage_writer::spawn(storage, node_tx);
-    let (durable_tx, durable_rx) = watch::channel(0u64);
+    // The durable index, published by the thread that receives the writer's reports.
+    let durable = Arc::new((std::sync::Mutex::new(0u64), std::sync::Condvar::new()));
     let syncs = Arc::new(AtomicU64::new(0));
-    let syncs2 = syncs.clone();
-    std::thread::spawn(move || {
-        while let Some(NodeInput::Persisted { write: index }) = node_rx.blocking_recv() {
-            syncs2.fetch_add(1, Ordering::Relaxed);
-            let _ = durable_tx.send(index);
-        }
-    });
+    {
+        let (durable, syncs) = (durable.clone(), syncs.clone());
+        std::thread::spawn(move || {
+            while let Some(NodeInput::Persisted { write: index }) = node_rx.blocking_recv() {
+                syncs.fetch_add(1, Ordering::Relaxed);
+                *durable.0.lock().expect("lock") = index;
+                durable.1.notify_all();
+            }
+        });
+    }
     // Index assignment and enqueueing happen under one lock, so appends stay contiguous.
     let next = Arc::new(std::sync::Mutex::new((1u64, storage_tx)));
     let done = Arc::new(AtomicU64::new(0));
@@ -163,9 +167,7 @@ fn log(dir: &std::path::Path, writers: usize, entry_bytes: usize, secs: Duration
     let deadline = start + secs;
     let mut handles = Vec::new();
     for _ in 0..writers {
-        let next = next.clone();
-        let done = done.clone();
-        let mut durable = durable_rx.clone();
+        let (next, done, durable) = (next.clone(), done.clone(), durable.clone());
         let payload = vec![b'x'; entry_bytes];
         handles.push(std::thread::spawn(move || {
             while Instant::now() < deadline {
@@ -182,11 +184,9 @@ fn log(dir: &std::path::Path, writers: usize, entry_bytes: usize, secs: Duration
                         .expect("writer alive");
                     index
                 };
-                while *durable.borrow_and_update() < index {
-                    if durable.has_changed().is_err() {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_micros(50));
+                let mut d = durable.0.lock().expect("lock");
+                while *d < index {
+                    d = durable.1.wait(d).expect("lock");
                 }
                 done.fetch_add(1, Ordering::Relaxed);
             }

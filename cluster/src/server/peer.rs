@@ -8,13 +8,15 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tonic::transport::Endpoint;
 
-use crate::proto::raft::{MessageBatch, raft_client::RaftClient};
-use crate::raft::{Envelope, NodeId};
+use crate::proto::raft::{MessageBatch, SnapshotChunk, raft_client::RaftClient};
+use crate::raft::{Envelope, Message, NodeId};
 
 /// Queue length per peer before the node actor starts dropping messages to it.
 const QUEUE: usize = 8192;
 /// Most messages in one RPC.
 const MAX_BATCH: usize = 1024;
+/// Snapshot data per streamed chunk.
+pub const SNAPSHOT_CHUNK: usize = 256 << 10;
 
 pub fn spawn(
     id: NodeId,
@@ -40,18 +42,62 @@ pub fn spawn(
                 _ = shutdown.changed() => return,
                 m = rx.recv() => match m { Some(m) => m, None => return },
             };
-            let mut messages = vec![postcard::to_allocvec(&first).expect("messages encode")];
-            while messages.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(m) => messages.push(postcard::to_allocvec(&m).expect("messages encode")),
-                    Err(_) => break,
+            let mut pending = Some(first);
+            while let Some(first) = pending.take() {
+                if matches!(first.message, Message::InstallSnapshot { .. }) {
+                    send_snapshot(&mut client, id, first).await;
+                    continue;
                 }
-            }
-            if let Err(status) = client.send(MessageBatch { messages }).await {
-                tracing::debug!(peer = id, "send failed: {}", status.message());
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                let mut messages = vec![postcard::to_allocvec(&first).expect("messages encode")];
+                while messages.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        // A snapshot goes on its own stream, after this batch.
+                        Ok(m) if matches!(m.message, Message::InstallSnapshot { .. }) => {
+                            pending = Some(m);
+                            break;
+                        }
+                        Ok(m) => messages.push(postcard::to_allocvec(&m).expect("messages encode")),
+                        Err(_) => break,
+                    }
+                }
+                if let Err(status) = client.send(MessageBatch { messages }).await {
+                    tracing::debug!(peer = id, "send failed: {}", status.message());
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             }
         }
     });
     tx
+}
+
+/// Streams an InstallSnapshot message in chunks of at most [`SNAPSHOT_CHUNK`] bytes.
+async fn send_snapshot(
+    client: &mut RaftClient<tonic::transport::Channel>,
+    id: NodeId,
+    mut env: Envelope,
+) {
+    let Message::InstallSnapshot { snapshot, .. } = &mut env.message else {
+        return;
+    };
+    let data = std::mem::take(&mut snapshot.data);
+    let header = postcard::to_allocvec(&env).expect("messages encode");
+    let mut chunks: Vec<SnapshotChunk> = data
+        .chunks(SNAPSHOT_CHUNK)
+        .map(|c| SnapshotChunk {
+            message: Vec::new(),
+            data: c.to_vec(),
+        })
+        .collect();
+    if chunks.is_empty() {
+        chunks.push(SnapshotChunk::default());
+    }
+    chunks[0].message = header;
+    let n = chunks.len();
+    match client.send_snapshot(tokio_stream::iter(chunks)).await {
+        Ok(_) => tracing::info!(peer = id, bytes = data.len(), chunks = n, "snapshot sent"),
+        Err(status) => {
+            tracing::warn!(peer = id, "snapshot send failed: {}", status.message());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }

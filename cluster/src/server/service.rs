@@ -22,8 +22,8 @@ use crate::proto::admin::{StatusRequest, StatusResponse, admin_server::Admin};
 use crate::proto::chat::chat_client::ChatClient;
 use crate::proto::chat::chat_server::Chat;
 use crate::proto::chat::*;
-use crate::proto::raft::{MessageBatch, SendResponse, raft_server::Raft};
-use crate::raft::{Envelope, NodeId, Role};
+use crate::proto::raft::{MessageBatch, SendResponse, SnapshotChunk, raft_server::Raft};
+use crate::raft::{Envelope, Message as RaftMessage, NodeId, Role};
 
 /// Marks a request a follower forwarded to the leader.
 const FORWARDED: &str = "x-telegraft-forwarded";
@@ -409,6 +409,35 @@ impl Raft for RaftService {
                 .send(NodeInput::Peer(env))
                 .map_err(|_| Status::unavailable("node stopped"))?;
         }
+        Ok(Response::new(SendResponse {}))
+    }
+
+    async fn send_snapshot(
+        &self,
+        req: Request<tonic::Streaming<SnapshotChunk>>,
+    ) -> Result<Response<SendResponse>, Status> {
+        let mut stream = req.into_inner();
+        let mut env: Option<Envelope> = None;
+        let mut data = Vec::new();
+        let mut chunks = 0;
+        while let Some(chunk) = stream.message().await? {
+            if env.is_none() {
+                let e: Envelope = postcard::from_bytes(&chunk.message)
+                    .map_err(|e| Status::invalid_argument(format!("bad snapshot header: {e}")))?;
+                env = Some(e);
+            }
+            data.extend_from_slice(&chunk.data);
+            chunks += 1;
+        }
+        let mut env = env.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let RaftMessage::InstallSnapshot { snapshot, .. } = &mut env.message else {
+            return Err(Status::invalid_argument("not an InstallSnapshot message"));
+        };
+        tracing::info!(bytes = data.len(), chunks, "snapshot received");
+        snapshot.data = data;
+        self.node_tx
+            .send(NodeInput::Peer(env))
+            .map_err(|_| Status::unavailable("node stopped"))?;
         Ok(Response::new(SendResponse {}))
     }
 }
