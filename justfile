@@ -34,6 +34,57 @@ sim *args:
       cargo run --quiet --release --bin raft-sim -- --seeds "$seeds"
     fi
 
+# Start a local cluster on loopback (Ctrl-C stops it): `just cluster replicas=5`.
+cluster *args:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    replicas=3; base_port=7001; data_dir=data
+    for a in {{args}}; do
+      case "$a" in
+        replicas=*) replicas="${a#replicas=}" ;;
+        base_port=*) base_port="${a#base_port=}" ;;
+        data_dir=*) data_dir="${a#data_dir=}" ;;
+        *) echo "just cluster: unknown argument '$a' (replicas=N base_port=P data_dir=DIR)" >&2; exit 2 ;;
+      esac
+    done
+    cargo build --quiet --release --bin telegraft
+    cargo run --quiet --release --bin telegraft -- cluster --replicas "$replicas" --base-port "$base_port" --data-dir "$data_dir"
+
+# Storage and cluster micro-benchmarks (fsync, group commit, SendMessage): `just microbench seconds=10`.
+microbench *args:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    seconds=5; replicas=3
+    for a in {{args}}; do
+      case "$a" in
+        seconds=*) seconds="${a#seconds=}" ;;
+        replicas=*) replicas="${a#replicas=}" ;;
+        *) echo "just microbench: unknown argument '$a' (seconds=N replicas=N)" >&2; exit 2 ;;
+      esac
+    done
+    cargo build --quiet --release --bin telegraft --bin telegraft-bench
+    bench="${CARGO_TARGET_DIR:-target}/release/telegraft-bench"
+    dir="$(mktemp -d "${TMPDIR:-/var/tmp}/telegraft-bench.XXXXXX")"
+    "$bench" --dir "$dir/fsync" --seconds "$seconds" fsync
+    "$bench" --dir "$dir/log" --seconds "$seconds" log --writers 1,16,256
+    "$bench" --dir "$dir/cluster" --seconds "$seconds" cluster --replicas "$replicas" --clients 1,64,256
+    rm -rf "$dir"
+
+# Write throughput side by side with etcd (installs Debian's etcd-server when missing): `just compare-etcd replicas=3`.
+compare-etcd *args:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    replicas=3; seconds=30
+    for a in {{args}}; do
+      case "$a" in
+        replicas=*) replicas="${a#replicas=}" ;;
+        seconds=*) seconds="${a#seconds=}" ;;
+        *) echo "just compare-etcd: unknown argument '$a' (replicas=N seconds=N)" >&2; exit 2 ;;
+      esac
+    done
+    cargo build --quiet --release --bin telegraft --bin telegraft-bench
+    bash scripts/compare-etcd.sh "$replicas" "$seconds"
+
 # Check formatting and lints.
 lint:
     cargo fmt --all -- --check

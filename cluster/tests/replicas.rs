@@ -508,3 +508,135 @@ fn newest_segment(dir: &Path) -> PathBuf {
     segs.sort();
     segs.pop().expect("a segment")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_lists_the_services() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let cluster = Cluster::start(1);
+    cluster.leader().await;
+    let channel = Channel::from_shared(format!("http://{}", cluster.addrs[&1]))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = ServerReflectionClient::new(channel);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = client
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let resp = stream.message().await.unwrap().expect("a response");
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+        panic!("unexpected {resp:?}")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in [
+        "telegraft.chat.v1.Chat",
+        "telegraft.raft.v1.Raft",
+        "telegraft.admin.v1.Admin",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
+    }
+}
+
+/// `telegraft cluster` starts N nodes, `telegraft status --json` reports exactly the agreed
+/// keys, and SIGTERM stops every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_command_and_status_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_port_block(3);
+    let mut cluster = Command::new(env!("CARGO_BIN_EXE_telegraft"))
+        .args([
+            "cluster",
+            "--replicas",
+            "3",
+            "--base-port",
+            &base.to_string(),
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let endpoints = (0..3)
+        .map(|i| format!("127.0.0.1:{}", base + i))
+        .collect::<Vec<_>>()
+        .join(",");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let statuses = loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_telegraft"))
+            .args(["status", "--json", "--endpoints", &endpoints])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let arr = v.as_array().unwrap().clone();
+            if arr.iter().any(|s| s["role"] == "leader") {
+                break arr;
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader via telegraft status");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(statuses.len(), 3);
+    let keys: BTreeSet<String> = statuses[0].as_object().unwrap().keys().cloned().collect();
+    let want: BTreeSet<String> = [
+        "node_id",
+        "role",
+        "term",
+        "leader_id",
+        "commit_index",
+        "applied_index",
+        "last_log_index",
+        "pid",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(keys, want);
+    let pids: Vec<i32> = statuses
+        .iter()
+        .map(|s| s["pid"].as_i64().unwrap() as i32)
+        .collect();
+    // SAFETY: signalling the child we started.
+    unsafe { libc::kill(cluster.id() as i32, libc::SIGTERM) };
+    let status = cluster.wait().unwrap();
+    assert!(
+        status.success(),
+        "cluster exits cleanly on SIGTERM: {status:?}"
+    );
+    for pid in pids {
+        // SAFETY: signal 0 only checks whether the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0;
+        assert!(
+            !alive,
+            "node pid {pid} still running after the cluster stopped"
+        );
+    }
+}
+
+/// A run of `n` consecutive free ports (the cluster command takes a base port).
+fn free_port_block(n: u16) -> u16 {
+    for _ in 0..50 {
+        let base = free_port();
+        if base > 60000 {
+            continue;
+        }
+        if (1..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no block of {n} free ports");
+}
