@@ -79,6 +79,9 @@ struct Params {
     compact_every: u64,
     clients: usize,
     disk_delay: u64,
+    /// The state machine is durable (like the replica's SQLite): a restart resumes from what
+    /// it applied, not from the snapshot.
+    durable_state_machine: bool,
 }
 
 struct Disk {
@@ -228,6 +231,7 @@ pub fn run_seed(seed: u64, cfg: &SimConfig) -> SeedReport {
         compact_every: [5, 20, 100][rng.random_range(0..3)],
         clients: rng.random_range(1..8),
         disk_delay: [1, 5, 20, 100][rng.random_range(0..4)],
+        durable_state_machine: rng.random_bool(0.5),
     };
     // Small append and pipeline limits force entries apart and windows shut, which is
     // where replication bugs hide.
@@ -408,16 +412,19 @@ impl World {
     }
 
     fn start_node(&mut self, i: usize) {
+        let durable_sm = self.params.durable_state_machine;
         let node = &mut self.nodes[i];
         node.incarnation += 1;
+        if !durable_sm || node.applied < node.disk.snapshot.index {
+            node.values = decode(&node.disk.snapshot.data);
+            node.applied = node.disk.snapshot.index;
+        }
         let restored = Restored {
             hard_state: node.disk.hard_state,
             snapshot: node.disk.snapshot.clone(),
             entries: node.disk.entries.clone(),
-            applied: node.disk.snapshot.index,
+            applied: node.applied,
         };
-        node.values = decode(&node.disk.snapshot.data);
-        node.applied = node.disk.snapshot.index;
         node.restart_at = None;
         let rng = ChaCha8Rng::seed_from_u64(self.rng.random());
         let id = node.id;
@@ -447,7 +454,9 @@ impl World {
         node.late_reports.clear();
         node.proposals.clear();
         node.reads.clear();
-        node.values.clear();
+        if !self.params.durable_state_machine {
+            node.values.clear();
+        }
         node.restart_at = Some(self.now + downtime);
         self.stats.crashes += 1;
         let id = node.id;
