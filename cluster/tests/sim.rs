@@ -105,7 +105,24 @@ fn catches_read_without_leadership_check() {
     });
     let (seed, violations) = first_violation(&cfg, 3000).expect("planted bug not caught");
     assert!(
-        violations.iter().any(|v| v.starts_with("stale read")),
+        violations
+            .iter()
+            .any(|v| v.starts_with("stale read") || v.starts_with("deposed leader")),
+        "seed {seed}: {violations:?}"
+    );
+}
+
+#[test]
+fn catches_read_confirmed_by_stale_responses() {
+    let cfg = planted(PlantedBugs {
+        read_any_response: true,
+        ..PlantedBugs::default()
+    });
+    let (seed, violations) = first_violation(&cfg, 3000).expect("planted bug not caught");
+    assert!(
+        violations
+            .iter()
+            .any(|v| v.starts_with("stale read") || v.starts_with("deposed leader")),
         "seed {seed}: {violations:?}"
     );
 }

@@ -52,6 +52,7 @@ enum Bug {
     DoubleVote,
     ReadWithoutQuorum,
     AckUnpersisted,
+    ReadAnyResponse,
 }
 
 fn main() -> Result<()> {
@@ -68,6 +69,7 @@ fn main() -> Result<()> {
             Bug::DoubleVote => bugs.double_vote = true,
             Bug::ReadWithoutQuorum => bugs.read_without_quorum = true,
             Bug::AckUnpersisted => bugs.ack_unpersisted = true,
+            Bug::ReadAnyResponse => bugs.read_any_response = true,
         }
     }
     cfg.options.planted_bugs = bugs;

@@ -73,6 +73,9 @@ pub struct PlantedBugs {
     pub read_without_quorum: bool,
     /// Acknowledge appended entries to the leader before they are durable.
     pub ack_unpersisted: bool,
+    /// Count any append response as confirming the current read round, even one sent
+    /// before the round started (ReadIndex without the round check).
+    pub read_any_response: bool,
 }
 
 /// What a node restarts from: everything its storage holds.
@@ -800,7 +803,11 @@ impl RawNode<Leader> {
             return;
         };
         pr.active = true;
-        pr.read_seq = pr.read_seq.max(read_seq);
+        pr.read_seq = if self.opts.planted_bugs.read_any_response {
+            self.role.read_seq
+        } else {
+            pr.read_seq.max(read_seq)
+        };
         match outcome {
             AppendOutcome::Accepted { matched, durable } => {
                 let grew = pr.update_matched(durable);

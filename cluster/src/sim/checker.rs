@@ -40,6 +40,11 @@ impl Checker {
         }
     }
 
+    /// The highest term that has had a leader so far.
+    pub fn newest_leader_term(&self) -> Term {
+        self.leaders.keys().copied().max().unwrap_or(0)
+    }
+
     pub fn acked_max(&self) -> Index {
         self.acked_max
     }

@@ -82,6 +82,8 @@ struct Params {
     /// The state machine is durable (like the replica's SQLite): a restart resumes from what
     /// it applied, not from the snapshot.
     durable_state_machine: bool,
+    /// Messages already in flight when a partition starts are still delivered.
+    in_flight_survives_cuts: bool,
 }
 
 struct Disk {
@@ -102,7 +104,8 @@ struct SimNode {
     /// Writes proposed here: index -> (client, term).
     proposals: BTreeMap<Index, (usize, Term)>,
     /// Reads registered here: read id -> client.
-    reads: HashMap<u64, usize>,
+    /// Reads registered here: read id -> (client, highest leader term known when it arrived).
+    reads: HashMap<u64, (usize, Term)>,
     /// Completed writes whose report to the core is still to come.
     late_reports: Vec<WriteId>,
     tick_every: u64,
@@ -225,7 +228,8 @@ pub fn run_seed(seed: u64, cfg: &SimConfig) -> SeedReport {
         loss: [0.0, 0.01, 0.05, 0.15][rng.random_range(0..4)],
         duplicate: [0.0, 0.01, 0.05][rng.random_range(0..3)],
         max_delay: rng.random_range(1..30),
-        long_delay: [0.0, 0.005, 0.02][rng.random_range(0..3)],
+        long_delay: [0.0, 0.005, 0.02, 0.1][rng.random_range(0..4)],
+        in_flight_survives_cuts: rng.random_bool(0.5),
         crash_per_ms: [0.0, 0.0005, 0.002, 0.005, 0.02][rng.random_range(0..5)],
         partition_per_ms: [0.0, 0.0005, 0.002, 0.005][rng.random_range(0..4)],
         compact_every: [5, 20, 100][rng.random_range(0..3)],
@@ -523,7 +527,10 @@ impl World {
             }
             let env = entry.remove();
             let i = env.to as usize - 1;
-            if self.blocked.contains(&(env.from, env.to)) {
+            // A partition drops what is sent while it lasts (checked at send time), and also
+            // what is still in flight when it starts, unless the seed lets old packets through:
+            // delayed messages from before a cut are where stale confirmations come from.
+            if self.blocked.contains(&(env.from, env.to)) && !self.params.in_flight_survives_cuts {
                 self.log(|| format!("drop (partition) {env}"));
                 continue;
             }
@@ -722,6 +729,10 @@ impl World {
             }
             Output::Send(env) => {
                 self.stats.messages += 1;
+                if self.blocked.contains(&(env.from, env.to)) {
+                    self.log(|| format!("drop (partition) {env}"));
+                    return;
+                }
                 if let Message::VoteResponse { granted: true } = env.message {
                     let want = HardState {
                         term: env.term,
@@ -786,15 +797,23 @@ impl World {
                     self.checker.violations.push(msg);
                 }
                 let served_at = node.applied;
-                if let Some(client) = self.nodes[i].reads.remove(&read) {
+                if let Some((client, newest_term)) = self.nodes[i].reads.remove(&read) {
                     let required = self.clients[client].op.as_ref().map_or(0, |o| o.required);
                     self.checker.read_served(id, read, served_at, required);
+                    // A quorum that elected a newer leader cannot confirm an older one's read.
+                    let term = self.nodes[i].core.as_ref().map_or(0, |c| c.term());
+                    if term < newest_term {
+                        self.checker.violations.push(format!(
+                            "deposed leader: n{id} (term {term}) served read {read}, which arrived \
+                             after a leader of term {newest_term} was elected"
+                        ));
+                    }
                     self.stats.reads_served += 1;
                     self.finish(client);
                 }
             }
             Output::ReadAborted { id: read, leader } => {
-                if let Some(client) = self.nodes[i].reads.remove(&read) {
+                if let Some((client, _)) = self.nodes[i].reads.remove(&read) {
                     self.clients[client].leader_guess = leader;
                     self.retry(client, "read aborted");
                 }
@@ -829,7 +848,7 @@ impl World {
                 // which the list model tolerates (acknowledgement is what is checked).
                 for node in &mut self.nodes {
                     node.proposals.retain(|_, (client, _)| *client != c);
-                    node.reads.retain(|_, client| *client != c);
+                    node.reads.retain(|_, (client, _)| *client != c);
                 }
                 self.retry(c, "timed out");
             }
@@ -885,8 +904,9 @@ impl World {
             OpKind::Read => {
                 self.next_read += 1;
                 let read = self.next_read;
+                let newest_term = self.checker.newest_leader_term();
                 core.read(read).map(|()| {
-                    self.nodes[i].reads.insert(read, c);
+                    self.nodes[i].reads.insert(read, (c, newest_term));
                     read
                 })
             }
