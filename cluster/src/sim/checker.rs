@@ -40,6 +40,14 @@ impl Checker {
         }
     }
 
+    /// The highest committed index, with the term it was first committed in and its own term.
+    pub fn last_committed(&self) -> Option<(Index, Term, Term)> {
+        self.committed
+            .iter()
+            .next_back()
+            .map(|(&i, &(commit_term, entry_term))| (i, commit_term, entry_term))
+    }
+
     /// The highest term that has had a leader so far.
     pub fn newest_leader_term(&self) -> Term {
         self.leaders.keys().copied().max().unwrap_or(0)

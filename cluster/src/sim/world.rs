@@ -334,6 +334,16 @@ impl World {
             self.compact();
             if self.now.is_multiple_of(50) {
                 self.check_logs_match();
+                // Commit safety holds for as long as the cluster runs, not only at commit
+                // time: crashes and truncations must never make a committed entry losable.
+                if let Some((index, commit_term, entry_term)) = self.checker.last_committed() {
+                    let views: Vec<LogView> = self
+                        .nodes
+                        .iter()
+                        .map(|n| n.log_view(index, entry_term))
+                        .collect();
+                    self.checker.check_commit_safe(index, commit_term, &views);
+                }
             }
             self.check_durable();
             if self.network.len() > 100_000 {
