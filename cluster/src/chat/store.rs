@@ -271,7 +271,13 @@ impl ChatStore {
     /// Replaces the whole state with a snapshot's bytes.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
         let tmp = self.path.with_extension("restore.tmp");
-        std::fs::write(&tmp, bytes).map_err(|e| StoreError::Io {
+        let write = || -> std::io::Result<()> {
+            use std::io::Write as _;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()
+        };
+        write().map_err(|e| StoreError::Io {
             path: tmp.clone(),
             source: e,
         })?;
@@ -286,6 +292,13 @@ impl ChatStore {
             path: path.clone(),
             source: e,
         })?;
+        if let Some(dir) = path.parent() {
+            let sync = std::fs::File::open(dir).and_then(|d| d.sync_all());
+            sync.map_err(|e| StoreError::Io {
+                path: dir.to_path_buf(),
+                source: e,
+            })?;
+        }
         *self = ChatStore::open(&path)?;
         Ok(())
     }

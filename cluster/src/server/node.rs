@@ -35,6 +35,10 @@ pub enum NodeError {
     NotCommitted,
     #[error("the node is shutting down")]
     Stopped,
+    /// The write may or may not have been applied (a snapshot overtook it, the node stopped,
+    /// or no answer came in time). Retry with the same write id to be safe.
+    #[error("the write's outcome is unknown")]
+    OutcomeUnknown,
 }
 
 pub type ProposeReply = oneshot::Sender<Result<ApplyResult, NodeError>>;
@@ -127,7 +131,7 @@ impl NodeActor {
             self.act(outputs).await;
         }
         for (_, (_, reply)) in std::mem::take(&mut self.proposals) {
-            let _ = reply.send(Err(NodeError::Stopped));
+            let _ = reply.send(Err(NodeError::OutcomeUnknown));
         }
     }
 
@@ -195,26 +199,28 @@ impl NodeActor {
                         bytes = snapshot.data.len(),
                         "installing a snapshot from the leader"
                     );
-                    let (done, wait) = oneshot::channel();
-                    self.applier(ApplierMsg::Restore {
-                        data: snapshot.data.clone(),
-                        done,
-                    });
-                    if wait.await.is_err() {
-                        fatal(&"applier stopped during a snapshot restore");
-                    }
+                    // Raft storage first (snapshot and log replaced atomically), then the
+                    // state machine: a crash in between leaves the snapshot ahead of SQLite,
+                    // which startup repairs by restoring SQLite from it. The other order
+                    // could leave SQLite ahead of a log it does not match.
                     let index = snapshot.index;
+                    let data = snapshot.data.clone();
                     let (done, wait) = oneshot::channel();
                     self.storage(StorageRequest::Install(snapshot, done));
                     if wait.await.is_err() {
                         fatal(&"storage writer stopped during a snapshot install");
+                    }
+                    let (done, wait) = oneshot::channel();
+                    self.applier(ApplierMsg::Restore { data, done });
+                    if wait.await.is_err() {
+                        fatal(&"applier stopped during a snapshot restore");
                     }
                     // Proposals the snapshot jumped over: their outcome is unknown here.
                     let stale: Vec<Index> =
                         self.proposals.range(..=index).map(|(i, _)| *i).collect();
                     for i in stale {
                         if let Some((_, reply)) = self.proposals.remove(&i) {
-                            let _ = reply.send(Err(NodeError::NotCommitted));
+                            let _ = reply.send(Err(NodeError::OutcomeUnknown));
                         }
                     }
                 }

@@ -60,7 +60,10 @@ pub fn spawn(
                         Err(_) => break,
                     }
                 }
-                if let Err(status) = client.send(MessageBatch { messages }).await {
+                // A black-holed connection must not stall this peer for long.
+                let mut req = tonic::Request::new(MessageBatch { messages });
+                req.set_timeout(Duration::from_secs(2));
+                if let Err(status) = client.send(req).await {
                     tracing::debug!(peer = id, "send failed: {}", status.message());
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }

@@ -48,6 +48,7 @@ pub fn node_status(e: NodeError) -> Status {
         NodeError::NotLeader { .. } => Status::unavailable("no leader is available"),
         NodeError::NotCommitted => Status::unavailable(e.to_string()),
         NodeError::Stopped => Status::unavailable(e.to_string()),
+        NodeError::OutcomeUnknown => Status::deadline_exceeded(e.to_string()),
     }
 }
 
@@ -188,7 +189,8 @@ impl ChatService {
         }
         match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
             Ok(Ok(r)) => r,
-            _ => Err(NodeError::Stopped),
+            Ok(Err(_)) => Err(NodeError::Stopped),
+            Err(_) => Err(NodeError::OutcomeUnknown),
         }
     }
 

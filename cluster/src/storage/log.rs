@@ -39,8 +39,6 @@ pub struct LogStore {
     first: Index,
     file_len: u64,
     segment_bytes: u64,
-    /// A segment was closed since the last sync and must be synced too.
-    unsynced_closed: Option<File>,
 }
 
 fn segment_name(first_index: Index) -> String {
@@ -127,12 +125,11 @@ impl LogStore {
             first,
             file_len,
             segment_bytes,
-            unsynced_closed: None,
         };
         Ok((store, entries))
     }
 
-    fn last_index(&self) -> Index {
+    pub fn last_index(&self) -> Index {
         self.first + self.positions.len() as Index - 1
     }
 
@@ -194,15 +191,16 @@ impl LogStore {
         Ok(())
     }
 
+    /// Starts a new segment. The full one is synced first, so only the last segment can
+    /// ever hold a torn record after a crash (the rule `open` relies on).
     fn roll(&mut self, first_index: Index) -> Result<(), StorageError> {
+        let old_path = &self.segments[self.segments.len() - 1].path;
+        self.file
+            .sync_data()
+            .map_err(|e| StorageError::io(old_path, e))?;
         let path = self.dir.join(segment_name(first_index));
-        let file = open_at_end(&path, true)?;
+        self.file = open_at_end(&path, true)?;
         sync_dir(&self.dir)?;
-        let old = std::mem::replace(&mut self.file, file);
-        if let Some(prev) = self.unsynced_closed.replace(old) {
-            prev.sync_data()
-                .map_err(|e| StorageError::io(&self.dir, e))?;
-        }
         self.segments.push(Segment { first_index, path });
         self.file_len = 0;
         Ok(())
@@ -221,7 +219,6 @@ impl LogStore {
         self.segments.push(Segment { first_index, path });
         self.positions.clear();
         self.file_len = 0;
-        self.unsynced_closed = None;
         Ok(())
     }
 
@@ -231,8 +228,13 @@ impl LogStore {
         }
         let (seg_no, offset) = self.positions[(index - self.first) as usize];
         // Drop whole segments after the one holding `index`.
+        let removed = self.segments.len() > seg_no + 1;
         for seg in self.segments.drain(seg_no + 1..) {
             fs::remove_file(&seg.path).map_err(|e| StorageError::io(&seg.path, e))?;
+        }
+        if removed {
+            // Deleted segments must not come back after a power loss.
+            sync_dir(&self.dir)?;
         }
         let path = self.segments[seg_no].path.clone();
         let file = open_at_end(&path, false)?;
@@ -244,16 +246,12 @@ impl LogStore {
         self.file = file;
         self.file_len = offset;
         self.positions.truncate((index - self.first) as usize);
-        self.unsynced_closed = None;
         Ok(())
     }
 
-    /// Makes everything written so far durable (one fdatasync, two after a segment roll).
+    /// Makes everything written so far durable: one fdatasync, since full segments were
+    /// synced when they were closed.
     pub fn sync(&mut self) -> Result<(), StorageError> {
-        if let Some(prev) = self.unsynced_closed.take() {
-            prev.sync_data()
-                .map_err(|e| StorageError::io(&self.dir, e))?;
-        }
         let path = &self.segments[self.segments.len() - 1].path;
         self.file.sync_data().map_err(|e| StorageError::io(path, e))
     }
@@ -267,7 +265,9 @@ impl LogStore {
 
     /// Deletes segments holding only entries up to `index` (covered by a durable snapshot).
     pub fn compact(&mut self, index: Index) -> Result<(), StorageError> {
+        let mut removed = false;
         while self.segments.len() > 1 && self.segments[1].first_index <= index + 1 {
+            removed = true;
             let seg = self.segments.remove(0);
             fs::remove_file(&seg.path).map_err(|e| StorageError::io(&seg.path, e))?;
             let dropped = self.positions.iter().take_while(|(s, _)| *s == 0).count();
@@ -276,6 +276,9 @@ impl LogStore {
             for p in &mut self.positions {
                 p.0 -= 1;
             }
+        }
+        if removed {
+            sync_dir(&self.dir)?;
         }
         if self.positions.is_empty() || index >= self.last_index() {
             // Everything is covered: start afresh after the snapshot.

@@ -71,13 +71,41 @@ impl RaftStorage {
             .transpose()
             .map_err(|e| corrupt(&dir.join("hardstate"), e))?
             .unwrap_or_default();
+        let (mut log, mut entries) = LogStore::open(&dir.join("log"), segment_bytes)?;
+        // An install from the leader interrupted by a crash: `snapshot.installing` is the
+        // commit point. If it is whole, finish the install; if torn, it never happened.
+        let installing = dir.join("snapshot.installing");
+        match read_checked(&installing) {
+            Ok(Some(bytes)) => {
+                let snapshot: Snapshot =
+                    postcard::from_bytes(&bytes).map_err(|e| corrupt(&installing, e))?;
+                tracing::warn!(
+                    index = snapshot.index,
+                    "finishing a snapshot install interrupted by a crash"
+                );
+                log.reset(snapshot.index + 1)?;
+                entries.clear();
+                fs::rename(&installing, dir.join("snapshot"))
+                    .map_err(|e| StorageError::io(&installing, e))?;
+                log::sync_dir(&dir)?;
+            }
+            Ok(None) => {}
+            Err(_) => {
+                tracing::warn!("discarding a torn snapshot install");
+                fs::remove_file(&installing).map_err(|e| StorageError::io(&installing, e))?;
+                log::sync_dir(&dir)?;
+            }
+        }
         let snapshot: Snapshot = read_checked(&dir.join("snapshot"))?
             .map(|b| postcard::from_bytes(&b))
             .transpose()
             .map_err(|e| corrupt(&dir.join("snapshot"), e))?
             .unwrap_or_default();
-        let (log, mut entries) = LogStore::open(&dir.join("log"), segment_bytes)?;
         entries.retain(|e| e.index > snapshot.index);
+        if entries.is_empty() && snapshot.index > 0 && log.last_index() != snapshot.index {
+            // Everything the log holds is covered by the snapshot: continue right after it.
+            log.reset(snapshot.index + 1)?;
+        }
         if let Some(first) = entries.first()
             && first.index != snapshot.index + 1
         {
@@ -108,14 +136,19 @@ impl RaftStorage {
         )
     }
 
-    /// Installs a snapshot received from the leader: durable, and the whole log replaced.
+    /// Installs a snapshot received from the leader: the snapshot and the replacement of the
+    /// whole log happen atomically across a crash. The durable `snapshot.installing` file is
+    /// the commit point; `open` finishes an install it finds.
     pub fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         write_checked(
             &self.dir,
-            "snapshot",
+            "snapshot.installing",
             &postcard::to_allocvec(snapshot).expect("encodes"),
         )?;
-        self.log.reset(snapshot.index + 1)
+        self.log.reset(snapshot.index + 1)?;
+        let from = self.dir.join("snapshot.installing");
+        fs::rename(&from, self.dir.join("snapshot")).map_err(|e| StorageError::io(&from, e))?;
+        log::sync_dir(&self.dir)
     }
 
     /// Makes a snapshot durable, then drops the log entries it covers.
@@ -222,6 +255,80 @@ mod tests {
             loaded.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
             vec![4, 5]
         );
+    }
+
+    fn entries(from: u64, to: u64, term: u64) -> Vec<Entry> {
+        (from..=to)
+            .map(|i| Entry {
+                index: i,
+                term,
+                command: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_install_interrupted_after_its_commit_point_is_finished_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = RaftStorage::open(dir.path(), 1 << 20).unwrap();
+        s.log.append(&entries(1, 60, 2)).unwrap();
+        s.log.sync().unwrap();
+        // Crash right after the commit point: the old (divergent) log is still there.
+        let snap = Snapshot {
+            index: 100,
+            term: 3,
+            data: b"leader state".to_vec(),
+        };
+        let raft = dir.path().join("raft");
+        write_checked(
+            &raft,
+            "snapshot.installing",
+            &postcard::to_allocvec(&snap).unwrap(),
+        )
+        .unwrap();
+        drop(s);
+        let (mut s, loaded) = RaftStorage::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(loaded.snapshot, snap);
+        assert!(loaded.entries.is_empty());
+        s.log.append(&entries(101, 101, 3)).unwrap();
+        s.log.sync().unwrap();
+        drop(s);
+        let (_, loaded) = RaftStorage::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(loaded.entries, entries(101, 101, 3));
+    }
+
+    #[test]
+    fn a_torn_install_never_happened() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = RaftStorage::open(dir.path(), 1 << 20).unwrap();
+        s.log.append(&entries(1, 5, 2)).unwrap();
+        s.log.sync().unwrap();
+        drop(s);
+        fs::write(dir.path().join("raft/snapshot.installing"), b"torn").unwrap();
+        let (_, loaded) = RaftStorage::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(loaded.snapshot.index, 0);
+        assert_eq!(loaded.entries, entries(1, 5, 2));
+        assert!(!dir.path().join("raft/snapshot.installing").exists());
+    }
+
+    #[test]
+    fn a_log_that_ends_before_the_snapshot_continues_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = RaftStorage::open(dir.path(), 1 << 20).unwrap();
+        s.log.append(&entries(1, 60, 2)).unwrap();
+        s.log.sync().unwrap();
+        let snap = Snapshot {
+            index: 100,
+            term: 3,
+            data: vec![],
+        };
+        let raft = dir.path().join("raft");
+        write_checked(&raft, "snapshot", &postcard::to_allocvec(&snap).unwrap()).unwrap();
+        drop(s);
+        let (mut s, loaded) = RaftStorage::open(dir.path(), 1 << 20).unwrap();
+        assert!(loaded.entries.is_empty());
+        s.log.append(&entries(101, 102, 3)).unwrap();
+        s.log.sync().unwrap();
     }
 
     #[test]
