@@ -85,6 +85,10 @@ compare-etcd *args:
     cargo build --quiet --release --bin telegraft --bin telegraft-bench
     bash scripts/compare-etcd.sh "$replicas" "$seconds"
 
+# Check scenario files (all of scenarios/ by default): `just validate scenarios/chat.yaml --set load.rate=800`.
+validate *args:
+    cargo run --quiet --bin loadgen -- validate {{ if args == "" { "scenarios/*.yaml" } else { args } }}
+
 # Check formatting and lints.
 lint:
     cargo fmt --all -- --check

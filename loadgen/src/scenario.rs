@@ -1,0 +1,558 @@
+//! Scenario files: the YAML schema of a chat-shaped workload, its checks and overrides.
+//!
+//! A scenario is read in three steps, each with errors that name the file, line, column and
+//! field (`scenarios/x.yaml:12:3: load.rate: expected a positive number`):
+//! 1. YAML to a tree, with `--set path=value` overrides applied to the tree;
+//! 2. the tree to [`Scenario`] (unknown keys and wrong types are rejected by serde, the field
+//!    path comes from `serde_path_to_error`);
+//! 3. semantic checks across fields ([`Scenario::check`]): weights that are all zero, a
+//!    warm-up longer than the run, a rate schedule that makes no sense.
+//!
+//! The schema is documented field by field in `scenarios/README.md`; keep the two in step.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_yaml_ng::Value;
+
+/// The chat operations the cluster offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    CreateUser,
+    CreateChat,
+    JoinChat,
+    SendMessage,
+    GetMessages,
+    GetChatUsers,
+}
+
+impl Op {
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::CreateUser => "create_user",
+            Op::CreateChat => "create_chat",
+            Op::JoinChat => "join_chat",
+            Op::SendMessage => "send_message",
+            Op::GetMessages => "get_messages",
+            Op::GetChatUsers => "get_chat_users",
+        }
+    }
+}
+
+/// A duration written like `30s`, `250ms` or `1m`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Dur;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration like 30s or 250ms")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Dur, E> {
+                humantime::parse_duration(s.trim()).map(Dur).map_err(|_| {
+                    E::custom(format!("expected a duration like 30s or 250ms, got '{s}'"))
+                })
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Dur, E> {
+                if v == 0 {
+                    Ok(Dur(Duration::ZERO))
+                } else {
+                    Err(E::custom(format!(
+                        "expected a duration with a unit like {v}s or {v}ms"
+                    )))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+/// A number that must be greater than zero.
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd, Serialize)]
+pub struct Positive(pub f64);
+
+impl<'de> Deserialize<'de> for Positive {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Positive;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a positive number")
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Positive, E> {
+                if v > 0.0 && v.is_finite() {
+                    Ok(Positive(v))
+                } else {
+                    Err(E::custom("expected a positive number"))
+                }
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Positive, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Positive, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Positive, E> {
+                Err(E::custom("expected a positive number"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Replica count; `--replicas` overrides it.
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
+    #[serde(default)]
+    pub seed: u64,
+    pub dataset: Dataset,
+    pub load: Load,
+    /// Relative weights of each operation.
+    pub mix: BTreeMap<Op, u32>,
+    #[serde(default)]
+    pub message_size: SizeRange,
+    #[serde(default)]
+    pub reads: Reads,
+    #[serde(default)]
+    pub routing: Routing,
+    /// Latency objectives per operation; a run that misses one exits non-zero.
+    #[serde(default)]
+    pub slo: BTreeMap<Op, Slo>,
+    /// Fault injection: not available yet (the faults issue); must be empty.
+    #[serde(default)]
+    pub faults: Vec<Value>,
+}
+
+fn default_replicas() -> u32 {
+    3
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dataset {
+    pub users: u32,
+    pub chats: u32,
+    pub members_per_chat: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Model {
+    /// A fixed arrival rate: requests are scheduled whether or not earlier ones finished.
+    Open,
+    /// A fixed number of users, each waiting for its reply and then `think_time`.
+    Closed,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Load {
+    pub model: Model,
+    /// Operations per second in total (open model), for the whole measured window.
+    #[serde(default)]
+    pub rate: Option<Positive>,
+    /// A rising schedule instead of one rate (open model): each step runs `rate` for `for`.
+    #[serde(default)]
+    pub steps: Vec<Step>,
+    /// Concurrent Goose users.
+    pub users: u32,
+    #[serde(default)]
+    pub think_time: Dur,
+    #[serde(default)]
+    pub warmup: Dur,
+    /// Measured duration (excluding warm-up). With `steps`, the sum of the steps.
+    #[serde(default)]
+    pub duration: Option<Dur>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub rate: Positive,
+    #[serde(rename = "for")]
+    pub duration: Dur,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SizeRange {
+    pub min: u32,
+    pub max: u32,
+}
+
+impl Default for SizeRange {
+    fn default() -> Self {
+        SizeRange { min: 16, max: 256 }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Consistency {
+    #[default]
+    Linearizable,
+    Local,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reads {
+    #[serde(default)]
+    pub consistency: Consistency,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Routing {
+    /// Spread requests over every replica (followers forward to the leader).
+    #[default]
+    Any,
+    /// Send every request to the current leader.
+    Leader,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Slo {
+    pub p50: Option<Dur>,
+    pub p90: Option<Dur>,
+    pub p99: Option<Dur>,
+    pub p999: Option<Dur>,
+    pub p9999: Option<Dur>,
+    pub max: Option<Dur>,
+}
+
+/// A scenario error, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {path}: {message}")]
+pub struct ScenarioError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    /// The field, as a dotted path (`load.rate`, `mix.send_message`), or `.` for the file.
+    pub path: String,
+    pub message: String,
+}
+
+impl Scenario {
+    /// Reads, overrides and checks a scenario file.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Scenario, ScenarioError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+            file: file.clone(),
+            line: 0,
+            column: 0,
+            path: ".".into(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Scenario::parse(&file, &text, overrides)
+    }
+
+    /// Parses scenario text (`file` names it in errors).
+    pub fn parse(file: &str, text: &str, overrides: &[String]) -> Result<Scenario, ScenarioError> {
+        let at = |path: &str, message: String| {
+            let (line, column) = locate(text, path);
+            ScenarioError {
+                file: file.to_string(),
+                line,
+                column,
+                path: path.to_string(),
+                message,
+            }
+        };
+        let mut tree: Value = serde_yaml_ng::from_str(text).map_err(|e| {
+            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+            ScenarioError {
+                file: file.to_string(),
+                line,
+                column,
+                path: ".".into(),
+                message: strip_location(&e.to_string()),
+            }
+        })?;
+        for o in overrides {
+            let (path, value) = o.split_once('=').ok_or_else(|| ScenarioError {
+                file: "--set".into(),
+                line: 0,
+                column: 0,
+                path: o.clone(),
+                message: "expected PATH=VALUE".into(),
+            })?;
+            let value: Value =
+                serde_yaml_ng::from_str(value).unwrap_or_else(|_| Value::String(value.into()));
+            set_path(&mut tree, path, value).map_err(|message| ScenarioError {
+                file: "--set".into(),
+                line: 0,
+                column: 0,
+                path: path.into(),
+                message,
+            })?;
+        }
+        let scenario: Scenario = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let mut path = e.path().to_string();
+            let message = strip_location(&e.inner().to_string());
+            // A bad map key shows as `?` in the path: name it after the key itself.
+            if let Some(parent) = path.strip_suffix(".?")
+                && let Some(key) = message.split('`').nth(1)
+            {
+                path = format!("{parent}.{key}");
+            }
+            if overrides
+                .iter()
+                .any(|o| o.split_once('=').is_some_and(|(p, _)| path.starts_with(p)))
+            {
+                ScenarioError {
+                    file: "--set".into(),
+                    line: 0,
+                    column: 0,
+                    path,
+                    message,
+                }
+            } else {
+                at(&path, message)
+            }
+        })?;
+        if let Some((path, message)) = scenario.check().into_iter().next() {
+            return Err(at(&path, message));
+        }
+        Ok(scenario)
+    }
+
+    /// Checks across fields. Returns (field path, message) for each problem.
+    pub fn check(&self) -> Vec<(String, String)> {
+        let mut errs = Vec::new();
+        let mut err = |p: &str, m: String| errs.push((p.to_string(), m));
+        if self.name.trim().is_empty() {
+            err("name", "must not be empty".into());
+        }
+        if self.replicas == 0 || self.replicas > 15 {
+            err(
+                "replicas",
+                format!("expected 1 to 15 replicas, got {}", self.replicas),
+            );
+        }
+        let d = &self.dataset;
+        if d.users == 0 {
+            err("dataset.users", "expected at least one user".into());
+        }
+        if d.chats == 0 {
+            err("dataset.chats", "expected at least one chat".into());
+        }
+        if d.members_per_chat == 0 || d.members_per_chat > d.users {
+            err(
+                "dataset.members_per_chat",
+                format!("expected 1 to dataset.users ({}) members", d.users),
+            );
+        }
+        let l = &self.load;
+        if l.users == 0 {
+            err("load.users", "expected at least one user".into());
+        }
+        match l.model {
+            Model::Open => {
+                match (l.rate.is_some(), l.steps.is_empty()) {
+                    (false, true) => {
+                        err("load.rate", "the open model needs a rate (or steps)".into())
+                    }
+                    (true, false) => err(
+                        "load.steps",
+                        "give either load.rate or load.steps, not both".into(),
+                    ),
+                    _ => {}
+                }
+                if !l.steps.is_empty() && l.duration.is_some() {
+                    err(
+                        "load.duration",
+                        "with load.steps the duration is the sum of the steps".into(),
+                    );
+                }
+                if l.think_time.0 > Duration::ZERO {
+                    err(
+                        "load.think_time",
+                        "think time applies to the closed model only".into(),
+                    );
+                }
+            }
+            Model::Closed => {
+                if l.rate.is_some() || !l.steps.is_empty() {
+                    err(
+                        "load.rate",
+                        "the closed model has no rate: set load.users and load.think_time".into(),
+                    );
+                }
+            }
+        }
+        let duration = self.duration();
+        if duration.is_zero() {
+            err(
+                "load.duration",
+                "expected a measured duration longer than zero".into(),
+            );
+        } else if l.warmup.0 > duration {
+            err(
+                "load.warmup",
+                format!(
+                    "warm-up ({}) is longer than the measured duration ({})",
+                    humantime::format_duration(l.warmup.0),
+                    humantime::format_duration(duration)
+                ),
+            );
+        }
+        if self.mix.values().all(|w| *w == 0) {
+            err(
+                "mix",
+                "weights are all zero: at least one operation needs a positive weight".into(),
+            );
+        }
+        if self.message_size.min > self.message_size.max {
+            err("message_size.min", "min is larger than max".into());
+        }
+        if self.message_size.max > 64 * 1024 {
+            err(
+                "message_size.max",
+                "the cluster accepts at most 65536 bytes of content".into(),
+            );
+        }
+        for (op, slo) in &self.slo {
+            let set = [slo.p50, slo.p90, slo.p99, slo.p999, slo.p9999, slo.max];
+            if set.iter().all(Option::is_none) {
+                err(
+                    &format!("slo.{}", op.name()),
+                    "expected at least one of p50, p90, p99, p999, p9999, max".into(),
+                );
+            }
+            if self.mix.get(op).copied().unwrap_or(0) == 0 {
+                err(
+                    &format!("slo.{}", op.name()),
+                    "this operation has no weight in mix".into(),
+                );
+            }
+        }
+        if !self.faults.is_empty() {
+            err(
+                "faults",
+                "fault injection is not available yet: leave faults empty".into(),
+            );
+        }
+        errs
+    }
+
+    /// The measured duration: `load.duration`, or the sum of `load.steps`.
+    pub fn duration(&self) -> Duration {
+        if self.load.steps.is_empty() {
+            self.load.duration.map_or(Duration::ZERO, |d| d.0)
+        } else {
+            self.load.steps.iter().map(|s| s.duration.0).sum()
+        }
+    }
+
+    /// The effective scenario, as YAML (what a results folder records).
+    pub fn to_yaml(&self) -> String {
+        serde_yaml_ng::to_string(self).expect("scenarios serialize")
+    }
+}
+
+/// Drops serde_yaml's own " at line L column C" (we print the location first).
+fn strip_location(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// Sets `a.b.c` in a YAML tree, creating mappings on the way.
+fn set_path(tree: &mut Value, path: &str, value: Value) -> Result<(), String> {
+    let mut node = tree;
+    let parts: Vec<&str> = path.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err("expected a dotted field path like load.rate".into());
+    }
+    for (i, part) in parts.iter().enumerate() {
+        let Value::Mapping(map) = node else {
+            return Err(format!("{} is not a mapping", parts[..i].join(".")));
+        };
+        let key = Value::String((*part).to_string());
+        if i + 1 == parts.len() {
+            map.insert(key, value);
+            return Ok(());
+        }
+        node = map
+            .entry(key)
+            .or_insert_with(|| Value::Mapping(Default::default()));
+    }
+    Ok(())
+}
+
+/// Finds the line and column (1-based) of a dotted field path in YAML text, following block
+/// indentation and `{a: 1, b: 2}` flow mappings. Falls back to the nearest parent found.
+pub fn locate(text: &str, path: &str) -> (usize, usize) {
+    let parts: Vec<&str> = path
+        .split('.')
+        .filter(|p| !p.is_empty() && *p != "?")
+        .collect();
+    let lines: Vec<&str> = text.lines().collect();
+    let (mut best, mut from, mut min_indent) = ((1, 1), 0usize, 0usize);
+    'parts: for part in parts {
+        let needle = format!("{part}:");
+        for (i, line) in lines.iter().enumerate().skip(from) {
+            let content = line.split('#').next().unwrap_or("");
+            let indent = content.len() - content.trim_start().len();
+            if i > from && !content.trim().is_empty() && indent < min_indent {
+                break;
+            }
+            // A block key at the start of the line, or a key inside a flow mapping.
+            let found = if content.trim_start().starts_with(&needle) {
+                Some(indent)
+            } else if i == from.saturating_sub(1).max(best.0 - 1) || content.contains('{') {
+                find_flow_key(content, part)
+            } else {
+                None
+            };
+            if let Some(col) = found {
+                best = (i + 1, col + 1);
+                from = i + 1;
+                min_indent = indent + 1;
+                // A flow mapping on this line: the next key is on the same line.
+                if content[col..].contains('{') {
+                    from = i;
+                }
+                continue 'parts;
+            }
+        }
+        break;
+    }
+    best
+}
+
+fn find_flow_key(line: &str, key: &str) -> Option<usize> {
+    let mut start = 0;
+    while let Some(pos) = line[start..].find(key) {
+        let at = start + pos;
+        let before = line[..at].trim_end().chars().last();
+        let after = line[at + key.len()..].trim_start().chars().next();
+        if matches!(before, Some('{') | Some(',')) && after == Some(':') {
+            return Some(at);
+        }
+        start = at + key.len();
+    }
+    None
+}
