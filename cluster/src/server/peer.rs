@@ -15,6 +15,8 @@ use crate::raft::{Envelope, Message, NodeId};
 const QUEUE: usize = 8192;
 /// Most messages in one RPC.
 const MAX_BATCH: usize = 1024;
+/// Batches in flight at once per peer.
+const IN_FLIGHT: usize = 4;
 /// Snapshot data per streamed chunk.
 pub const SNAPSHOT_CHUNK: usize = 256 << 10;
 
@@ -37,6 +39,7 @@ pub fn spawn(
         let mut client = RaftClient::new(endpoint.connect_lazy())
             .max_encoding_message_size(256 << 20)
             .max_decoding_message_size(256 << 20);
+        let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
         loop {
             let first = tokio::select! {
                 _ = shutdown.changed() => return,
@@ -60,13 +63,26 @@ pub fn spawn(
                         Err(_) => break,
                     }
                 }
-                // A black-holed connection must not stall this peer for long.
+                // Up to IN_FLIGHT batches share the HTTP/2 connection, so an acknowledgement
+                // never queues behind the previous RPC's round trip. Raft tolerates the
+                // reordering this allows. A black-holed connection must not stall this peer
+                // for long: each RPC times out.
+                let permit = in_flight
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore open");
                 let mut req = tonic::Request::new(MessageBatch { messages });
                 req.set_timeout(Duration::from_secs(2));
-                if let Err(status) = client.send(req).await {
-                    tracing::debug!(peer = id, "send failed: {}", status.message());
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+                let mut c = client.clone();
+                tokio::spawn(async move {
+                    if let Err(status) = c.send(req).await {
+                        tracing::debug!(peer = id, "send failed: {}", status.message());
+                        // Back off while the peer is unreachable, holding the permit.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    drop(permit);
+                });
             }
         }
     });
