@@ -67,74 +67,70 @@ fn a_seed_replays_exactly() {
     assert_eq!(a.trace, b.trace);
 }
 
+/// Plants `bugs`, runs seeds from 0 until the first violation (at most `max_seeds`), and
+/// checks that one of the violations starts with one of `kinds` (any kind when empty).
+fn assert_caught(bugs: PlantedBugs, max_seeds: u64, kinds: &[&str]) {
+    let (seed, violations) =
+        first_violation(&planted(bugs), max_seeds).expect("planted bug not caught");
+    let matches =
+        |v: &String| kinds.is_empty() || kinds.iter().any(|k| v.starts_with(k) || v.contains(k));
+    assert!(
+        violations.iter().any(matches),
+        "seed {seed}: {violations:?}"
+    );
+}
+
 #[test]
 fn catches_commit_of_old_term_entry() {
-    let cfg = planted(PlantedBugs {
+    let bugs = PlantedBugs {
         commit_old_term: true,
         ..PlantedBugs::default()
-    });
-    let (seed, violations) = first_violation(&cfg, 3000).expect("planted bug not caught");
-    assert!(
-        violations.iter().any(|v| v.starts_with("commit safety")
-            || v.starts_with("leader completeness")
-            || v.starts_with("state machine safety")),
-        "seed {seed}: {violations:?}"
+    };
+    assert_caught(
+        bugs,
+        3000,
+        &[
+            "commit safety",
+            "leader completeness",
+            "state machine safety",
+        ],
     );
 }
 
 #[test]
 fn catches_double_vote() {
-    let cfg = planted(PlantedBugs {
+    let bugs = PlantedBugs {
         double_vote: true,
         ..PlantedBugs::default()
-    });
-    let (seed, violations) = first_violation(&cfg, 500).expect("planted bug not caught");
-    assert!(
-        violations
-            .iter()
-            .any(|v| v.contains("voted twice") || v.starts_with("election safety")),
-        "seed {seed}: {violations:?}"
-    );
+    };
+    assert_caught(bugs, 500, &["voted twice", "election safety"]);
 }
 
 #[test]
 fn catches_read_without_leadership_check() {
-    let cfg = planted(PlantedBugs {
+    let bugs = PlantedBugs {
         read_without_quorum: true,
         ..PlantedBugs::default()
-    });
-    let (seed, violations) = first_violation(&cfg, 3000).expect("planted bug not caught");
-    assert!(
-        violations
-            .iter()
-            .any(|v| v.starts_with("stale read") || v.starts_with("deposed leader")),
-        "seed {seed}: {violations:?}"
-    );
+    };
+    assert_caught(bugs, 3000, &["stale read", "deposed leader"]);
 }
 
 #[test]
 fn catches_read_confirmed_by_stale_responses() {
-    let cfg = planted(PlantedBugs {
+    let bugs = PlantedBugs {
         read_any_response: true,
         ..PlantedBugs::default()
-    });
-    let (seed, violations) = first_violation(&cfg, 3000).expect("planted bug not caught");
-    assert!(
-        violations
-            .iter()
-            .any(|v| v.starts_with("stale read") || v.starts_with("deposed leader")),
-        "seed {seed}: {violations:?}"
-    );
+    };
+    assert_caught(bugs, 3000, &["stale read", "deposed leader"]);
 }
 
 #[test]
 fn catches_acknowledging_unpersisted_entries() {
-    let cfg = planted(PlantedBugs {
+    let bugs = PlantedBugs {
         ack_unpersisted: true,
         ..PlantedBugs::default()
-    });
-    let (seed, violations) = first_violation(&cfg, 500).expect("planted bug not caught");
-    assert!(!violations.is_empty(), "seed {seed}");
+    };
+    assert_caught(bugs, 500, &[]);
 }
 
 #[test]

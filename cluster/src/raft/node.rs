@@ -870,10 +870,7 @@ impl RawNode<Leader> {
     /// Commits the highest index a quorum holds durably, if it is from this term
     /// (paper 5.4.2). The leader counts itself only for what it has persisted.
     fn maybe_commit(&mut self) {
-        let mut matched: Vec<Index> = self.role.progress.values().map(|p| p.matched).collect();
-        matched.push(self.log.persisted());
-        matched.sort_unstable_by(|a, b| b.cmp(a));
-        let index = matched[self.quorum() - 1];
+        let index = self.quorum_value(self.log.persisted(), |p| p.matched);
         if index > self.log.commit()
             && (self.log.term(index) == Some(self.term) || self.opts.planted_bugs.commit_old_term)
         {
@@ -1043,10 +1040,16 @@ impl RawNode<Leader> {
 
     /// The highest read round a quorum (counting ourselves) has echoed in this term.
     fn confirmed_read_seq(&self) -> ReadSeq {
-        let mut seqs: Vec<ReadSeq> = self.role.progress.values().map(|p| p.read_seq).collect();
-        seqs.push(self.role.read_seq);
-        seqs.sort_unstable_by(|a, b| b.cmp(a));
-        seqs[self.quorum() - 1]
+        self.quorum_value(self.role.read_seq, |p| p.read_seq)
+    }
+
+    /// The highest value that a quorum has reached: ours plus each follower's, the
+    /// quorum-th largest.
+    fn quorum_value(&self, own: u64, of: impl Fn(&Progress) -> u64) -> u64 {
+        let mut values: Vec<u64> = self.role.progress.values().map(of).collect();
+        values.push(own);
+        values.sort_unstable_by(|a, b| b.cmp(a));
+        values[self.quorum() - 1]
     }
 
     fn advance_reads(&mut self) {
