@@ -8,8 +8,11 @@
 //!   snapshots.
 //! - [`chat`]: the chat state machine on SQLite.
 //! - [`proto`]: the gRPC API (chat, Raft peer transport, admin).
+//! - [`server`]: one replica process (actors and gRPC services); [`launcher`]: a local
+//!   cluster of replica processes.
 
 pub mod chat;
+pub mod launcher;
 pub mod proto;
 pub mod raft;
 pub mod server;

@@ -3,11 +3,11 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
+use telegraft::launcher::LocalCluster;
 use telegraft::proto::admin::{StatusRequest, admin_client::AdminClient};
 use telegraft::proto::chat::{self as api, chat_client::ChatClient};
 use telegraft::server::{NodeConfig, run};
@@ -186,65 +186,19 @@ async fn cluster(replicas: u64, base_port: u16, data_dir: PathBuf) -> Result<()>
         bail!("--replicas must be at least 1");
     }
     let exe = std::env::current_exe().context("finding the telegraft binary")?;
-    let addrs: Vec<String> = (0..replicas)
-        .map(|i| format!("127.0.0.1:{}", base_port as u64 + i))
-        .collect();
-    let peers = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{}={a}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut children = Vec::new();
-    for (i, addr) in addrs.iter().enumerate() {
-        let id = i + 1;
-        let dir = data_dir.join(format!("node-{id}"));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let log = std::fs::File::create(dir.join("node.log")).context("creating the node log")?;
-        let child = tokio::process::Command::new(&exe)
-            .args([
-                "node",
-                "--id",
-                &id.to_string(),
-                "--listen",
-                addr,
-                "--peers",
-                &peers,
-                "--data-dir",
-            ])
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting node {id}"))?;
-        println!(
-            "node {id}: {addr} (pid {}, data {})",
-            child.id().unwrap_or(0),
-            dir.display()
-        );
-        children.push(child);
+    let mut nodes = LocalCluster::start(&exe, replicas, base_port, &data_dir, &[])
+        .context("starting the nodes")?;
+    for (id, addr) in &nodes.addrs {
+        let (pid, dir) = (nodes.pid(*id).unwrap_or(0), nodes.node_dir(*id));
+        println!("node {id}: {addr} (pid {pid}, data {})", dir.display());
     }
+    let endpoints = nodes.addrs.values().cloned().collect::<Vec<_>>().join(",");
     println!(
-        "cluster of {replicas} running; Ctrl-C stops it. Try: telegraft status --endpoints {}",
-        addrs.join(",")
+        "cluster of {replicas} running; Ctrl-C stops it. Try: telegraft status --endpoints {endpoints}"
     );
     let mut stop = shutdown_on_signals();
     let _ = stop.wait_for(|s| *s).await;
-    for child in &children {
-        if let Some(pid) = child.id() {
-            // SAFETY: sending SIGTERM to our own child process.
-            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-        }
-    }
-    for mut child in children {
-        if tokio::time::timeout(Duration::from_secs(5), child.wait())
-            .await
-            .is_err()
-        {
-            let _ = child.kill().await;
-        }
-    }
+    tokio::task::spawn_blocking(move || nodes.stop(Duration::from_secs(5))).await?;
     println!("cluster stopped");
     Ok(())
 }

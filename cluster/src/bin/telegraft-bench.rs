@@ -13,7 +13,6 @@
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -21,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
+use telegraft::launcher::LocalCluster;
 use telegraft::proto::admin::{StatusRequest, admin_client::AdminClient};
 use telegraft::proto::chat::{self as api, chat_client::ChatClient};
 use telegraft::raft::Entry;
@@ -207,17 +207,6 @@ fn log(dir: &std::path::Path, writers: usize, entry_bytes: usize, secs: Duration
     Ok(())
 }
 
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 async fn cluster(
     dir: &std::path::Path,
     replicas: u64,
@@ -233,37 +222,8 @@ async fn cluster(
             exe.display()
         );
     }
-    let addrs: BTreeMap<u64, String> = (1..=replicas)
-        .map(|i| (i, format!("127.0.0.1:{}", base_port as u64 + i - 1)))
-        .collect();
-    let peers = addrs
-        .iter()
-        .map(|(i, a)| format!("{i}={a}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut procs = Procs(Vec::new());
-    for (id, addr) in &addrs {
-        let d = dir.join(format!("node-{id}"));
-        std::fs::create_dir_all(&d)?;
-        let log = std::fs::File::create(d.join("node.log"))?;
-        procs.0.push(
-            Command::new(&exe)
-                .args([
-                    "node",
-                    "--id",
-                    &id.to_string(),
-                    "--listen",
-                    addr,
-                    "--peers",
-                    &peers,
-                    "--data-dir",
-                ])
-                .arg(&d)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()?,
-        );
-    }
+    let procs = LocalCluster::start(&exe, replicas, base_port, dir, &[])?;
+    let addrs = procs.addrs.clone();
     // Wait for a leader, then drive the leader's address (followers forward anyway).
     let leader = wait_leader(&addrs).await?;
     let ep = format!("http://{}", addrs[&leader]);
