@@ -195,7 +195,16 @@ impl ChatService {
     }
 
     /// Proposes a write locally, or says where to forward it.
-    async fn write(&self, forwarded: bool, write: Write) -> Result<Route<Outcome>, Status> {
+    async fn write(
+        &self,
+        forwarded: bool,
+        id: Option<WriteId>,
+        command: Command,
+    ) -> Result<Route<Outcome>, Status> {
+        let write = Write {
+            write_id: write_id(id),
+            command,
+        };
         write.command.validate().map_err(chat_status)?;
         match self.route(forwarded, || self.propose(&write)).await? {
             Route::Done(r) => Ok(Route::Done(r.map_err(chat_status)?)),
@@ -250,13 +259,10 @@ impl Chat for ChatService {
     ) -> Result<Response<CreateUserResponse>, Status> {
         let fwd = forwarded(&req);
         let r = req.into_inner();
-        let write = Write {
-            write_id: write_id(r.write_id),
-            command: Command::CreateUser {
-                username: r.username.clone(),
-            },
+        let command = Command::CreateUser {
+            username: r.username.clone(),
         };
-        match self.write(fwd, write).await? {
+        match self.write(fwd, r.write_id, command).await? {
             Route::Done(o) => Ok(Response::new(CreateUserResponse {
                 user_id: created(o),
             })),
@@ -274,16 +280,7 @@ impl Chat for ChatService {
             user_id: r.user_id,
             name: r.chat_name.clone(),
         };
-        match self
-            .write(
-                fwd,
-                Write {
-                    write_id: write_id(r.write_id),
-                    command,
-                },
-            )
-            .await?
-        {
+        match self.write(fwd, r.write_id, command).await? {
             Route::Done(o) => Ok(Response::new(CreateChatResponse {
                 chat_id: created(o),
             })),
@@ -301,16 +298,7 @@ impl Chat for ChatService {
             user_id: r.user_id,
             chat_id: r.chat_id,
         };
-        match self
-            .write(
-                fwd,
-                Write {
-                    write_id: write_id(r.write_id),
-                    command,
-                },
-            )
-            .await?
-        {
+        match self.write(fwd, r.write_id, command).await? {
             Route::Done(_) => Ok(Response::new(JoinChatResponse {})),
             Route::Forward(l) => self.client(l)?.join_chat(mark(r)).await,
         }
@@ -328,16 +316,7 @@ impl Chat for ChatService {
             content: r.content.clone(),
             sent_time_us: micros(r.sent_time),
         };
-        match self
-            .write(
-                fwd,
-                Write {
-                    write_id: write_id(r.write_id),
-                    command,
-                },
-            )
-            .await?
-        {
+        match self.write(fwd, r.write_id, command).await? {
             Route::Done(o) => Ok(Response::new(SendMessageResponse {
                 message_id: created(o),
             })),
