@@ -1,0 +1,280 @@
+//! Latency recording: one pair of HDR histograms per operation, at microsecond resolution.
+//!
+//! For every call the runner records two latencies:
+//! - *corrected*: from the request's intended send time (open model) to its completion.
+//!   This is the latency a user would have seen; it includes any queueing in the generator
+//!   (coordinated-omission correction, as wrk2 does).
+//! - *service time*: from the moment the request was actually sent to its completion.
+//!
+//! In the closed model the two are equal. Errors are counted by gRPC status code and kept
+//! out of the latency histograms. A per-second interval histogram feeds the time series
+//! (`timeseries.csv`), and the interval histograms can be written as a standard
+//! HdrHistogram interval log (`<op>.hdr.hlog`) that other HdrHistogram tools read.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::V2DeflateSerializer;
+use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+
+use crate::scenario::Op;
+
+/// Highest trackable latency: one hour, in microseconds.
+const MAX_US: u64 = 3_600_000_000;
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_US, 3).expect("valid histogram bounds")
+}
+
+fn micros(d: Duration) -> u64 {
+    (d.as_micros() as u64).clamp(1, MAX_US)
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub p9999: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Percentiles {
+        if h.is_empty() {
+            return Percentiles::default();
+        }
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Percentiles {
+            p50: ms(0.5),
+            p90: ms(0.9),
+            p99: ms(0.99),
+            p999: ms(0.999),
+            p9999: ms(0.9999),
+            max: h.max() as f64 / 1000.0,
+        }
+    }
+}
+
+/// One row of the per-second time series.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Interval {
+    pub second: u64,
+    pub op: Op,
+    pub count: u64,
+    pub errors: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+#[derive(Default)]
+struct OpRecord {
+    corrected: Option<Histogram<u64>>,
+    service: Option<Histogram<u64>>,
+    errors_by_code: BTreeMap<String, u64>,
+    interval: Option<Histogram<u64>>,
+    interval_errors: u64,
+    /// Closed interval histograms: (second, histogram), for the interval log.
+    intervals: Vec<(u64, Histogram<u64>)>,
+}
+
+/// What one operation did over the measured window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpSummary {
+    pub count: u64,
+    pub errors: u64,
+    pub errors_by_code: BTreeMap<String, u64>,
+    pub latency_ms: Percentiles,
+    pub service_time_ms: Percentiles,
+}
+
+#[derive(Default)]
+pub struct Recorder {
+    ops: BTreeMap<Op, OpRecord>,
+}
+
+impl Recorder {
+    pub fn new() -> Recorder {
+        Recorder::default()
+    }
+
+    fn op(&mut self, op: Op) -> &mut OpRecord {
+        self.ops.entry(op).or_default()
+    }
+
+    /// A successful call: latency from the intended send time, and service time.
+    pub fn ok(&mut self, op: Op, corrected: Duration, service: Duration) {
+        let r = self.op(op);
+        r.corrected
+            .get_or_insert_with(histogram)
+            .saturating_record(micros(corrected));
+        r.service
+            .get_or_insert_with(histogram)
+            .saturating_record(micros(service));
+        r.interval
+            .get_or_insert_with(histogram)
+            .saturating_record(micros(corrected));
+    }
+
+    /// A failed call, counted by its gRPC status code name (`Unavailable`, `DeadlineExceeded`).
+    pub fn error(&mut self, op: Op, code: &str) {
+        let r = self.op(op);
+        *r.errors_by_code.entry(code.to_string()).or_insert(0) += 1;
+        r.interval_errors += 1;
+    }
+
+    /// Closes the interval ending at `second` (seconds since the measured window began):
+    /// one row per operation that saw any call.
+    pub fn close_interval(&mut self, second: u64) -> Vec<Interval> {
+        let mut rows = Vec::new();
+        for (&op, r) in &mut self.ops {
+            let h = r.interval.take();
+            let errors = std::mem::take(&mut r.interval_errors);
+            let count = h.as_ref().map_or(0, |h| h.len());
+            if count == 0 && errors == 0 {
+                continue;
+            }
+            let p = h.as_ref().map(Percentiles::of).unwrap_or_default();
+            rows.push(Interval {
+                second,
+                op,
+                count,
+                errors,
+                p50_ms: p.p50,
+                p99_ms: p.p99,
+                max_ms: p.max,
+            });
+            if let Some(h) = h {
+                r.intervals.push((second, h));
+            }
+        }
+        rows
+    }
+
+    pub fn summary(&self, op: Op) -> Option<OpSummary> {
+        let r = self.ops.get(&op)?;
+        let count = r.corrected.as_ref().map_or(0, |h| h.len());
+        Some(OpSummary {
+            count,
+            errors: r.errors_by_code.values().sum(),
+            errors_by_code: r.errors_by_code.clone(),
+            latency_ms: r
+                .corrected
+                .as_ref()
+                .map(Percentiles::of)
+                .unwrap_or_default(),
+            service_time_ms: r.service.as_ref().map(Percentiles::of).unwrap_or_default(),
+        })
+    }
+
+    pub fn ops(&self) -> impl Iterator<Item = Op> + '_ {
+        self.ops.keys().copied()
+    }
+
+    /// Writes an operation's closed intervals as an HdrHistogram interval log (`.hlog`).
+    /// `start_unix_s` is when the measured window began, in seconds since the Unix epoch.
+    pub fn write_hlog(
+        &self,
+        op: Op,
+        out: &mut impl std::io::Write,
+        start_unix_s: f64,
+    ) -> std::io::Result<()> {
+        let mut serializer = V2DeflateSerializer::new();
+        let mut writer = IntervalLogWriterBuilder::new()
+            .with_start_time(std::time::UNIX_EPOCH + Duration::from_secs_f64(start_unix_s))
+            .with_base_time(std::time::UNIX_EPOCH + Duration::from_secs_f64(start_unix_s))
+            .with_max_value_divisor(1000.0)
+            .begin_log_with(out, &mut serializer)?;
+        let tag = Tag::new(op.name());
+        for (second, h) in self.ops.get(&op).map_or(&[][..], |r| &r.intervals[..]) {
+            let start = Duration::from_secs(second.saturating_sub(1));
+            writer
+                .write_histogram(h, start, Duration::from_secs(1), tag)
+                .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corrected_latency_includes_queueing_and_service_time_does_not() {
+        // A server that takes 10 ms per call, while the schedule wanted a call every 1 ms:
+        // calls queue up, so each waits longer than the last before it is even sent.
+        let mut r = Recorder::new();
+        for k in 0..100u64 {
+            let queued = Duration::from_millis(9 * k);
+            let service = Duration::from_millis(10);
+            r.ok(Op::SendMessage, queued + service, service);
+        }
+        let s = r.summary(Op::SendMessage).unwrap();
+        assert_eq!(s.count, 100);
+        assert!(
+            (s.service_time_ms.p99 - 10.0).abs() < 0.1,
+            "{:?}",
+            s.service_time_ms
+        );
+        assert!(
+            s.latency_ms.p50 > 400.0 && s.latency_ms.max > 890.0,
+            "{:?}",
+            s.latency_ms
+        );
+        assert!(s.latency_ms.p50 <= s.latency_ms.p99 && s.latency_ms.p99 <= s.latency_ms.max);
+    }
+
+    #[test]
+    fn errors_are_counted_by_code_and_intervals_close() {
+        let mut r = Recorder::new();
+        r.ok(
+            Op::GetMessages,
+            Duration::from_micros(800),
+            Duration::from_micros(700),
+        );
+        r.error(Op::GetMessages, "Unavailable");
+        r.error(Op::GetMessages, "Unavailable");
+        r.error(Op::GetMessages, "DeadlineExceeded");
+        let rows = r.close_interval(1);
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].count, rows[0].errors), (1, 3));
+        assert!((rows[0].p50_ms - 0.8).abs() < 0.01);
+        assert!(r.close_interval(2).is_empty(), "a quiet second has no rows");
+        let s = r.summary(Op::GetMessages).unwrap();
+        assert_eq!(s.errors, 3);
+        assert_eq!(s.errors_by_code["Unavailable"], 2);
+    }
+
+    #[test]
+    fn interval_log_reads_back() {
+        use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+        let mut r = Recorder::new();
+        for s in 1..=3u64 {
+            for _ in 0..10 * s {
+                r.ok(
+                    Op::SendMessage,
+                    Duration::from_millis(2),
+                    Duration::from_millis(1),
+                );
+            }
+            r.close_interval(s);
+        }
+        let mut buf = Vec::new();
+        r.write_hlog(Op::SendMessage, &mut buf, 1_800_000_000.0)
+            .unwrap();
+        let text = String::from_utf8(buf.clone()).unwrap();
+        assert!(text.contains("#[StartTime: "), "{text}");
+        let intervals = IntervalLogIterator::new(&buf)
+            .filter_map(|e| match e {
+                Ok(LogEntry::Interval(h)) => Some(h),
+                _ => None,
+            })
+            .count();
+        assert_eq!(intervals, 3);
+    }
+}
