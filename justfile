@@ -11,10 +11,18 @@ seed := ""
 default:
     @just --list
 
-# Run every test: unit, proptest, golden scripts, simulator self-tests, and 300 simulator seeds.
+# Run every test: unit, proptest, golden scripts, simulator self-tests, real replicas, and
+# 300 simulator seeds. Ends with one line counting every test (the seed sweep counts as one).
 test:
-    cargo test --workspace --all-targets
+    #!/usr/bin/env bash
+    set -euo pipefail
+    log="$(mktemp)"
+    trap 'rm -f "$log"' EXIT
+    cargo test --workspace --all-targets 2>&1 | tee "$log"
     cargo run --quiet --bin raft-sim -- --seeds 300
+    passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+    failed=$(grep -Eo '^test result: .*; ([0-9]+) failed' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+    echo "tests: $((passed + 1)) passed, $failed failed"
 
 # Run the Raft simulator: `just sim seeds=5000`, or replay one seed with its trace: `just sim seed=S`.
 sim *args:
