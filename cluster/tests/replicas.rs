@@ -198,6 +198,33 @@ async fn send(
     }
 }
 
+/// Sends messages `m{i}` padded to 16 KiB (so that snapshots span several streamed chunks),
+/// with client 7's write ids, and records them as acknowledged.
+async fn send_padded(
+    c: &mut ChatClient<Channel>,
+    user: u64,
+    chat: u64,
+    range: std::ops::Range<u64>,
+    acked: &mut Vec<String>,
+) {
+    let pad = "x".repeat(16 * 1024);
+    for i in range {
+        let text = format!("m{i}{pad}");
+        send(
+            c,
+            user,
+            chat,
+            &text,
+            api::WriteId {
+                client_id: 7,
+                sequence: i + 1,
+            },
+        )
+        .await;
+        acked.push(text);
+    }
+}
+
 async fn setup_chat(c: &mut ChatClient<Channel>) -> (u64, u64) {
     let user = c
         .create_user(api::CreateUserRequest {
@@ -391,43 +418,13 @@ async fn survives_kill_9_of_the_leader_and_of_every_node() {
     let mut c = cluster.chat(leader).await;
     let (user, chat) = setup_chat(&mut c).await;
     let mut acked = Vec::new();
-    // Large messages make the snapshot span several streamed chunks.
-    let pad = "x".repeat(16 * 1024);
-    for i in 0..20 {
-        let text = format!("m{i}{pad}");
-        send(
-            &mut c,
-            user,
-            chat,
-            &text,
-            api::WriteId {
-                client_id: 7,
-                sequence: i + 1,
-            },
-        )
-        .await;
-        acked.push(text);
-    }
+    send_padded(&mut c, user, chat, 0..20, &mut acked).await;
 
     // Kill the leader: a survivor takes over and accepts writes.
     cluster.kill(leader);
     let survivor = *cluster.children.keys().next().unwrap();
     let mut c = cluster.chat(survivor).await;
-    for i in 20..40 {
-        let text = format!("m{i}{pad}");
-        send(
-            &mut c,
-            user,
-            chat,
-            &text,
-            api::WriteId {
-                client_id: 7,
-                sequence: i + 1,
-            },
-        )
-        .await;
-        acked.push(text);
-    }
+    send_padded(&mut c, user, chat, 20..40, &mut acked).await;
     let new_leader = cluster.leader().await;
     assert_ne!(new_leader, leader);
 

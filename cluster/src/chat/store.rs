@@ -341,9 +341,14 @@ fn apply_write(
     Ok(result)
 }
 
-fn exists(tx: &rusqlite::Transaction, sql: &str, id: u64) -> rusqlite::Result<bool> {
+/// Whether `sql` (a query selecting one integer column) finds a row.
+fn exists(
+    tx: &rusqlite::Transaction,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<bool> {
     Ok(tx
-        .query_row(sql, [id as i64], |r| r.get::<_, i64>(0))
+        .query_row(sql, params, |r| r.get::<_, i64>(0))
         .optional()?
         .is_some())
 }
@@ -356,8 +361,20 @@ fn apply_command(
     if let Err(e) = command.validate() {
         return Ok(Err(e));
     }
-    let user_exists = |id: UserId| exists(tx, "SELECT user_id FROM users WHERE user_id = ?1", id);
-    let chat_exists = |id: ChatId| exists(tx, "SELECT chat_id FROM chats WHERE chat_id = ?1", id);
+    let user_exists = |id: UserId| {
+        exists(
+            tx,
+            "SELECT user_id FROM users WHERE user_id = ?1",
+            [id as i64],
+        )
+    };
+    let chat_exists = |id: ChatId| {
+        exists(
+            tx,
+            "SELECT chat_id FROM chats WHERE chat_id = ?1",
+            [id as i64],
+        )
+    };
     let no_user = |id: UserId| {
         Ok(Err(ChatError::NotFound(format!(
             "user {id} does not exist"
@@ -370,14 +387,11 @@ fn apply_command(
     };
     match command {
         Command::CreateUser { username } => {
-            let taken: Option<i64> = tx
-                .query_row(
-                    "SELECT user_id FROM users WHERE username = ?1",
-                    [username],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if taken.is_some() {
+            if exists(
+                tx,
+                "SELECT user_id FROM users WHERE username = ?1",
+                [username],
+            )? {
                 return Ok(Err(ChatError::AlreadyExists(format!(
                     "username '{username}' is taken"
                 ))));
@@ -427,14 +441,8 @@ fn apply_command(
             if !chat_exists(*chat_id)? {
                 return no_chat(*chat_id);
             }
-            let member: Option<i64> = tx
-                .query_row(
-                    "SELECT user_id FROM members WHERE chat_id = ?1 AND user_id = ?2",
-                    params![*chat_id as i64, *user_id as i64],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if member.is_none() {
+            let member = "SELECT user_id FROM members WHERE chat_id = ?1 AND user_id = ?2";
+            if !exists(tx, member, params![*chat_id as i64, *user_id as i64])? {
                 return Ok(Err(ChatError::FailedPrecondition(format!(
                     "user {user_id} is not a member of chat {chat_id}"
                 ))));
