@@ -1,13 +1,21 @@
-//! `loadgen`: Telegraft's load generator. Today it reads and checks scenario files; running
-//! them against a cluster (Goose, open and closed models, HDR histograms, results/) is the
-//! next step (issue 4).
+//! `loadgen`: Telegraft's load generator.
+//!
+//! - `loadgen bench --scenario FILE [--replicas N] [--set PATH=VALUE]... [--target A,B,C]`
+//!   runs a scenario against a fresh local cluster (or a running one) and writes
+//!   `results/<run-id>/`. Exit status: 0 when every SLO is met, 3 when one is missed, 1 on
+//!   any other failure.
+//! - `loadgen validate FILE...` checks scenario files without running them.
 
-use loadgen::scenario;
+use loadgen::bench::{self, BenchArgs};
+use loadgen::{results, scenario};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// Exit status of a run that missed an SLO.
+const SLO_MISSED: u8 = 3;
 
 #[derive(Parser)]
 #[command(about = "Load generator for a Telegraft chat cluster")]
@@ -18,6 +26,34 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run a scenario: start a local cluster (or use --target), create the dataset, run the
+    /// load, write results/<run-id>/. Exits 3 when an SLO is missed.
+    Bench {
+        /// The scenario file (YAML).
+        #[arg(long, default_value = "scenarios/chat.yaml")]
+        scenario: PathBuf,
+        /// Replica count (overrides the scenario's `replicas`).
+        #[arg(long)]
+        replicas: Option<u32>,
+        /// Override a field: `--set load.duration=10s` (repeatable).
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        overrides: Vec<String>,
+        /// Drive an already running cluster: comma-separated replica addresses.
+        #[arg(long, value_delimiter = ',', value_name = "HOST:PORT,...")]
+        target: Option<Vec<String>>,
+        /// Where run folders go.
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+        /// The telegraft binary (default: the one next to loadgen).
+        #[arg(long)]
+        telegraft: Option<PathBuf>,
+        /// Keep the replicas' data directories in the run folder.
+        #[arg(long)]
+        keep_data: bool,
+        /// No live progress line.
+        #[arg(long)]
+        no_progress: bool,
+    },
     /// Check scenario files without running them; prints the effective scenario with --print.
     Validate {
         /// Scenario files (YAML).
@@ -34,6 +70,61 @@ enum Cmd {
 
 fn main() -> ExitCode {
     match Cli::parse().cmd {
+        Cmd::Bench {
+            scenario,
+            replicas,
+            overrides,
+            target,
+            results: results_dir,
+            telegraft,
+            keep_data,
+            no_progress,
+        } => {
+            let args = BenchArgs {
+                scenario,
+                replicas,
+                overrides,
+                target,
+                results_dir,
+                telegraft,
+                keep_data,
+                progress: !no_progress,
+            };
+            let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+            match runtime.block_on(bench::bench(args)) {
+                Ok(out) => {
+                    let s = &out.summary;
+                    println!(
+                        "\n{} · {} replicas · {} model{} · {} s measured",
+                        s.scenario,
+                        s.replicas,
+                        s.model,
+                        s.offered_rate
+                            .map_or(String::new(), |r| format!(" at {r} ops/s offered")),
+                        s.duration_s
+                    );
+                    print!("{}", results::table(s));
+                    if let Some(w) = &s.generator.warning {
+                        println!("warning: {w}");
+                    }
+                    println!(
+                        "generator: {} calls, {:.1} µs CPU per call",
+                        s.generator.calls, s.generator.cpu_us_per_call
+                    );
+                    println!("results: {}", out.dir.display());
+                    if s.slo_pass() {
+                        ExitCode::SUCCESS
+                    } else {
+                        println!("an SLO was missed: exit status {SLO_MISSED}");
+                        ExitCode::from(SLO_MISSED)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("loadgen: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Validate {
             files,
             overrides,

@@ -182,6 +182,13 @@ pub struct Load {
     /// Measured duration (excluding warm-up). With `steps`, the sum of the steps.
     #[serde(default)]
     pub duration: Option<Dur>,
+    /// How long one call may take before it counts as a `Timeout` error.
+    #[serde(default = "default_timeout")]
+    pub timeout: Dur,
+}
+
+fn default_timeout() -> Dur {
+    Dur(Duration::from_secs(5))
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -400,6 +407,9 @@ impl Scenario {
                     );
                 }
             }
+        }
+        if l.timeout.0.is_zero() {
+            err("load.timeout", "expected a timeout longer than zero".into());
         }
         let duration = self.duration();
         if duration.is_zero() {

@@ -55,6 +55,18 @@ impl Schedule {
         self.segments.last().map_or(Duration::ZERO, |s| s.0)
     }
 
+    /// How many requests all `users` together are meant to send in `[from, to)`.
+    pub fn intended_between(&self, users: usize, from: Duration, to: Duration) -> u64 {
+        (0..users)
+            .map(|u| {
+                self.user_times(u, users)
+                    .take_while(|t| *t < to)
+                    .filter(|t| *t >= from)
+                    .count() as u64
+            })
+            .sum()
+    }
+
     /// The offered rate at `t` (ops/s in total), or 0 past the end.
     pub fn rate_at(&self, t: Duration) -> f64 {
         self.segments
@@ -64,10 +76,10 @@ impl Schedule {
     }
 
     /// Intended send times of user `u` of `users`, as offsets from the start.
-    pub fn user_times(&self, u: usize, users: usize) -> UserTimes<'_> {
+    pub fn user_times(&self, u: usize, users: usize) -> UserTimes {
         assert!(users > 0 && u < users);
         UserTimes {
-            schedule: self,
+            schedule: self.clone(),
             u: u as f64,
             users: users as f64,
             next: None,
@@ -75,15 +87,17 @@ impl Schedule {
     }
 }
 
-/// The iterator behind [`Schedule::user_times`].
-pub struct UserTimes<'a> {
-    schedule: &'a Schedule,
+/// The iterator behind [`Schedule::user_times`]: it owns its copy of the (small) schedule so
+/// each load-generating user can keep it in its own state.
+#[derive(Clone, Debug)]
+pub struct UserTimes {
+    schedule: Schedule,
     u: f64,
     users: f64,
     next: Option<f64>,
 }
 
-impl Iterator for UserTimes<'_> {
+impl Iterator for UserTimes {
     type Item = Duration;
 
     fn next(&mut self) -> Option<Duration> {
@@ -131,6 +145,10 @@ mod tests {
             .collect();
         all.sort();
         assert_eq!(all.len(), 200, "100/s for 2 s");
+        assert_eq!(
+            s.intended_between(4, Duration::from_secs(1), Duration::from_secs(2)),
+            100
+        );
         // Evenly spaced: every gap is 10 ms.
         for w in all.windows(2) {
             let gap = w[1] - w[0];

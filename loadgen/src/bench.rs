@@ -1,0 +1,356 @@
+//! `loadgen bench`: one whole run, from a scenario file to a results folder.
+//!
+//! 1. Read the scenario (with `--replicas` and `--set` applied) and name the run
+//!    (`<UTC time>-<scenario>-r<replicas>`, so names sort by time).
+//! 2. Start a fresh local cluster of `telegraft` replicas on free loopback ports, with data
+//!    directories inside the run's folder (or use `--target`, an already running cluster).
+//! 3. Wait for a leader every replica agrees on, create the dataset, run warm-up and the
+//!    measured load ([`crate::runner`]).
+//! 4. Read every replica's status (including its state digest), stop the cluster, keep the
+//!    replicas' logs and drop their data, and write the results folder ([`crate::results`]).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use telegraft::launcher::LocalCluster;
+
+use crate::client;
+use crate::results::{self, Cluster, Generator, Machine, NodeEnd, Summary};
+use crate::runner::{self, RunPlan};
+use crate::scenario::{Model, Routing, Scenario};
+use crate::world;
+
+pub struct BenchArgs {
+    pub scenario: PathBuf,
+    pub replicas: Option<u32>,
+    pub overrides: Vec<String>,
+    /// Drive these replicas instead of starting a cluster.
+    pub target: Option<Vec<String>>,
+    pub results_dir: PathBuf,
+    /// The `telegraft` binary; by default the one next to this program.
+    pub telegraft: Option<PathBuf>,
+    pub keep_data: bool,
+    pub progress: bool,
+}
+
+pub struct BenchOutcome {
+    pub dir: PathBuf,
+    pub summary: Summary,
+}
+
+/// The `telegraft` binary: `--telegraft`, or the one built next to `loadgen`.
+pub fn find_telegraft(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = given {
+        if p.is_file() {
+            return Ok(p.to_path_buf());
+        }
+        bail!("--telegraft {}: no such file", p.display());
+    }
+    let exe = std::env::current_exe().context("locating loadgen")?;
+    let mut dirs: Vec<PathBuf> = exe.parent().map(Path::to_path_buf).into_iter().collect();
+    // Test binaries live one level down, in `deps/`.
+    if let Some(up) = exe.parent().and_then(Path::parent) {
+        dirs.push(up.to_path_buf());
+    }
+    dirs.into_iter()
+        .map(|d| d.join("telegraft"))
+        .find(|p| p.is_file())
+        .with_context(|| {
+            format!(
+                "cannot find the telegraft binary next to {}: build it with \
+                 `cargo build --release --bin telegraft` or pass --telegraft PATH",
+                exe.display()
+            )
+        })
+}
+
+/// A base port with `n` free consecutive loopback ports after it.
+fn free_ports(n: u16) -> anyhow::Result<u16> {
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    for attempt in 0..200u32 {
+        let base = 20_000 + ((seed / 7 + attempt * 7_919) % 30_000) as u16;
+        let free = (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if free {
+            return Ok(base);
+        }
+    }
+    bail!("no {n} free consecutive loopback ports found")
+}
+
+fn run_id(started: SystemTime, name: &str, replicas: u32) -> String {
+    let ts: String = humantime::format_rfc3339_seconds(started)
+        .to_string()
+        .chars()
+        .filter(|c| !matches!(c, '-' | ':'))
+        .collect();
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("{ts}-{name}-r{replicas}")
+}
+
+fn git_rev() -> Option<String> {
+    let out = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let rev = out(&["rev-parse", "--short=12", "HEAD"])?;
+    let dirty =
+        out(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    Some(if dirty { format!("{rev}-dirty") } else { rev })
+}
+
+/// Runs one benchmark and writes its results folder.
+pub async fn bench(args: BenchArgs) -> anyhow::Result<BenchOutcome> {
+    let mut overrides = args.overrides.clone();
+    if let Some(r) = args.replicas {
+        overrides.push(format!("replicas={r}"));
+    }
+    let scenario = Scenario::load(&args.scenario, &overrides)?;
+    let started = SystemTime::now();
+    let replicas = match &args.target {
+        Some(t) => t.len() as u32,
+        None => scenario.replicas,
+    };
+    let id = run_id(started, &scenario.name, replicas);
+    let mut dir = args.results_dir.join(&id);
+    let mut n = 1;
+    while dir.exists() {
+        n += 1;
+        dir = args.results_dir.join(format!("{id}-{n}"));
+    }
+    let run_id = dir.file_name().unwrap().to_string_lossy().to_string();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    eprintln!("loadgen: run {run_id} -> {}", dir.display());
+
+    // The cluster: started here, or given.
+    let mut local = None;
+    let endpoints = match &args.target {
+        Some(t) => t.clone(),
+        None => {
+            let exe = find_telegraft(args.telegraft.as_deref())?;
+            let base = free_ports(replicas as u16)?;
+            let c = LocalCluster::start(&exe, u64::from(replicas), base, &dir.join("data"), &[])
+                .with_context(|| format!("starting {replicas} replicas of {}", exe.display()))?;
+            let endpoints = c.addrs.values().cloned().collect();
+            local = Some(c);
+            endpoints
+        }
+    };
+    let outcome = drive(
+        &scenario,
+        &endpoints,
+        local.is_some(),
+        &args,
+        &run_id,
+        started,
+    )
+    .await;
+    let nodes_at_end = final_status(&endpoints).await;
+    if let Some(mut c) = local {
+        tokio::task::spawn_blocking(move || {
+            c.stop(Duration::from_secs(10));
+            c
+        })
+        .await
+        .map(|c| keep_logs(&c, &dir, args.keep_data))??;
+    }
+    let (out, leader) = outcome?;
+
+    let duration_s = scenario.duration().as_secs_f64();
+    let ops = results::op_results(&out.recorder, duration_s);
+    let slo = results::evaluate_slos(&scenario, &ops);
+    let summary = Summary {
+        run_id: run_id.clone(),
+        scenario: scenario.name.clone(),
+        scenario_file: args.scenario.display().to_string(),
+        description: scenario.description.clone(),
+        replicas,
+        model: match scenario.load.model {
+            Model::Open => "open",
+            Model::Closed => "closed",
+        }
+        .into(),
+        offered_rate: out
+            .pacing
+            .as_ref()
+            .map(|p| (p.intended as f64 / duration_s * 10.0).round() / 10.0),
+        users: scenario.load.users,
+        seed: scenario.seed,
+        warmup_s: scenario.load.warmup.0.as_secs_f64(),
+        duration_s,
+        started_at: humantime::format_rfc3339_seconds(started).to_string(),
+        git_rev: git_rev(),
+        machine: Machine::detect(),
+        ops,
+        slo,
+        generator: Generator {
+            calls: out.calls,
+            cpu_s: out.cpu.as_secs_f64(),
+            cpu_us_per_call: (out.cpu.as_secs_f64() * 1e6 / out.calls.max(1) as f64 * 10.0).round()
+                / 10.0,
+            intended: out.pacing.as_ref().map(|p| p.intended),
+            sent: out.pacing.as_ref().map(|p| p.sent),
+            late: out.pacing.as_ref().map(|p| p.late),
+            lateness_ms: out.pacing.as_ref().map(|p| p.lateness_ms.into()),
+            warning: out.pacing.as_ref().and_then(|p| p.warning()),
+            connect_failures: out.connect_failures,
+        },
+        cluster: Cluster {
+            kind: if args.target.is_some() {
+                "external"
+            } else {
+                "local"
+            }
+            .into(),
+            endpoints: endpoints.clone(),
+            leader_at_start: leader,
+            nodes_at_end,
+        },
+    };
+    let measured_unix = out
+        .measured_start
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    results::write(
+        &dir,
+        &summary,
+        &scenario,
+        &out.recorder,
+        &out.timeseries,
+        measured_unix,
+    )?;
+    Ok(BenchOutcome { dir, summary })
+}
+
+/// Leader, dataset, load. Separate so the cluster is stopped whatever happens here.
+async fn drive(
+    scenario: &Scenario,
+    endpoints: &[String],
+    local: bool,
+    args: &BenchArgs,
+    run_id: &str,
+    started: SystemTime,
+) -> anyhow::Result<(runner::RunOutput, Option<String>)> {
+    // A cluster we started must elect a leader first; a given one is asked only when the
+    // scenario routes to the leader.
+    let leader = if local || scenario.routing == Routing::Leader {
+        let l = client::wait_for_leader(endpoints, Duration::from_secs(20)).await?;
+        eprintln!("loadgen: leader is {l}");
+        Some(l)
+    } else {
+        None
+    };
+    let nanos = started
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    // Exactly-once client ids unique to this run: setup uses base..base+32, users base+1000...
+    let client_base = (nanos & 0xFFFF_FFFF) << 20;
+    let tag = format!("{:x}", nanos & 0xFF_FFFF);
+    let setup = client::connect(leader.as_deref().unwrap_or(&endpoints[0])).await?;
+    let d = &scenario.dataset;
+    eprintln!(
+        "loadgen: creating {} users and {} chats of {} members",
+        d.users, d.chats, d.members_per_chat
+    );
+    let mut rng = ChaCha8Rng::seed_from_u64(scenario.seed);
+    let world = world::create_dataset(
+        &setup,
+        d,
+        &mut rng,
+        &tag,
+        client_base,
+        scenario.load.timeout.0,
+    )
+    .await
+    .context("creating the dataset")?;
+    let dir = args.results_dir.join(run_id);
+    let plan = RunPlan {
+        scenario: scenario.clone(),
+        endpoints: endpoints.to_vec(),
+        leader: leader.clone(),
+        world: Arc::new(world),
+        tag,
+        client_base: client_base + 1000,
+        goose_reports: vec![
+            dir.join("goose-report.html").display().to_string(),
+            dir.join("goose-report.json").display().to_string(),
+        ],
+        progress: args.progress,
+    };
+    let out = runner::run(plan).await?;
+    Ok((out, leader))
+}
+
+async fn final_status(endpoints: &[String]) -> Vec<NodeEnd> {
+    let mut nodes = Vec::new();
+    for addr in endpoints {
+        if let Ok(v) = client::status(addr).await {
+            nodes.push(NodeEnd {
+                node_id: v.node_id,
+                addr: v.addr,
+                role: v.role,
+                term: v.term,
+                commit_index: v.commit_index,
+                applied_index: v.applied_index,
+                state_digest: v.state_digest,
+            });
+        }
+    }
+    nodes
+}
+
+/// Moves each replica's log to `nodes/node-N.log` and removes its data unless asked to keep it.
+fn keep_logs(cluster: &LocalCluster, dir: &Path, keep_data: bool) -> anyhow::Result<()> {
+    let nodes = dir.join("nodes");
+    std::fs::create_dir_all(&nodes)?;
+    for id in cluster.addrs.keys() {
+        let log = cluster.node_dir(*id).join("node.log");
+        if log.exists() {
+            std::fs::copy(&log, nodes.join(format!("node-{id}.log")))
+                .with_context(|| format!("keeping {}", log.display()))?;
+        }
+    }
+    if !keep_data {
+        std::fs::remove_dir_all(&cluster.data_dir)
+            .with_context(|| format!("removing {}", cluster.data_dir.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_sort_by_time_and_name_the_run() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert_eq!(
+            run_id(t, "chat default", 5),
+            "20270115T080000Z-chat-default-r5"
+        );
+        let later = run_id(t + Duration::from_secs(1), "a", 1);
+        assert!(run_id(t, "z", 9) < later);
+    }
+}

@@ -1,0 +1,300 @@
+//! The generator's model of the chat data: which users and chats exist and who is a member.
+//!
+//! Before measuring, [`create_dataset`] creates `dataset.users` users and `dataset.chats`
+//! chats with `members_per_chat` members each, choosing members with the scenario's seed. The
+//! load then draws each operation's arguments from this model, so every generated request is
+//! one the cluster should accept: a message is sent by a member of its chat, a join names a
+//! user who is not yet a member (reserved here first, so two users never race to make the
+//! same join), polls ask for a user's messages since that user last polled. Users and chats
+//! created during the load are added as their creation succeeds.
+
+use std::sync::RwLock;
+use std::time::Duration;
+
+use rand::Rng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand_chacha::ChaCha8Rng;
+use telegraft::proto::chat::chat_client::ChatClient;
+use telegraft::proto::chat::{CreateChatRequest, CreateUserRequest, JoinChatRequest, WriteId};
+use tonic::transport::Channel;
+
+use crate::client::{Failure, with_timeout};
+use crate::scenario::Dataset;
+
+#[derive(Clone, Debug)]
+pub struct ChatInfo {
+    pub chat_id: u64,
+    pub members: Vec<u64>,
+}
+
+/// Users and chats known to exist (or, for a join in flight, reserved).
+#[derive(Default)]
+pub struct World {
+    users: RwLock<Vec<u64>>,
+    chats: RwLock<Vec<ChatInfo>>,
+}
+
+impl World {
+    pub fn new(users: Vec<u64>, chats: Vec<ChatInfo>) -> World {
+        World {
+            users: RwLock::new(users),
+            chats: RwLock::new(chats),
+        }
+    }
+
+    pub fn user_count(&self) -> usize {
+        self.users.read().unwrap().len()
+    }
+
+    pub fn chat_count(&self) -> usize {
+        self.chats.read().unwrap().len()
+    }
+
+    /// The first `n` users (the dataset's), for assigning users to pollers.
+    pub fn user_at(&self, i: usize) -> Option<u64> {
+        self.users.read().unwrap().get(i).copied()
+    }
+
+    pub fn random_user(&self, rng: &mut ChaCha8Rng) -> Option<u64> {
+        self.users.read().unwrap().choose(rng).copied()
+    }
+
+    pub fn add_user(&self, user_id: u64) {
+        self.users.write().unwrap().push(user_id);
+    }
+
+    pub fn add_chat(&self, chat_id: u64, creator: u64) {
+        self.chats.write().unwrap().push(ChatInfo {
+            chat_id,
+            members: vec![creator],
+        });
+    }
+
+    /// A chat and one of its members, for sending a message.
+    pub fn random_member(&self, rng: &mut ChaCha8Rng) -> Option<(u64, u64)> {
+        let chats = self.chats.read().unwrap();
+        let chat = chats.choose(rng)?;
+        let user = chat.members.choose(rng)?;
+        Some((chat.chat_id, *user))
+    }
+
+    pub fn random_chat(&self, rng: &mut ChaCha8Rng) -> Option<u64> {
+        self.chats.read().unwrap().choose(rng).map(|c| c.chat_id)
+    }
+
+    /// Picks a (user, chat) pair where the user is not yet a member and reserves it, so no
+    /// other generator user makes the same join. `None` when a few tries find no such pair.
+    pub fn reserve_join(&self, rng: &mut ChaCha8Rng) -> Option<(u64, u64)> {
+        let users = self.users.read().unwrap();
+        let mut chats = self.chats.write().unwrap();
+        if chats.is_empty() || users.is_empty() {
+            return None;
+        }
+        for _ in 0..16 {
+            let c = rng.random_range(0..chats.len());
+            let u = *users.choose(rng)?;
+            if !chats[c].members.contains(&u) {
+                chats[c].members.push(u);
+                return Some((u, chats[c].chat_id));
+            }
+        }
+        None
+    }
+
+    /// Undoes a reservation whose join definitely failed.
+    pub fn release_join(&self, user_id: u64, chat_id: u64) {
+        let mut chats = self.chats.write().unwrap();
+        if let Some(c) = chats.iter_mut().find(|c| c.chat_id == chat_id) {
+            c.members.retain(|m| *m != user_id);
+        }
+    }
+}
+
+/// Creates the scenario's dataset through `client` (the leader, or any replica) with
+/// `parallel` calls in flight, and returns the model of it. `tag` makes names unique per
+/// run; `client_base` is the first of the exactly-once client ids the setup may use.
+pub async fn create_dataset(
+    client: &ChatClient<Channel>,
+    dataset: &Dataset,
+    rng: &mut ChaCha8Rng,
+    tag: &str,
+    client_base: u64,
+    timeout: Duration,
+) -> anyhow::Result<World> {
+    const PARALLEL: u64 = 16;
+    // Users: PARALLEL workers, each with its own client id and sequence.
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..PARALLEL {
+        let client = client.clone();
+        let (n, tag) = (dataset.users as u64, tag.to_string());
+        tasks.spawn(async move {
+            let mut made = Vec::new();
+            let mut seq = 0;
+            for i in (w..n).step_by(PARALLEL as usize) {
+                seq += 1;
+                let req = CreateUserRequest {
+                    username: format!("user-{i}-{tag}"),
+                    write_id: Some(WriteId {
+                        client_id: client_base + w,
+                        sequence: seq,
+                    }),
+                };
+                let r = retry(timeout, || {
+                    let (mut c, req) = (client.clone(), req.clone());
+                    async move { c.create_user(req).await }
+                })
+                .await;
+                made.push((
+                    i,
+                    r.map_err(|f| anyhow::anyhow!("CreateUser: {}", f.name()))?
+                        .user_id,
+                ));
+            }
+            anyhow::Ok(made)
+        });
+    }
+    let mut users = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        users.extend(r??);
+    }
+    users.sort();
+    let users: Vec<u64> = users.into_iter().map(|(_, id)| id).collect();
+
+    // Chats: a seeded creator and seeded members for each, created then joined.
+    let mut plans = Vec::new();
+    for c in 0..dataset.chats {
+        let mut members = users.clone();
+        members.shuffle(rng);
+        members.truncate(dataset.members_per_chat as usize);
+        plans.push((c, members));
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..PARALLEL {
+        let client = client.clone();
+        let mine: Vec<(u32, Vec<u64>)> = plans
+            .iter()
+            .filter(|(c, _)| u64::from(*c) % PARALLEL == w)
+            .cloned()
+            .collect();
+        let tag = tag.to_string();
+        tasks.spawn(async move {
+            let mut made = Vec::new();
+            let mut seq = 0;
+            let client_id = client_base + PARALLEL + w;
+            for (c, members) in mine {
+                seq += 1;
+                let req = CreateChatRequest {
+                    user_id: members[0],
+                    chat_name: format!("chat-{c}-{tag}"),
+                    write_id: Some(WriteId {
+                        client_id,
+                        sequence: seq,
+                    }),
+                };
+                let chat_id = retry(timeout, || {
+                    let (mut c, req) = (client.clone(), req.clone());
+                    async move { c.create_chat(req).await }
+                })
+                .await
+                .map_err(|f| anyhow::anyhow!("CreateChat: {}", f.name()))?
+                .chat_id;
+                for &user_id in &members[1..] {
+                    seq += 1;
+                    let req = JoinChatRequest {
+                        user_id,
+                        chat_id,
+                        write_id: Some(WriteId {
+                            client_id,
+                            sequence: seq,
+                        }),
+                    };
+                    retry(timeout, || {
+                        let (mut c, req) = (client.clone(), req);
+                        async move { c.join_chat(req).await }
+                    })
+                    .await
+                    .map_err(|f| anyhow::anyhow!("JoinChat: {}", f.name()))?;
+                }
+                made.push((c, ChatInfo { chat_id, members }));
+            }
+            anyhow::Ok(made)
+        });
+    }
+    let mut chats = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        chats.extend(r??);
+    }
+    chats.sort_by_key(|(c, _)| *c);
+    Ok(World::new(
+        users,
+        chats.into_iter().map(|(_, info)| info).collect(),
+    ))
+}
+
+/// Retries a setup write a few times on errors that may be transient (no leader yet, a
+/// timeout). The write carries its exactly-once id, so a retry never applies it twice.
+async fn retry<T, F, Fut>(timeout: Duration, mut call: F) -> Result<T, Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let mut attempt: u32 = 0;
+    loop {
+        attempt += 1;
+        match with_timeout(timeout, call()).await {
+            Ok(v) => return Ok(v),
+            Err(Failure::Timeout | Failure::Status(tonic::Code::Unavailable)) if attempt < 5 => {
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+            }
+            Err(f) => return Err(f),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn joins_are_reserved_once_and_released_on_failure() {
+        let world = World::new(
+            vec![1, 2],
+            vec![ChatInfo {
+                chat_id: 10,
+                members: vec![1],
+            }],
+        );
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        assert_eq!(world.reserve_join(&mut rng), Some((2, 10)));
+        assert_eq!(
+            world.reserve_join(&mut rng),
+            None,
+            "everyone is a member now"
+        );
+        world.release_join(2, 10);
+        assert_eq!(world.reserve_join(&mut rng), Some((2, 10)));
+    }
+
+    #[test]
+    fn a_sender_is_always_a_member_of_the_chat() {
+        let world = World::new(
+            vec![1, 2, 3],
+            vec![
+                ChatInfo {
+                    chat_id: 10,
+                    members: vec![1],
+                },
+                ChatInfo {
+                    chat_id: 11,
+                    members: vec![2, 3],
+                },
+            ],
+        );
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for _ in 0..100 {
+            let (chat, user) = world.random_member(&mut rng).unwrap();
+            assert!(matches!((chat, user), (10, 1) | (11, 2) | (11, 3)));
+        }
+    }
+}
