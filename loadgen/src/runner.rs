@@ -28,7 +28,7 @@
 //! each connects in its on-start transaction and waits at a barrier, and the schedule's zero
 //! is the moment the last one arrives.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -162,6 +162,7 @@ struct Ctx {
     calls: AtomicU64,
     errors: AtomicU64,
     connect_failures: AtomicU64,
+    done_users: AtomicUsize,
 }
 
 /// One Goose user's own state (Goose session data).
@@ -178,6 +179,8 @@ struct UserState {
     created: u64,
     /// Transactions to pass over before the first call (this user's place in the cycle).
     skip: usize,
+    /// This user has made every call of its share of the run.
+    done: bool,
 }
 
 fn timestamp(t: SystemTime) -> prost_types::Timestamp {
@@ -361,6 +364,7 @@ async fn on_start(ctx: Arc<Ctx>, user: &mut GooseUser) -> TransactionResult {
         next_poll: 0,
         created: 0,
         skip: u * ctx.cycle / ctx.users,
+        done: false,
     });
     // Everyone starts together; the last to arrive sets the schedule's zero.
     if ctx.barrier.wait().await.is_leader() {
@@ -388,8 +392,15 @@ async fn transaction(ctx: Arc<Ctx>, user: &mut GooseUser, op: Op) -> Transaction
         None => Some(Instant::now()).filter(|now| *now < start + ctx.end),
     };
     let Some(intended) = intended else {
-        // This user's part of the run is over; idle until Goose stops it.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // This user's part of the run is over. When every user's is, stop Goose now rather
+        // than at the end of its plan (which leaves time for late sends).
+        if !st.done {
+            st.done = true;
+            if ctx.done_users.fetch_add(1, Ordering::Relaxed) + 1 == ctx.users {
+                goose::trigger_killswitch("every user finished its schedule");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
         return Ok(());
     };
     tokio::time::sleep_until(intended.into()).await;
@@ -470,6 +481,7 @@ pub async fn run(plan: RunPlan) -> anyhow::Result<RunOutput> {
         calls: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         connect_failures: AtomicU64::new(0),
+        done_users: AtomicUsize::new(0),
     });
 
     let mut scenario = goose::goose::Scenario::new("chat");
@@ -503,7 +515,8 @@ pub async fn run(plan: RunPlan) -> anyhow::Result<RunOutput> {
     config.no_transaction_metrics = true;
     config.report_file = plan.goose_reports.clone();
     // Whole seconds: Goose's plan holds the users for warm-up + window + a grace period for
-    // starting and for late sends, then stops them (each finishes its current call).
+    // starting and for late sends, then stops them (each finishes its current call). Runs
+    // normally end sooner: when every user has finished its share.
     let hold = end.as_secs() + u64::from(end.subsec_nanos() > 0) + 3;
     let attack = GooseAttack::initialize_with_config(config)?
         .register_scenario(scenario)

@@ -129,9 +129,8 @@ pub async fn create_dataset(
         let (n, tag) = (dataset.users as u64, tag.to_string());
         tasks.spawn(async move {
             let mut made = Vec::new();
-            let mut seq = 0;
-            for i in (w..n).step_by(PARALLEL as usize) {
-                seq += 1;
+            for (k, i) in (w..n).step_by(PARALLEL as usize).enumerate() {
+                let seq = k as u64 + 1;
                 let req = CreateUserRequest {
                     username: format!("user-{i}-{tag}"),
                     write_id: Some(WriteId {

@@ -1,0 +1,198 @@
+//! End to end: `loadgen bench` as a user runs it, against 3 real `telegraft` replicas it
+//! starts itself, writing a results folder that must meet the contract (results.rs).
+//!
+//! The scenario sets an objective no cluster can meet (p50 under 1 µs), so the run must also
+//! exit with status 3 and record the verdict.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::Engine;
+use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+
+/// The `telegraft` binary of this build, built first when this package's tests run alone.
+fn telegraft() -> PathBuf {
+    let loadgen = PathBuf::from(env!("CARGO_BIN_EXE_loadgen"));
+    let exe = loadgen.with_file_name("telegraft");
+    if !exe.is_file() {
+        let profile = loadgen.parent().unwrap().file_name().unwrap().to_owned();
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-p", "telegraft", "--bin", "telegraft"]);
+        if profile == "release" {
+            cmd.arg("--release");
+        }
+        assert!(cmd.status().unwrap().success(), "building telegraft");
+    }
+    exe
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn a_short_bench_against_three_replicas_writes_the_results_contract() {
+    let results = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .current_dir(&root)
+        .args([
+            "bench",
+            "--scenario",
+            "scenarios/chat.yaml",
+            "--replicas",
+            "3",
+        ])
+        .args(["--set", "load.duration=3s", "--set", "load.warmup=1s"])
+        .args(["--set", "load.rate=150", "--set", "load.users=10"])
+        .args([
+            "--set",
+            "slo={send_message: {p50: 1us}, get_messages: {p99: 10s}}",
+        ])
+        .arg("--results")
+        .arg(results.path())
+        .arg("--telegraft")
+        .arg(telegraft())
+        .arg("--no-progress")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a missed SLO exits 3\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains("SLO send_message p50 <= 0.001 ms: MISSED"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("SLO get_messages p99 <= 10000 ms: pass"),
+        "{stdout}"
+    );
+
+    // One run folder, named <time>-<scenario>-r<replicas>.
+    let runs: Vec<PathBuf> = std::fs::read_dir(results.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let dir = &runs[0];
+    let name = dir.file_name().unwrap().to_string_lossy().to_string();
+    assert!(name.ends_with("-chat-default-r3"), "{name}");
+    assert!(
+        stdout.contains(&format!("results: {}", dir.display())),
+        "{stdout}"
+    );
+
+    // summary.json: the keys the contract names.
+    let s = read_json(&dir.join("summary.json"));
+    for key in [
+        "run_id",
+        "scenario",
+        "replicas",
+        "model",
+        "offered_rate",
+        "duration_s",
+        "started_at",
+        "git_rev",
+        "machine",
+        "ops",
+        "slo",
+    ] {
+        assert!(s.get(key).is_some(), "summary.json lacks {key}: {s}");
+    }
+    assert_eq!(s["run_id"], name.as_str());
+    assert_eq!(s["replicas"], 3);
+    assert_eq!(s["model"], "open");
+    assert_eq!(s["offered_rate"], 150.0);
+    assert_eq!(s["duration_s"], 3.0);
+    assert!(s["machine"]["cores"].as_u64().unwrap() >= 1);
+    assert!(s["machine"]["memory_mb"].as_u64().unwrap() > 0);
+    let ops = s["ops"].as_object().unwrap();
+    for op in ["send_message", "get_messages"] {
+        let o = &ops[op];
+        assert!(o["count"].as_u64().unwrap() > 0, "{op}: {o}");
+        assert!(o["throughput"].as_f64().unwrap() > 0.0, "{op}: {o}");
+        assert!(o["errors_by_code"].is_object());
+        for lat in ["latency_ms", "service_time_ms"] {
+            let l = &o[lat];
+            let v = |k: &str| l[k].as_f64().unwrap();
+            assert!(
+                0.0 < v("p50")
+                    && v("p50") <= v("p90")
+                    && v("p90") <= v("p99")
+                    && v("p99") <= v("p999")
+                    && v("p999") <= v("p9999")
+                    && v("p9999") <= v("max"),
+                "{op} {lat}: {l}"
+            );
+        }
+        // Corrected latency is never below the service time.
+        assert!(o["latency_ms"]["p50"].as_f64() >= o["service_time_ms"]["p50"].as_f64());
+    }
+    let slo = s["slo"].as_array().unwrap();
+    assert_eq!(slo.len(), 2, "{slo:?}");
+    let missed = slo.iter().find(|v| v["op"] == "send_message").unwrap();
+    assert_eq!(missed["metric"], "p50");
+    assert_eq!(missed["pass"], false);
+    assert!(missed["actual_ms"].as_f64().unwrap() > missed["limit_ms"].as_f64().unwrap());
+    // Every replica answered at the end, with one leader and the same state.
+    let nodes = s["cluster"]["nodes_at_end"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+    assert_eq!(nodes.iter().filter(|n| n["role"] == "leader").count(), 1);
+
+    // The effective scenario, with the overrides applied.
+    let yaml = std::fs::read_to_string(dir.join("scenario.yaml")).unwrap();
+    assert!(
+        yaml.contains("replicas: 3") && yaml.contains("rate: 150.0"),
+        "{yaml}"
+    );
+
+    // Interval logs other HdrHistogram tools can read: one interval per second or so.
+    let hlog = std::fs::read(dir.join("send_message.hdr.hlog")).unwrap();
+    let (mut intervals, mut total) = (0, 0);
+    for entry in IntervalLogIterator::new(&hlog) {
+        if let LogEntry::Interval(h) = entry.unwrap() {
+            intervals += 1;
+            // The log stores each histogram as base64 text.
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(h.encoded_histogram())
+                .unwrap();
+            total += hdrhistogram::serialization::Deserializer::new()
+                .deserialize::<u64, _>(&mut bytes.as_slice())
+                .unwrap()
+                .len();
+        }
+    }
+    assert!(intervals >= 3, "{intervals} intervals");
+    assert_eq!(total, ops["send_message"]["count"].as_u64().unwrap());
+
+    // timeseries.csv: a header, then rows per second per operation that add up.
+    let csv = std::fs::read_to_string(dir.join("timeseries.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("second,op,count,errors,p50_ms,p99_ms,max_ms")
+    );
+    let sent: u64 = lines
+        .filter(|l| l.split(',').nth(1) == Some("send_message"))
+        .map(|l| l.split(',').nth(2).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(sent, ops["send_message"]["count"].as_u64().unwrap());
+
+    // Goose's own report, the replicas' logs, and no leftover data.
+    assert!(dir.join("goose-report.html").is_file());
+    let goose = read_json(&dir.join("goose-report.json"));
+    assert!(goose.to_string().contains("send_message"));
+    for n in 1..=3 {
+        let log = dir.join(format!("nodes/node-{n}.log"));
+        assert!(
+            std::fs::metadata(&log).unwrap().len() > 0,
+            "{}",
+            log.display()
+        );
+    }
+    assert!(!dir.join("data").exists(), "replica data is removed");
+}
