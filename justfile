@@ -11,8 +11,8 @@ seed := ""
 default:
     @just --list
 
-# Run every test: unit, proptest, golden scripts, simulator self-tests, real replicas, and
-# 300 simulator seeds. Ends with one line counting every test (the seed sweep counts as one).
+# Ends with one line counting every test (the 300-seed simulator sweep counts as one).
+# Run every test: unit, proptest, golden scripts, simulator, real replicas, load generator.
 test:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -92,6 +92,26 @@ compare-etcd *args:
     done
     cargo build --quiet --release --bin telegraft --bin telegraft-bench
     bash scripts/compare-etcd.sh "$replicas" "$seconds"
+
+# Any `path.to.field=value` argument overrides that scenario field; exits 3 when an SLO is missed.
+# Run a scenario on a fresh local cluster, write results/<run-id>/: `just bench replicas=5 scenario=scenarios/chat.yaml load.rate=800`.
+bench *args:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    scenario=scenarios/chat.yaml
+    extra=()
+    for a in {{args}}; do
+      case "$a" in
+        replicas=*) extra+=(--replicas "${a#replicas=}") ;;
+        scenario=*) scenario="${a#scenario=}" ;;
+        target=*) extra+=(--target "${a#target=}") ;;
+        results=*) extra+=(--results "${a#results=}") ;;
+        *.*=*) extra+=(--set "$a") ;;
+        *) echo "just bench: unknown argument '$a' (replicas=N scenario=FILE target=A,B,C results=DIR field.path=VALUE)" >&2; exit 2 ;;
+      esac
+    done
+    cargo build --quiet --release --bin telegraft --bin loadgen
+    "${CARGO_TARGET_DIR:-target}/release/loadgen" bench --scenario "$scenario" "${extra[@]}"
 
 # Check scenario files (all of scenarios/ by default): `just validate scenarios/chat.yaml --set load.rate=800`.
 validate *args:

@@ -164,4 +164,24 @@ async fn corrected_latency_grows_with_queueing_while_service_time_does_not() {
     assert_eq!(reads.errors, 10, "{reads:?}");
     assert_eq!(reads.errors_by_code.get("Timeout"), Some(&10));
     assert_eq!(out.recorder.summary(Op::SendMessage).unwrap().count, 10);
+
+    // The closed model: two users, each calls, waits, thinks 50 ms. No schedule, so the
+    // latency is the service time, and each user makes at most one call per 70 ms.
+    let closed = "name: closed\ndataset: {users: 2, chats: 1, members_per_chat: 2}\n\
+                  load: {model: closed, users: 2, think_time: 50ms, duration: 1s}\n\
+                  mix: {send_message: 1, get_chat_users: 1}\n";
+    let out = run(&addr, closed).await;
+    assert!(out.pacing.is_none());
+    let mut calls = 0;
+    for op in [Op::SendMessage, Op::GetChatUsers] {
+        let s = out.recorder.summary(op).unwrap();
+        assert!(
+            (s.latency_ms.p50 - s.service_time_ms.p50).abs() < 1.0,
+            "{op:?}: {:?} vs {:?}",
+            s.latency_ms,
+            s.service_time_ms
+        );
+        calls += s.count;
+    }
+    assert!((4..=2 * 15).contains(&calls), "{calls} calls in 1 s");
 }
