@@ -49,7 +49,7 @@ use crate::client::{self, Failure, with_timeout};
 use crate::record::{Interval, Percentiles, Recorder};
 use crate::scenario::{Consistency, Model, Op, Routing, Scenario};
 use crate::schedule::{Schedule, UserTimes};
-use crate::world::World;
+use crate::world::{JoinOutcome, World};
 
 /// A send this much later than its intended time counts as late.
 pub const LATE: Duration = Duration::from_millis(10);
@@ -253,10 +253,15 @@ impl Ctx {
                     write_id: Self::write_id(st),
                 };
                 let r = with_timeout(t, client.join_chat(req)).await.map(drop);
-                // A definite refusal frees the pair; after a timeout the join may have happened.
-                if let Err(Failure::Status(_)) = r {
-                    self.world.release_join(user_id, chat_id);
-                }
+                let outcome = match &r {
+                    Ok(()) => JoinOutcome::Joined,
+                    // No answer, or the cluster could not tell: it may have happened.
+                    Err(Failure::Timeout | Failure::Status(tonic::Code::DeadlineExceeded)) => {
+                        JoinOutcome::Unknown
+                    }
+                    Err(Failure::Status(_)) => JoinOutcome::Refused,
+                };
+                self.world.finish_join(user_id, chat_id, outcome);
                 r
             }
             Op::CreateChat => {

@@ -21,10 +21,14 @@ use tonic::transport::Channel;
 use crate::client::{Failure, with_timeout};
 use crate::scenario::Dataset;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ChatInfo {
     pub chat_id: u64,
+    /// Members whose join (or creation of the chat) succeeded: they may send.
     pub members: Vec<u64>,
+    /// Joins reserved and not yet confirmed: no other join may pick them, and they may not
+    /// send yet (the cluster would refuse a message from a non-member).
+    pub joining: Vec<u64>,
 }
 
 /// Users and chats known to exist (or, for a join in flight, reserved).
@@ -67,6 +71,7 @@ impl World {
         self.chats.write().unwrap().push(ChatInfo {
             chat_id,
             members: vec![creator],
+            joining: Vec::new(),
         });
     }
 
@@ -93,21 +98,38 @@ impl World {
         for _ in 0..16 {
             let c = rng.random_range(0..chats.len());
             let u = *users.choose(rng)?;
-            if !chats[c].members.contains(&u) {
-                chats[c].members.push(u);
+            if !chats[c].members.contains(&u) && !chats[c].joining.contains(&u) {
+                chats[c].joining.push(u);
                 return Some((u, chats[c].chat_id));
             }
         }
         None
     }
 
-    /// Undoes a reservation whose join definitely failed.
-    pub fn release_join(&self, user_id: u64, chat_id: u64) {
+    /// Ends a reservation: the join succeeded (the user becomes a member), definitely
+    /// failed (the pair is free again), or its outcome is unknown (the pair stays reserved,
+    /// so the user neither sends nor joins again).
+    pub fn finish_join(&self, user_id: u64, chat_id: u64, outcome: JoinOutcome) {
         let mut chats = self.chats.write().unwrap();
         if let Some(c) = chats.iter_mut().find(|c| c.chat_id == chat_id) {
-            c.members.retain(|m| *m != user_id);
+            match outcome {
+                JoinOutcome::Joined => {
+                    c.joining.retain(|m| *m != user_id);
+                    c.members.push(user_id);
+                }
+                JoinOutcome::Refused => c.joining.retain(|m| *m != user_id),
+                JoinOutcome::Unknown => {}
+            }
         }
     }
+}
+
+/// How a reserved join ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinOutcome {
+    Joined,
+    Refused,
+    Unknown,
 }
 
 /// Creates the scenario's dataset through `client` (the leader, or any replica) with
@@ -214,7 +236,14 @@ pub async fn create_dataset(
                     .await
                     .map_err(|f| anyhow::anyhow!("JoinChat: {}", f.name()))?;
                 }
-                made.push((c, ChatInfo { chat_id, members }));
+                made.push((
+                    c,
+                    ChatInfo {
+                        chat_id,
+                        members,
+                        joining: Vec::new(),
+                    },
+                ));
             }
             anyhow::Ok(made)
         });
@@ -256,23 +285,36 @@ mod tests {
     use rand::SeedableRng;
 
     #[test]
-    fn joins_are_reserved_once_and_released_on_failure() {
+    fn joins_are_reserved_once_and_senders_are_confirmed_members() {
         let world = World::new(
             vec![1, 2],
             vec![ChatInfo {
                 chat_id: 10,
                 members: vec![1],
+                ..Default::default()
             }],
         );
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         assert_eq!(world.reserve_join(&mut rng), Some((2, 10)));
+        assert_eq!(world.reserve_join(&mut rng), None, "2's join is reserved");
+        // Until the join succeeds, user 2 does not send in chat 10.
+        for _ in 0..50 {
+            assert_eq!(world.random_member(&mut rng), Some((10, 1)));
+        }
+        world.finish_join(2, 10, JoinOutcome::Refused);
+        assert_eq!(world.reserve_join(&mut rng), Some((2, 10)), "free again");
+        world.finish_join(2, 10, JoinOutcome::Unknown);
+        assert_eq!(world.reserve_join(&mut rng), None, "unknown stays reserved");
+        world.finish_join(2, 10, JoinOutcome::Joined);
         assert_eq!(
             world.reserve_join(&mut rng),
             None,
             "everyone is a member now"
         );
-        world.release_join(2, 10);
-        assert_eq!(world.reserve_join(&mut rng), Some((2, 10)));
+        let senders: std::collections::BTreeSet<_> = (0..50)
+            .filter_map(|_| world.random_member(&mut rng))
+            .collect();
+        assert_eq!(senders.len(), 2, "{senders:?}");
     }
 
     #[test]
@@ -283,10 +325,12 @@ mod tests {
                 ChatInfo {
                     chat_id: 10,
                     members: vec![1],
+                    ..Default::default()
                 },
                 ChatInfo {
                     chat_id: 11,
                     members: vec![2, 3],
+                    ..Default::default()
                 },
             ],
         );

@@ -2,7 +2,8 @@
 //! starts itself, writing a results folder that must meet the contract (results.rs).
 //!
 //! The scenario sets an objective no cluster can meet (p50 under 1 µs), so the run must also
-//! exit with status 3 and record the verdict.
+//! exit with status 3 and record the verdict. A second test drives a given server
+//! (`--target`) with the closed model.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -195,4 +196,75 @@ fn a_short_bench_against_three_replicas_writes_the_results_contract() {
         );
     }
     assert!(!dir.join("data").exists(), "replica data is removed");
+}
+
+mod common;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_bench_drives_a_given_target() {
+    let addr = common::serve(
+        std::time::Duration::from_millis(5),
+        std::time::Duration::from_millis(5),
+    )
+    .await;
+    let results = tempfile::tempdir().unwrap();
+    let dir = results.path().to_path_buf();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = addr.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .current_dir(&root)
+            .args(["bench", "--scenario", "scenarios/closed.yaml"])
+            .args(["--target", &target])
+            .args(["--set", "load.duration=2s", "--set", "load.warmup=0s"])
+            .args(["--set", "load.users=4", "--set", "load.think_time=20ms"])
+            .args(["--set", "dataset={users: 8, chats: 2, members_per_chat: 2}"])
+            .arg("--results")
+            .arg(&dir)
+            .arg("--no-progress")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "no SLO, so exit 0\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let run = std::fs::read_dir(results.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(run.to_string_lossy().ends_with("-closed-r1"), "{run:?}");
+    let s = read_json(&run.join("summary.json"));
+    assert_eq!(s["model"], "closed");
+    assert!(s["offered_rate"].is_null());
+    assert_eq!(s["cluster"]["kind"], "external");
+    assert_eq!(s["cluster"]["endpoints"][0], addr.as_str());
+    assert!(
+        s["generator"]["intended"].is_null(),
+        "no schedule in the closed model"
+    );
+    for op in ["get_messages", "send_message"] {
+        let o = &s["ops"][op];
+        assert!(o["count"].as_u64().unwrap() > 10, "{op}: {o}");
+        assert_eq!(o["errors"], 0, "{op}: {o}");
+        // Closed model: latency is the service time.
+        let (l, t) = (&o["latency_ms"]["p50"], &o["service_time_ms"]["p50"]);
+        assert!(
+            (l.as_f64().unwrap() - t.as_f64().unwrap()).abs() < 1.0,
+            "{o}"
+        );
+    }
+    // Users alternate read then write: the two counts differ by at most one per user.
+    let (r, w) = (
+        s["ops"]["get_messages"]["count"].as_u64().unwrap(),
+        s["ops"]["send_message"]["count"].as_u64().unwrap(),
+    );
+    assert!(r.abs_diff(w) <= 4, "{r} reads, {w} writes");
+    assert!(!run.join("nodes").exists(), "no replicas of ours, no logs");
 }
