@@ -604,7 +604,7 @@ async fn tick(
     let wall_measured = SystemTime::now() + measured.saturating_duration_since(Instant::now());
     let mut rows = Vec::new();
     let mut second = 0u64;
-    let (mut last_calls, mut last_errors) = (0, 0);
+    let (mut last_calls, mut last_errors, mut last_tick) = (0, 0, start);
     let mut stopping = false;
     loop {
         // Warm-up ticks every second from the start; measured ticks on measured-window seconds.
@@ -624,12 +624,20 @@ async fn tick(
         let now = Instant::now();
         let calls = ctx.calls.load(Ordering::Relaxed);
         let errors = ctx.errors.load(Ordering::Relaxed);
+        let span = now
+            .saturating_duration_since(last_tick)
+            .as_secs_f64()
+            .max(1e-3);
         let mut msg = format!(
-            "{} ops/s, {} errors",
-            calls - last_calls,
+            "{:.0} ops/s, {} errors",
+            (calls - last_calls) as f64 / span,
             errors - last_errors
         );
-        (last_calls, last_errors) = (calls, errors);
+        let late = ctx.late.load(Ordering::Relaxed);
+        if late > 0 {
+            msg.push_str(&format!(", {late} sends late"));
+        }
+        (last_calls, last_errors, last_tick) = (calls, errors, now);
         if measuring || (stopping && now > measured) {
             second += 1;
             let closed = ctx.recorder.lock().unwrap().close_interval(second);
