@@ -20,9 +20,10 @@ use rand_chacha::ChaCha8Rng;
 use telegraft::launcher::LocalCluster;
 
 use crate::client;
-use crate::results::{self, Cluster, Generator, Machine, NodeEnd, Summary};
+use crate::results::{self, Cluster, Generator, Machine, NodeEnd, RateStep, Summary};
 use crate::runner::{self, RunPlan};
 use crate::scenario::{Model, Routing, Scenario};
+use crate::schedule::Schedule;
 use crate::world;
 
 pub struct BenchArgs {
@@ -194,6 +195,18 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<BenchOutcome> {
             .pacing
             .as_ref()
             .map(|p| (p.intended as f64 / duration_s * 10.0).round() / 10.0),
+        offered_schedule: Schedule::from_scenario(&scenario)
+            .map(|sch| {
+                sch.measured_segments(scenario.load.warmup.0)
+                    .into_iter()
+                    .map(|(a, b, rate)| RateStep {
+                        start_s: a.as_secs_f64(),
+                        end_s: b.as_secs_f64(),
+                        rate,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
         users: scenario.load.users,
         seed: scenario.seed,
         warmup_s: scenario.load.warmup.0.as_secs_f64(),

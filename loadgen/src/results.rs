@@ -74,6 +74,15 @@ pub struct OpResult {
     pub service_time_ms: Latency,
 }
 
+/// One constant-rate stretch of the open model's schedule, in seconds from the start of the
+/// measured window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RateStep {
+    pub start_s: f64,
+    pub end_s: f64,
+    pub rate: f64,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SloResult {
     pub op: String,
@@ -163,6 +172,8 @@ pub struct Summary {
     pub model: String,
     /// Mean offered ops/s over the measured window (open model); `None` for closed.
     pub offered_rate: Option<f64>,
+    /// The open model's offered rate over the measured window; empty for closed.
+    pub offered_schedule: Vec<RateStep>,
     pub users: u32,
     pub seed: u64,
     pub warmup_s: f64,

@@ -50,6 +50,20 @@ impl Schedule {
         Some(Schedule { segments })
     }
 
+    /// The rate segments of the measured window, as `(start, end, ops/s)` from its start
+    /// (the warm-up, which runs at the first rate, is left out).
+    pub fn measured_segments(&self, warmup: Duration) -> Vec<(Duration, Duration, f64)> {
+        let mut out = Vec::new();
+        let mut start = Duration::ZERO;
+        for &(end, rate) in &self.segments {
+            if end > warmup {
+                out.push((start.max(warmup) - warmup, end - warmup, rate));
+            }
+            start = end;
+        }
+        out
+    }
+
     /// The end of the schedule (warm-up plus measured window).
     pub fn end(&self) -> Duration {
         self.segments.last().map_or(Duration::ZERO, |s| s.0)
@@ -174,6 +188,13 @@ mod tests {
         assert_eq!(in_window(1.0, 2.0), 10);
         assert_eq!(in_window(2.0, 3.0), 40);
         assert_eq!(s.rate_at(Duration::from_millis(2500)), 40.0);
+        let secs = |d: Duration| d.as_secs_f64();
+        let measured: Vec<(f64, f64, f64)> = s
+            .measured_segments(Duration::from_secs(1))
+            .into_iter()
+            .map(|(a, b, r)| (secs(a), secs(b), r))
+            .collect();
+        assert_eq!(measured, vec![(0.0, 1.0, 10.0), (1.0, 2.0, 40.0)]);
         assert_eq!(s.rate_at(Duration::from_secs(3)), 0.0);
     }
 

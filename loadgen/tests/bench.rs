@@ -108,6 +108,10 @@ fn a_short_bench_against_three_replicas_writes_the_results_contract() {
     assert_eq!(s["replicas"], 3);
     assert_eq!(s["model"], "open");
     assert_eq!(s["offered_rate"], 150.0);
+    assert_eq!(
+        s["offered_schedule"],
+        serde_json::json!([{"start_s": 0.0, "end_s": 3.0, "rate": 150.0}])
+    );
     assert_eq!(s["duration_s"], 3.0);
     assert!(s["machine"]["cores"].as_u64().unwrap() >= 1);
     assert!(s["machine"]["memory_mb"].as_u64().unwrap() > 0);
