@@ -113,6 +113,39 @@ bench *args:
     cargo build --quiet --release --bin telegraft --bin loadgen
     "${CARGO_TARGET_DIR:-target}/release/loadgen" bench --scenario "$scenario" "${extra[@]}"
 
+# Write HTML reports from results folders (default: all of results/): `just report`.
+report *args:
+    cargo build --quiet --release --bin loadgen
+    "${CARGO_TARGET_DIR:-target}/release/loadgen" report {{args}}
+
+# Any `path.to.field=value` argument overrides that scenario field; an SLO miss does not stop the sweep.
+# Run a scenario once per replica count, then the reports: `just sweep scenario=scenarios/chat.yaml replicas="1 3 5 7"`.
+sweep *args:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    scenario=scenarios/chat.yaml
+    replicas="1 3 5 7"
+    sets=()
+    for a in {{args}}; do
+      case "$a" in
+        scenario=*) scenario="${a#scenario=}" ;;
+        replicas=*) replicas="${a#replicas=}" ;;
+        *.*=*) sets+=(--set "$a") ;;
+        [0-9]*) replicas="$replicas $a" ;;
+        *) echo "just sweep: unknown argument '$a' (scenario=FILE replicas=\"1 3 5\" field.path=VALUE)" >&2; exit 2 ;;
+      esac
+    done
+    cargo build --quiet --release --bin telegraft --bin loadgen
+    bin="${CARGO_TARGET_DIR:-target}/release/loadgen"
+    for n in $replicas; do
+      echo "== $scenario with $n replicas"
+      status=0
+      "$bin" bench --scenario "$scenario" --replicas "$n" --no-report "${sets[@]}" || status=$?
+      if [ "$status" -ne 0 ] && [ "$status" -ne 3 ]; then exit "$status"; fi
+    done
+    "$bin" report
+    echo "open reports/index.html: the scaling panel compares the replica counts"
+
 # Check scenario files (all of scenarios/ by default): `just validate scenarios/chat.yaml --set load.rate=800`.
 validate *args:
     cargo run --quiet --bin loadgen -- validate {{ if args == "" { "scenarios/*.yaml" } else { args } }}

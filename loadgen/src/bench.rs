@@ -20,7 +20,9 @@ use rand_chacha::ChaCha8Rng;
 use telegraft::launcher::LocalCluster;
 
 use crate::client;
-use crate::results::{self, Cluster, Generator, Machine, NodeEnd, RateStep, Summary};
+use crate::results::{
+    self, Cluster, Generator, LeaderChange, Machine, NodeEnd, RateStep, Summary, Versions,
+};
 use crate::runner::{self, RunPlan};
 use crate::scenario::{Model, Routing, Scenario};
 use crate::schedule::Schedule;
@@ -105,6 +107,15 @@ fn run_id(started: SystemTime, name: &str, replicas: u32) -> String {
     format!("{ts}-{name}-r{replicas}")
 }
 
+/// `to - from` in seconds, negative when `to` is earlier.
+fn seconds_between(from: SystemTime, to: SystemTime) -> f64 {
+    let r = |d: Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
+    match to.duration_since(from) {
+        Ok(d) => r(d),
+        Err(e) => -r(e.duration()),
+    }
+}
+
 fn git_rev() -> Option<String> {
     let out = |args: &[&str]| {
         std::process::Command::new("git")
@@ -175,7 +186,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<BenchOutcome> {
         .await
         .map(|c| keep_logs(&c, &dir, args.keep_data))??;
     }
-    let (out, leader) = outcome?;
+    let (out, leader, leaders) = outcome?;
 
     let duration_s = scenario.duration().as_secs_f64();
     let ops = results::op_results(&out.recorder, duration_s);
@@ -213,7 +224,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<BenchOutcome> {
         duration_s,
         started_at: humantime::format_rfc3339_seconds(started).to_string(),
         git_rev: git_rev(),
-        machine: Machine::detect(),
+        machine: Machine::detect(&args.results_dir),
         ops,
         slo,
         generator: Generator {
@@ -238,6 +249,17 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<BenchOutcome> {
             endpoints: endpoints.clone(),
             leader_at_start: leader,
             nodes_at_end,
+            leader_changes: leaders
+                .into_iter()
+                .map(|(t, node, term)| LeaderChange {
+                    at_s: seconds_between(out.measured_start, t),
+                    node,
+                    term,
+                })
+                .collect(),
+        },
+        versions: Versions {
+            loadgen: env!("CARGO_PKG_VERSION").into(),
         },
     };
     let measured_unix = out
@@ -264,7 +286,11 @@ async fn drive(
     args: &BenchArgs,
     run_id: &str,
     started: SystemTime,
-) -> anyhow::Result<(runner::RunOutput, Option<String>)> {
+) -> anyhow::Result<(
+    runner::RunOutput,
+    Option<String>,
+    Vec<(SystemTime, u64, u64)>,
+)> {
     // A cluster we started must elect a leader first; a given one is asked only when the
     // scenario routes to the leader.
     let leader = if local || scenario.routing == Routing::Leader {
@@ -312,8 +338,43 @@ async fn drive(
         ],
         progress: args.progress,
     };
-    let out = runner::run(plan).await?;
-    Ok((out, leader))
+    // Watch the leader through the run, for the report's markers (only replicas that serve
+    // Admin.Status answer; a fake target simply yields no changes).
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn(watch_leader(endpoints.to_vec(), stopped));
+    let out = runner::run(plan).await;
+    let _ = stop.send(true);
+    let leaders = watcher.await.unwrap_or_default();
+    Ok((out?, leader, leaders))
+}
+
+/// Who leads, and since when: one entry per change seen by polling every replica's status.
+async fn watch_leader(
+    endpoints: Vec<String>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<(SystemTime, u64, u64)> {
+    let mut seen: Vec<(SystemTime, u64, u64)> = Vec::new();
+    loop {
+        let mut views = Vec::new();
+        for addr in &endpoints {
+            views.extend(client::status(addr).await.ok());
+        }
+        // The leader: the replica calling itself leader in the highest term.
+        if let Some(v) = views
+            .into_iter()
+            .filter(|v| v.role == "leader")
+            .max_by_key(|v| v.term)
+            && seen
+                .last()
+                .is_none_or(|&(_, id, term)| (id, term) != (v.node_id, v.term))
+        {
+            seen.push((SystemTime::now(), v.node_id, v.term));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = stop.changed() => return seen,
+        }
+    }
 }
 
 async fn final_status(endpoints: &[String]) -> Vec<NodeEnd> {

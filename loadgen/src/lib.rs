@@ -7,11 +7,13 @@
 //! - [`runner`]: the Goose load (pacing, recording, progress);
 //! - [`record`]: per-operation HDR latency recording (corrected and service time);
 //! - [`results`]: the results folder contract and the end-of-run table;
+//! - [`report`]: HTML pages per run and across runs (polars, plotters, minijinja);
 //! - [`bench`]: one whole run, from scenario file to results folder.
 
 pub mod bench;
 pub mod client;
 pub mod record;
+pub mod report;
 pub mod results;
 pub mod runner;
 pub mod scenario;

@@ -4,10 +4,12 @@
 //!   runs a scenario against a fresh local cluster (or a running one) and writes
 //!   `results/<run-id>/`. Exit status: 0 when every SLO is met, 3 when one is missed, 1 on
 //!   any other failure.
+//!   It then writes HTML reports (`reports/<run-id>.html`, `reports/index.html`).
+//! - `loadgen report [RESULTS...]` writes the reports from results folders.
 //! - `loadgen validate FILE...` checks scenario files without running them.
 
 use loadgen::bench::{self, BenchArgs};
-use loadgen::{results, scenario};
+use loadgen::{report, results, scenario};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +55,21 @@ enum Cmd {
         /// No live progress line.
         #[arg(long)]
         no_progress: bool,
+        /// Where the HTML reports go (the run's page, and the index over every run in
+        /// --results).
+        #[arg(long, default_value = "reports")]
+        reports: PathBuf,
+        /// Do not write reports.
+        #[arg(long)]
+        no_report: bool,
+    },
+    /// Write HTML reports: a page per run and reports/index.html across runs.
+    Report {
+        /// Run folders, or folders of them (default: results).
+        results: Vec<PathBuf>,
+        /// Where the pages go.
+        #[arg(long, default_value = "reports")]
+        out: PathBuf,
     },
     /// Check scenario files without running them; prints the effective scenario with --print.
     Validate {
@@ -79,7 +96,10 @@ fn main() -> ExitCode {
             telegraft,
             keep_data,
             no_progress,
+            reports,
+            no_report,
         } => {
+            let results_root = results_dir.clone();
             let args = BenchArgs {
                 scenario,
                 replicas,
@@ -112,12 +132,42 @@ fn main() -> ExitCode {
                         s.generator.calls, s.generator.cpu_us_per_call
                     );
                     println!("results: {}", out.dir.display());
+                    if !no_report {
+                        match report::write_reports(&[results_root], &reports) {
+                            Ok(w) => {
+                                let page = reports.join(format!("{}.html", s.run_id));
+                                println!("report:  {}", page.display());
+                                println!("index:   {}", w.index.display());
+                            }
+                            Err(e) => eprintln!("loadgen: writing reports: {e:#}"),
+                        }
+                    }
                     if s.slo_pass() {
                         ExitCode::SUCCESS
                     } else {
                         println!("an SLO was missed: exit status {SLO_MISSED}");
                         ExitCode::from(SLO_MISSED)
                     }
+                }
+                Err(e) => {
+                    eprintln!("loadgen: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Report { results, out } => {
+            let results = if results.is_empty() {
+                vec![PathBuf::from("results")]
+            } else {
+                results
+            };
+            match report::write_reports(&results, &out) {
+                Ok(w) => {
+                    for (dir, why) in &w.skipped {
+                        eprintln!("loadgen: skipped {}: {why}", dir.display());
+                    }
+                    println!("{} run pages; index: {}", w.pages.len(), w.index.display());
+                    ExitCode::SUCCESS
                 }
                 Err(e) => {
                     eprintln!("loadgen: {e:#}");

@@ -99,10 +99,29 @@ pub struct Machine {
     pub memory_mb: u64,
     pub cpu_model: String,
     pub kernel: String,
+    /// The file system the results (and the replicas' data) were written to:
+    /// `ext4 on /dev/vda1`.
+    #[serde(default)]
+    pub disk: String,
+}
+
+/// The file system holding `path`: the longest mount point that contains it.
+fn disk_of(path: &Path) -> String {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3 && path.starts_with(f[1])).then(|| (f[1].len(), f[2], f[0]))
+        })
+        .max_by_key(|m| m.0)
+        .map(|(_, fs, dev)| format!("{fs} on {dev}"))
+        .unwrap_or_default()
 }
 
 impl Machine {
-    pub fn detect() -> Machine {
+    pub fn detect(results_dir: &Path) -> Machine {
         let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
         let memory_kb = read("/proc/meminfo")
             .lines()
@@ -118,6 +137,7 @@ impl Machine {
                 .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
                 .unwrap_or_default(),
             kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
+            disk: disk_of(results_dir),
         }
     }
 }
@@ -153,6 +173,20 @@ pub struct NodeEnd {
     pub state_digest: String,
 }
 
+/// A leader seen during the run, from `at_s` seconds after the measured window began
+/// (negative: during warm-up or setup).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeaderChange {
+    pub at_s: f64,
+    pub node: u64,
+    pub term: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Versions {
+    pub loadgen: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Cluster {
     /// `local` (started by loadgen) or `external` (`--target`).
@@ -160,6 +194,9 @@ pub struct Cluster {
     pub endpoints: Vec<String>,
     pub leader_at_start: Option<String>,
     pub nodes_at_end: Vec<NodeEnd>,
+    /// Every leader seen while the load ran, in order (the first is the leader at the start).
+    #[serde(default)]
+    pub leader_changes: Vec<LeaderChange>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -173,6 +210,7 @@ pub struct Summary {
     /// Mean offered ops/s over the measured window (open model); `None` for closed.
     pub offered_rate: Option<f64>,
     /// The open model's offered rate over the measured window; empty for closed.
+    #[serde(default)]
     pub offered_schedule: Vec<RateStep>,
     pub users: u32,
     pub seed: u64,
@@ -185,6 +223,8 @@ pub struct Summary {
     pub slo: Vec<SloResult>,
     pub generator: Generator,
     pub cluster: Cluster,
+    #[serde(default)]
+    pub versions: Versions,
 }
 
 impl Summary {

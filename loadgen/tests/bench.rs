@@ -34,6 +34,7 @@ fn read_json(path: &Path) -> serde_json::Value {
 #[test]
 fn a_short_bench_against_three_replicas_writes_the_results_contract() {
     let results = tempfile::tempdir().unwrap();
+    let reports = tempfile::tempdir().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
         .current_dir(&root)
@@ -52,6 +53,8 @@ fn a_short_bench_against_three_replicas_writes_the_results_contract() {
         ])
         .arg("--results")
         .arg(results.path())
+        .arg("--reports")
+        .arg(reports.path())
         .arg("--telegraft")
         .arg(telegraft())
         .arg("--no-progress")
@@ -200,6 +203,29 @@ fn a_short_bench_against_three_replicas_writes_the_results_contract() {
         );
     }
     assert!(!dir.join("data").exists(), "replica data is removed");
+
+    // The run's report page and the index, with the page's path printed.
+    let page = reports.path().join(format!("{name}.html"));
+    assert!(
+        stdout.contains(&format!("report:  {}", page.display())),
+        "{stdout}"
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("chat-default · 3 replicas") && html.contains("<svg"));
+    assert!(reports.path().join("index.html").is_file());
+    // Leader changes were watched: at least the leader at the start.
+    assert!(
+        !s["cluster"]["leader_changes"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s["machine"]["disk"]
+            .as_str()
+            .is_some_and(|d| d.contains(" on ")),
+        "{s}"
+    );
 }
 
 mod common;
@@ -225,6 +251,7 @@ async fn a_closed_bench_drives_a_given_target() {
             .args(["--set", "dataset={users: 8, chats: 2, members_per_chat: 2}"])
             .arg("--results")
             .arg(&dir)
+            .arg("--no-report")
             .arg("--no-progress")
             .output()
             .unwrap()
