@@ -363,6 +363,39 @@ fn run_page(env: &Environment, run: &Run, out: &Path) -> anyhow::Result<String> 
     })?)
 }
 
+/// One line per scenario of `column` against replica count, from a table with `scenario`
+/// and `replicas` columns (and `op`, when `op` picks one operation's rows).
+fn scenario_lines(
+    scenarios: &[String],
+    df: &polars::prelude::DataFrame,
+    column: &str,
+    op: Option<&str>,
+) -> anyhow::Result<Vec<Line>> {
+    let (sc, rep, y) = (
+        data::strs(df, "scenario")?,
+        data::f64s(df, "replicas")?,
+        data::f64s(df, column)?,
+    );
+    let ops = match op {
+        Some(_) => data::strs(df, "op")?,
+        None => Vec::new(),
+    };
+    Ok(scenarios
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Line {
+            label: name.clone(),
+            color: charts::nth_color(i),
+            points: (0..sc.len())
+                .filter(|&k| sc[k] == *name && op.is_none_or(|o| ops[k] == o))
+                .map(|k| (rep[k], y[k]))
+                .collect(),
+            dashed: false,
+        })
+        .filter(|l| !l.points.is_empty())
+        .collect())
+}
+
 #[derive(Serialize)]
 struct RunRow {
     page: String,
@@ -392,48 +425,14 @@ fn index_page(
         v
     };
     let by_kind = |writes: bool| -> anyhow::Result<Vec<Line>> {
-        let df = data::throughput_by_kind(agg, writes)?;
-        let (sc, rep, tp) = (
-            data::strs(&df, "scenario")?,
-            data::f64s(&df, "replicas")?,
-            data::f64s(&df, "throughput")?,
-        );
-        Ok(scenarios
-            .iter()
-            .enumerate()
-            .map(|(i, name)| Line {
-                label: name.clone(),
-                color: charts::nth_color(i),
-                points: (0..sc.len())
-                    .filter(|&k| sc[k] == *name)
-                    .map(|k| (rep[k], tp[k]))
-                    .collect(),
-                dashed: false,
-            })
-            .collect())
+        scenario_lines(
+            &scenarios,
+            &data::throughput_by_kind(agg, writes)?,
+            "throughput",
+            None,
+        )
     };
-    let p99_of = |op: &str| -> anyhow::Result<Vec<Line>> {
-        let (sc, o, rep, p99) = (
-            data::strs(agg, "scenario")?,
-            data::strs(agg, "op")?,
-            data::f64s(agg, "replicas")?,
-            data::f64s(agg, "p99_ms_median")?,
-        );
-        Ok(scenarios
-            .iter()
-            .enumerate()
-            .map(|(i, name)| Line {
-                label: name.clone(),
-                color: charts::nth_color(i),
-                points: (0..sc.len())
-                    .filter(|&k| sc[k] == *name && o[k] == op)
-                    .map(|k| (rep[k], p99[k]))
-                    .collect(),
-                dashed: false,
-            })
-            .filter(|l| !l.points.is_empty())
-            .collect())
-    };
+    let p99_of = |op: &str| scenario_lines(&scenarios, agg, "p99_ms_median", Some(op));
     let x = "replicas";
     let scaling = vec![
         charts::line_chart(
