@@ -8,9 +8,11 @@
 //! - [`record`]: per-operation HDR latency recording (corrected and service time);
 //! - [`results`]: the results folder contract and the end-of-run table;
 //! - [`report`]: HTML pages per run and across runs (polars, plotters, minijinja);
+//! - [`check`]: the history checker (lost, phantom, duplicate, reordered, stale, non-monotonic);
 //! - [`bench`]: one whole run, from scenario file to results folder.
 
 pub mod bench;
+pub mod check;
 pub mod client;
 pub mod record;
 pub mod report;
