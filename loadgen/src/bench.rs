@@ -19,14 +19,17 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use telegraft::launcher::LocalCluster;
 
+use crate::check::{self, Event};
 use crate::client;
 use crate::results::{
-    self, Cluster, Generator, LeaderChange, Machine, NodeEnd, RateStep, Summary, Versions,
+    self, CheckSummary, Cluster, Generator, LeaderChange, Machine, NodeEnd, RateStep, Summary,
+    Versions,
 };
 use crate::runner::{self, RunPlan};
 use crate::scenario::{Model, Routing, Scenario};
 use crate::schedule::Schedule;
 use crate::world;
+use telegraft::proto::chat::{Consistency as PbConsistency, GetMessagesRequest};
 
 pub struct BenchArgs {
     pub scenario: PathBuf,
@@ -186,7 +189,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<BenchOutcome> {
         .await
         .map(|c| keep_logs(&c, &dir, args.keep_data))??;
     }
-    let (out, leader, leaders) = outcome?;
+    let (out, leader, leaders, checked) = outcome?;
 
     let duration_s = scenario.duration().as_secs_f64();
     let ops = results::op_results(&out.recorder, duration_s);
@@ -261,12 +264,19 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<BenchOutcome> {
         versions: Versions {
             loadgen: env!("CARGO_PKG_VERSION").into(),
         },
+        check: checked.as_ref().map(CheckSummary::of),
     };
     let measured_unix = out
         .measured_start
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs_f64();
+    let mut history = String::new();
+    for e in &out.history {
+        history.push_str(&serde_json::to_string(e)?);
+        history.push('\n');
+    }
+    std::fs::write(dir.join("history.jsonl"), history)?;
     results::write(
         &dir,
         &summary,
@@ -278,6 +288,15 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<BenchOutcome> {
     Ok(BenchOutcome { dir, summary })
 }
 
+/// What [`drive`] returns: the load's output, the leader at the start, every leader seen
+/// (wall time, node, term), and the history check (when the target could be checked).
+type Driven = (
+    runner::RunOutput,
+    Option<String>,
+    Vec<(SystemTime, u64, u64)>,
+    Option<check::Report>,
+);
+
 /// Leader, dataset, load. Separate so the cluster is stopped whatever happens here.
 async fn drive(
     scenario: &Scenario,
@@ -286,11 +305,7 @@ async fn drive(
     args: &BenchArgs,
     run_id: &str,
     started: SystemTime,
-) -> anyhow::Result<(
-    runner::RunOutput,
-    Option<String>,
-    Vec<(SystemTime, u64, u64)>,
-)> {
+) -> anyhow::Result<Driven> {
     // A cluster we started must elect a leader first; a given one is asked only when the
     // scenario routes to the leader.
     let leader = if local || scenario.routing == Routing::Leader {
@@ -342,10 +357,71 @@ async fn drive(
     // Admin.Status answer; a fake target simply yields no changes).
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let watcher = tokio::spawn(watch_leader(endpoints.to_vec(), stopped));
+    let world = plan.world.clone();
     let out = runner::run(plan).await;
     let _ = stop.send(true);
     let leaders = watcher.await.unwrap_or_default();
-    Ok((out?, leader, leaders))
+    let mut out = out?;
+    // The whole of every chat, from every replica, for the history checker.
+    let finals = read_final(endpoints, &world).await;
+    let checked = match finals {
+        Some(finals) => {
+            out.history.extend(finals);
+            Some(check::check(&out.history))
+        }
+        None => None,
+    };
+    Ok((out, leader, leaders, checked))
+}
+
+/// Waits until the replicas have applied the same entries, then reads every chat whole from
+/// each of them (LOCAL reads: each replica's own state). `None` when the target does not
+/// answer Admin.Status (not a telegraft cluster): there is nothing to check against.
+async fn read_final(endpoints: &[String], world: &world::World) -> Option<Vec<Event>> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut views = Vec::new();
+        for addr in endpoints {
+            views.extend(client::status(addr).await.ok());
+        }
+        if views.is_empty() {
+            return None;
+        }
+        let settled = views.len() == endpoints.len()
+            && views
+                .iter()
+                .all(|v| v.applied_index == views[0].applied_index)
+            && views.iter().all(|v| v.commit_index == v.applied_index);
+        if settled || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut events = Vec::new();
+    for addr in endpoints {
+        let Ok(mut c) = client::connect(addr).await else {
+            continue;
+        };
+        for (chat, member) in world.chats_with_a_member() {
+            let req = GetMessagesRequest {
+                user_id: member,
+                messages_after: Some(prost_types::Timestamp::default()),
+                consistency: PbConsistency::Local as i32,
+            };
+            if let Ok(r) = client::with_timeout(Duration::from_secs(10), c.get_messages(req)).await
+            {
+                events.push(Event::Final {
+                    replica: addr.clone(),
+                    chat,
+                    messages: runner::seen(&r.messages)
+                        .into_iter()
+                        .filter(|m| m.chat == chat)
+                        .collect(),
+                });
+            }
+        }
+    }
+    Some(events)
 }
 
 /// Who leads, and since when: one entry per change seen by polling every replica's status.

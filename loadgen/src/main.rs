@@ -2,8 +2,9 @@
 //!
 //! - `loadgen bench --scenario FILE [--replicas N] [--set PATH=VALUE]... [--target A,B,C]`
 //!   runs a scenario against a fresh local cluster (or a running one) and writes
-//!   `results/<run-id>/`. Exit status: 0 when every SLO is met, 3 when one is missed, 1 on
-//!   any other failure.
+//!   `results/<run-id>/`. Exit status: 0 when every SLO is met and the history check passes,
+//!   3 when an SLO is missed, 4 when the history check finds an anomaly, 1 on any other
+//!   failure.
 //!   It then writes HTML reports (`reports/<run-id>.html`, `reports/index.html`).
 //! - `loadgen report [RESULTS...]` writes the reports from results folders.
 //! - `loadgen validate FILE...` checks scenario files without running them.
@@ -18,6 +19,8 @@ use clap::{Parser, Subcommand};
 
 /// Exit status of a run that missed an SLO.
 const SLO_MISSED: u8 = 3;
+/// Exit status of a run whose history check found an anomaly (this wins over a missed SLO).
+const CHECK_FAILED: u8 = 4;
 
 #[derive(Parser)]
 #[command(about = "Load generator for a Telegraft chat cluster")]
@@ -127,6 +130,33 @@ fn main() -> ExitCode {
                     if let Some(w) = &s.generator.warning {
                         println!("warning: {w}");
                     }
+                    match &s.check {
+                        Some(c) => {
+                            let counts = &c.counts;
+                            println!(
+                                "history check: {} ({} sends acknowledged, {} indeterminate, {} reads, {} messages in the final state{})",
+                                c.verdict.to_uppercase(),
+                                counts.sends_ok,
+                                counts.sends_unknown,
+                                counts.reads,
+                                counts.final_messages,
+                                if c.anomalies_total > 0 {
+                                    format!(", {} anomalies", c.anomalies_total)
+                                } else {
+                                    String::new()
+                                }
+                            );
+                            for a in c.anomalies.iter().take(5) {
+                                println!(
+                                    "  {:?} in chat {}: {} {}",
+                                    a.kind, a.chat, a.key, a.detail
+                                );
+                            }
+                        }
+                        None => println!(
+                            "history check: not run (the target does not answer Admin.Status)"
+                        ),
+                    }
                     println!(
                         "generator: {} calls, {:.1} µs CPU per call",
                         s.generator.calls, s.generator.cpu_us_per_call
@@ -142,7 +172,10 @@ fn main() -> ExitCode {
                             Err(e) => eprintln!("loadgen: writing reports: {e:#}"),
                         }
                     }
-                    if s.slo_pass() {
+                    if s.check.as_ref().is_some_and(|c| c.verdict != "pass") {
+                        println!("the history check failed: exit status {CHECK_FAILED}");
+                        ExitCode::from(CHECK_FAILED)
+                    } else if s.slo_pass() {
                         ExitCode::SUCCESS
                     } else {
                         println!("an SLO was missed: exit status {SLO_MISSED}");

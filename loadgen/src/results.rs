@@ -225,6 +225,32 @@ pub struct Summary {
     pub cluster: Cluster,
     #[serde(default)]
     pub versions: Versions,
+    /// The history checker's verdict; `None` when the target could not be checked.
+    #[serde(default)]
+    pub check: Option<CheckSummary>,
+}
+
+/// What summary.json keeps of the checker's report: the verdict, the counts, and the first
+/// anomalies (all of them are in the report the checker writes).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckSummary {
+    pub verdict: String,
+    pub counts: crate::check::Counts,
+    pub anomalies: Vec<crate::check::Anomaly>,
+    pub anomalies_total: usize,
+}
+
+impl CheckSummary {
+    pub const KEPT: usize = 50;
+
+    pub fn of(r: &crate::check::Report) -> CheckSummary {
+        CheckSummary {
+            verdict: r.verdict.clone(),
+            counts: r.counts.clone(),
+            anomalies: r.anomalies.iter().take(Self::KEPT).cloned().collect(),
+            anomalies_total: r.anomalies.len(),
+        }
+    }
 }
 
 impl Summary {

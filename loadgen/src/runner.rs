@@ -45,6 +45,7 @@ use telegraft::proto::chat::{
 use tokio::sync::{Barrier, watch};
 use tonic::transport::Channel;
 
+use crate::check::{self, Event, Outcome, Seen};
 use crate::client::{self, Failure, with_timeout};
 use crate::record::{Interval, Percentiles, Recorder};
 use crate::scenario::{Consistency, Model, Op, Routing, Scenario};
@@ -134,6 +135,10 @@ pub struct RunOutput {
     pub cpu: Duration,
     /// Users that could not connect (their calls count as `Unavailable`).
     pub connect_failures: u64,
+    /// Every send and poll, in completion order (times from the run's start).
+    pub history: Vec<Event>,
+    /// The run's start (the schedule's zero), by the wall clock.
+    pub started: SystemTime,
 }
 
 /// State shared by every user of a run.
@@ -163,6 +168,8 @@ struct Ctx {
     errors: AtomicU64,
     connect_failures: AtomicU64,
     done_users: AtomicUsize,
+    /// Every send and poll, for the history checker.
+    history: Mutex<Vec<Event>>,
 }
 
 /// One Goose user's own state (Goose session data).
@@ -181,6 +188,42 @@ struct UserState {
     skip: usize,
     /// This user has made every call of its share of the run.
     done: bool,
+}
+
+/// How a call ended, for the history: a definite refusal by the chat state machine, or
+/// success; anything else (no answer, no leader, a transport error) may or may not have
+/// taken effect.
+pub fn outcome<T>(r: &Result<T, Failure>) -> Outcome {
+    use tonic::Code;
+    match r {
+        Ok(_) => Outcome::Ok,
+        Err(Failure::Status(
+            Code::InvalidArgument | Code::NotFound | Code::AlreadyExists | Code::FailedPrecondition,
+        )) => Outcome::Fail,
+        Err(_) => Outcome::Unknown,
+    }
+}
+
+fn unix_us(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+fn ts_us(t: &prost_types::Timestamp) -> i64 {
+    t.seconds * 1_000_000 + i64::from(t.nanos) / 1000
+}
+
+/// What a read returned, as the checker sees it.
+pub fn seen(messages: &[telegraft::proto::chat::Message]) -> Vec<Seen> {
+    messages
+        .iter()
+        .map(|m| Seen {
+            chat: m.chat_id,
+            id: m.message_id,
+            key: check::key_of(&m.content),
+            sent_us: m.sent_time.as_ref().map_or(0, ts_us),
+        })
+        .collect()
 }
 
 fn timestamp(t: SystemTime) -> prost_types::Timestamp {
@@ -213,15 +256,34 @@ impl Ctx {
                 let (chat_id, user_id) = self.world.random_member(&mut st.rng).ok_or_else(empty)?;
                 let size = &self.scenario.message_size;
                 let len = st.rng.random_range(size.min..=size.max) as usize;
-                let from = st.rng.random_range(0..=self.content.len() - len);
+                let write_id = Self::write_id(st);
+                // The content starts with a key unique to this write, which the history
+                // checker recognises the message by; the rest is seeded filler.
+                let key = check::message_key(st.client_id, st.sequence);
+                let fill = len.saturating_sub(key.len() + 1);
+                let from = st.rng.random_range(0..=self.content.len() - fill);
+                let sent_time = SystemTime::now();
                 let req = SendMessageRequest {
                     user_id,
                     chat_id,
-                    content: self.content[from..from + len].to_string(),
-                    sent_time: Some(timestamp(SystemTime::now())),
-                    write_id: Self::write_id(st),
+                    content: format!("{key} {}", &self.content[from..from + fill]),
+                    sent_time: Some(timestamp(sent_time)),
+                    write_id,
                 };
-                with_timeout(t, client.send_message(req)).await.map(drop)
+                let invoke = self.since_start();
+                let r = with_timeout(t, client.send_message(req)).await;
+                self.history.lock().unwrap().push(Event::Send {
+                    client: st.client_id,
+                    invoke_us: invoke,
+                    complete_us: self.since_start(),
+                    outcome: outcome(&r),
+                    chat: chat_id,
+                    user: user_id,
+                    key,
+                    sent_us: unix_us(sent_time),
+                    message_id: r.as_ref().ok().map(|m| m.message_id),
+                });
+                r.map(drop)
             }
             Op::GetMessages => {
                 let i = st.next_poll % st.polls.len();
@@ -233,7 +295,21 @@ impl Ctx {
                     messages_after: Some(after),
                     consistency: self.consistency,
                 };
-                with_timeout(t, client.get_messages(req)).await?;
+                let chats = self.world.chats_of(user_id);
+                let invoke = self.since_start();
+                let r = with_timeout(t, client.get_messages(req)).await;
+                self.history.lock().unwrap().push(Event::Read {
+                    client: st.client_id,
+                    invoke_us: invoke,
+                    complete_us: self.since_start(),
+                    outcome: outcome(&r),
+                    user: user_id,
+                    after_us: ts_us(&after),
+                    linearizable: self.consistency == PbConsistency::Linearizable as i32,
+                    chats,
+                    messages: r.as_ref().map(|m| seen(&m.messages)).unwrap_or_default(),
+                });
+                r?;
                 st.polls[i].1 = now;
                 Ok(())
             }
@@ -328,6 +404,13 @@ impl Ctx {
 
     fn start(&self) -> Instant {
         *self.start.get().expect("the run has started")
+    }
+
+    /// Microseconds since the run's start (for the history).
+    fn since_start(&self) -> u64 {
+        self.start
+            .get()
+            .map_or(0, |s| s.elapsed().as_micros() as u64)
     }
 }
 
@@ -493,6 +576,7 @@ pub async fn run(plan: RunPlan) -> anyhow::Result<RunOutput> {
         errors: AtomicU64::new(0),
         connect_failures: AtomicU64::new(0),
         done_users: AtomicUsize::new(0),
+        history: Mutex::new(Vec::new()),
     });
 
     let mut scenario = goose::goose::Scenario::new("chat");
@@ -556,7 +640,14 @@ pub async fn run(plan: RunPlan) -> anyhow::Result<RunOutput> {
         }
     });
     let recorder = std::mem::take(&mut *ctx.recorder.lock().unwrap());
+    let history = std::mem::take(&mut *ctx.history.lock().unwrap());
+    let started = ctx
+        .start
+        .get()
+        .map_or(SystemTime::now(), |s| SystemTime::now() - s.elapsed());
     Ok(RunOutput {
+        history,
+        started,
         recorder,
         timeseries,
         measured_start,

@@ -83,6 +83,27 @@ impl World {
         Some((chat.chat_id, *user))
     }
 
+    /// The chats `user_id` is a confirmed member of.
+    pub fn chats_of(&self, user_id: u64) -> Vec<u64> {
+        self.chats
+            .read()
+            .unwrap()
+            .iter()
+            .filter(|c| c.members.contains(&user_id))
+            .map(|c| c.chat_id)
+            .collect()
+    }
+
+    /// Every chat with one confirmed member (for reading whole chats after the load).
+    pub fn chats_with_a_member(&self) -> Vec<(u64, u64)> {
+        self.chats
+            .read()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c.members.first().map(|m| (c.chat_id, *m)))
+            .collect()
+    }
+
     pub fn random_chat(&self, rng: &mut ChaCha8Rng) -> Option<u64> {
         self.chats.read().unwrap().choose(rng).map(|c| c.chat_id)
     }

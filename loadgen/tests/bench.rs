@@ -213,6 +213,27 @@ fn a_short_bench_against_three_replicas_writes_the_results_contract() {
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(html.contains("chat-default · 3 replicas") && html.contains("<svg"));
     assert!(reports.path().join("index.html").is_file());
+    // The history: every send and poll, then every chat read whole from every replica; the
+    // checker found the data intact.
+    let history = std::fs::read_to_string(dir.join("history.jsonl")).unwrap();
+    let events: Vec<serde_json::Value> = history
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |t: &str| events.iter().filter(|e| e["type"] == t).count();
+    assert!(of("send") > 0 && of("read") > 0, "{} events", events.len());
+    let finals = of("final");
+    assert!(
+        finals >= 3 * 20 && finals % 3 == 0,
+        "every chat (20 and those created during the load) from each of 3 replicas: {finals}"
+    );
+    let check = &s["check"];
+    assert_eq!(check["verdict"], "pass", "{check}");
+    assert!(
+        check["counts"]["final_messages"].as_u64().unwrap() > 0,
+        "{check}"
+    );
+    assert!(stdout.contains("history check: PASS"), "{stdout}");
     // Leader changes were watched: at least the leader at the start.
     assert!(
         !s["cluster"]["leader_changes"]

@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use loadgen::check;
 use loadgen::record::Recorder;
 use loadgen::report::{self, data};
 use loadgen::results::{
-    self, Cluster, Generator, LeaderChange, Machine, RateStep, Summary, Versions,
+    self, CheckSummary, Cluster, Generator, LeaderChange, Machine, RateStep, Summary, Versions,
 };
 use loadgen::scenario::{Op, Scenario};
 
@@ -108,6 +109,27 @@ fn fixture_run(root: &Path, id: &str, scenario: &str, replicas: u32, base_ms: u6
         versions: Versions {
             loadgen: "0.1.0".into(),
         },
+        // One run's check found a lost message; the others have none to show.
+        check: id.contains("100100Z").then(|| {
+            CheckSummary::of(&check::check(&[
+                check::Event::Send {
+                    client: 1,
+                    invoke_us: 1,
+                    complete_us: 2,
+                    outcome: check::Outcome::Ok,
+                    chat: 4,
+                    user: 1,
+                    key: "k1-1".into(),
+                    sent_us: 1,
+                    message_id: Some(9),
+                },
+                check::Event::Final {
+                    replica: "127.0.0.1:1".into(),
+                    chat: 4,
+                    messages: vec![],
+                },
+            ]))
+        }),
     };
     let dir = root.join(id);
     results::write(&dir, &summary, &s, &rec, &rows, 1_800_000_000.0).unwrap();
@@ -242,6 +264,9 @@ fn pages_have_every_section_and_no_external_url() {
         "offered ops/s",
         "99%",
         "missed",
+        "History check",
+        "lost",
+        "k1-1",
         "<svg",
     ] {
         assert!(page.contains(section), "the run page lacks {section}");

@@ -359,6 +359,7 @@ fn run_page(env: &Environment, run: &Run, out: &Path) -> anyhow::Result<String> 
         latency => latency,
         errors => errors,
         leader_changes => s.cluster.leader_changes,
+        check => s.check,
         files => files,
     })?)
 }
