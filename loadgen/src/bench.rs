@@ -11,7 +11,7 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -21,6 +21,7 @@ use telegraft::launcher::LocalCluster;
 
 use crate::check::{self, Event};
 use crate::client;
+use crate::faults;
 use crate::results::{
     self, CheckSummary, Cluster, Generator, LeaderChange, Machine, NodeEnd, RateStep, Summary,
     Versions,
@@ -157,6 +158,11 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<BenchOutcome> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     eprintln!("loadgen: run {run_id} -> {}", dir.display());
 
+    if args.target.is_some() && !scenario.faults.is_empty() {
+        bail!(
+            "faults need a cluster loadgen starts itself: drop --target or the scenario's faults"
+        );
+    }
     // The cluster: started here, or given.
     let mut local = None;
     let endpoints = match &args.target {
@@ -167,29 +173,31 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<BenchOutcome> {
             let c = LocalCluster::start(&exe, u64::from(replicas), base, &dir.join("data"), &[])
                 .with_context(|| format!("starting {replicas} replicas of {}", exe.display()))?;
             let endpoints = c.addrs.values().cloned().collect();
-            local = Some(c);
+            local = Some(Arc::new(Mutex::new(c)));
             endpoints
         }
     };
     let outcome = drive(
         &scenario,
         &endpoints,
-        local.is_some(),
+        local.clone(),
         &args,
         &run_id,
         started,
     )
     .await;
     let nodes_at_end = final_status(&endpoints).await;
-    if let Some(mut c) = local {
+    if let Some(c) = local {
+        let keep = args.keep_data;
+        let logs = dir.clone();
         tokio::task::spawn_blocking(move || {
+            let mut c = c.lock().unwrap();
             c.stop(Duration::from_secs(10));
-            c
+            keep_logs(&c, &logs, keep)
         })
-        .await
-        .map(|c| keep_logs(&c, &dir, args.keep_data))??;
+        .await??;
     }
-    let (out, leader, leaders, checked) = outcome?;
+    let (out, leader, leaders, checked, faults) = outcome?;
 
     let duration_s = scenario.duration().as_secs_f64();
     let ops = results::op_results(&out.recorder, duration_s);
@@ -265,6 +273,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<BenchOutcome> {
             loadgen: env!("CARGO_PKG_VERSION").into(),
         },
         check: checked.as_ref().map(CheckSummary::of),
+        faults,
     };
     let measured_unix = out
         .measured_start
@@ -289,26 +298,28 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<BenchOutcome> {
 }
 
 /// What [`drive`] returns: the load's output, the leader at the start, every leader seen
-/// (wall time, node, term), and the history check (when the target could be checked).
+/// (wall time, node, term), the history check (when the target could be checked), and the
+/// faults injected.
 type Driven = (
     runner::RunOutput,
     Option<String>,
     Vec<(SystemTime, u64, u64)>,
     Option<check::Report>,
+    Vec<faults::FaultRecord>,
 );
 
 /// Leader, dataset, load. Separate so the cluster is stopped whatever happens here.
 async fn drive(
     scenario: &Scenario,
     endpoints: &[String],
-    local: bool,
+    cluster: Option<Arc<Mutex<LocalCluster>>>,
     args: &BenchArgs,
     run_id: &str,
     started: SystemTime,
 ) -> anyhow::Result<Driven> {
     // A cluster we started must elect a leader first; a given one is asked only when the
     // scenario routes to the leader.
-    let leader = if local || scenario.routing == Routing::Leader {
+    let leader = if cluster.is_some() || scenario.routing == Routing::Leader {
         let l = client::wait_for_leader(endpoints, Duration::from_secs(20)).await?;
         eprintln!("loadgen: leader is {l}");
         Some(l)
@@ -352,7 +363,16 @@ async fn drive(
             dir.join("goose-report.json").display().to_string(),
         ],
         progress: args.progress,
+        start: Arc::new(OnceLock::new()),
     };
+    let injector = cluster.map(|c| {
+        tokio::spawn(faults::inject(
+            c,
+            scenario.faults.clone(),
+            plan.start.clone(),
+            scenario.load.warmup.0,
+        ))
+    });
     // Watch the leader through the run, for the report's markers (only replicas that serve
     // Admin.Status answer; a fake target simply yields no changes).
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -362,6 +382,11 @@ async fn drive(
     let _ = stop.send(true);
     let leaders = watcher.await.unwrap_or_default();
     let mut out = out?;
+    let mut fault_records = match injector {
+        Some(task) => task.await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    faults::measure_unavailability(&mut fault_records, &out.history);
     // The whole of every chat, from every replica, for the history checker.
     let finals = read_final(endpoints, &world).await;
     let checked = match finals {
@@ -371,7 +396,7 @@ async fn drive(
         }
         None => None,
     };
-    Ok((out, leader, leaders, checked))
+    Ok((out, leader, leaders, checked, fault_records))
 }
 
 /// Waits until the replicas have applied the same entries, then reads every chat whole from

@@ -14,6 +14,7 @@
 pub mod bench;
 pub mod check;
 pub mod client;
+pub mod faults;
 pub mod record;
 pub mod report;
 pub mod results;

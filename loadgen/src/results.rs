@@ -228,6 +228,9 @@ pub struct Summary {
     /// The history checker's verdict; `None` when the target could not be checked.
     #[serde(default)]
     pub check: Option<CheckSummary>,
+    /// The faults injected, with their unavailability windows.
+    #[serde(default)]
+    pub faults: Vec<crate::faults::FaultRecord>,
 }
 
 /// What summary.json keeps of the checker's report: the verdict, the counts, and the first

@@ -82,6 +82,9 @@ pub struct RunPlan {
     pub goose_reports: Vec<String>,
     /// Draw a live progress line on stderr (when it is a terminal).
     pub progress: bool,
+    /// Set when every user has started: the run's zero, from which the schedule, the
+    /// history's times and the scenario's fault times count.
+    pub start: Arc<OnceLock<Instant>>,
 }
 
 /// How well the generator kept the open model's schedule, over the measured window.
@@ -159,7 +162,7 @@ struct Ctx {
     consistency: i32,
     content: String,
     barrier: Barrier,
-    start: OnceLock<Instant>,
+    start: Arc<OnceLock<Instant>>,
     recorder: Mutex<Recorder>,
     lateness: Mutex<Histogram<u64>>,
     late: AtomicU64,
@@ -567,7 +570,7 @@ pub async fn run(plan: RunPlan) -> anyhow::Result<RunOutput> {
         },
         content,
         barrier: Barrier::new(users),
-        start: OnceLock::new(),
+        start: plan.start.clone(),
         recorder: Mutex::new(Recorder::new()),
         lateness: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3)?),
         late: AtomicU64::new(0),

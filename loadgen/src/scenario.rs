@@ -137,9 +137,9 @@ pub struct Scenario {
     /// Latency objectives per operation; a run that misses one exits non-zero.
     #[serde(default)]
     pub slo: BTreeMap<Op, Slo>,
-    /// Fault injection: not available yet (the faults issue); must be empty.
+    /// Faults injected during the load (local clusters only).
     #[serde(default)]
-    pub faults: Vec<Value>,
+    pub faults: Vec<Fault>,
 }
 
 fn default_replicas() -> u32 {
@@ -246,6 +246,84 @@ pub struct Slo {
     pub p999: Option<Dur>,
     pub p9999: Option<Dur>,
     pub max: Option<Dur>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// SIGKILL the target replica.
+    Kill,
+    /// Start a killed replica again, on the same data directory.
+    Restart,
+    /// SIGSTOP the target for `for`, then SIGCONT.
+    Pause,
+    /// Cut the target off from the other replicas for `for` (not available yet).
+    Partition,
+}
+
+/// Which replica a fault hits, resolved when the fault fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Leader,
+    Follower,
+    Node(u64),
+    /// The replica the latest `kill` hit (for `restart`).
+    Killed,
+    Minority,
+    Majority,
+}
+
+impl<'de> Deserialize<'de> for Target {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let t = s.trim();
+        Ok(match t {
+            "leader" => Target::Leader,
+            "follower" => Target::Follower,
+            "killed" => Target::Killed,
+            "minority" => Target::Minority,
+            "majority" => Target::Majority,
+            _ => match t.strip_prefix("node ").map(|n| n.trim().parse::<u64>()) {
+                Some(Ok(n)) if n > 0 => Target::Node(n),
+                _ => {
+                    return Err(serde::de::Error::custom(format!(
+                        "expected leader, follower, killed, minority, majority or node N, got '{t}'"
+                    )));
+                }
+            },
+        })
+    }
+}
+
+impl Serialize for Target {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Target::Leader => f.write_str("leader"),
+            Target::Follower => f.write_str("follower"),
+            Target::Node(n) => write!(f, "node {n}"),
+            Target::Killed => f.write_str("killed"),
+            Target::Minority => f.write_str("minority"),
+            Target::Majority => f.write_str("majority"),
+        }
+    }
+}
+
+/// One fault: at `at` (from the start of the run, warm-up included), do `action` to `target`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    pub at: Dur,
+    pub action: Action,
+    pub target: Target,
+    /// How long a pause or a partition lasts.
+    #[serde(default, rename = "for")]
+    pub duration: Option<Dur>,
 }
 
 /// A scenario error, located in its file.
@@ -457,11 +535,62 @@ impl Scenario {
                 );
             }
         }
-        if !self.faults.is_empty() {
-            err(
-                "faults",
-                "fault injection is not available yet: leave faults empty".into(),
-            );
+        let end = self.load.warmup.0 + duration;
+        for (i, f) in self.faults.iter().enumerate() {
+            let at = format!("faults.{i}");
+            if f.at.0 >= end {
+                err(
+                    &at,
+                    format!(
+                        "at {} is after the run ends ({} with warm-up)",
+                        humantime::format_duration(f.at.0),
+                        humantime::format_duration(end)
+                    ),
+                );
+            }
+            match f.action {
+                Action::Partition => err(
+                    &at,
+                    "partitions are not available yet: use kill, restart or pause".into(),
+                ),
+                Action::Pause if f.duration.is_none_or(|d| d.0.is_zero()) => {
+                    err(&at, "a pause needs `for`, how long it lasts".into())
+                }
+                Action::Kill | Action::Restart if f.duration.is_some() => {
+                    err(&at, "`for` applies to pause and partition only".into())
+                }
+                _ => {}
+            }
+            let ok_target = match f.action {
+                Action::Restart => matches!(f.target, Target::Killed | Target::Node(_)),
+                Action::Kill | Action::Pause => {
+                    matches!(
+                        f.target,
+                        Target::Leader | Target::Follower | Target::Node(_)
+                    )
+                }
+                Action::Partition => !matches!(f.target, Target::Killed),
+            };
+            if !ok_target {
+                err(
+                    &at,
+                    format!(
+                        "{} cannot target {}",
+                        serde_yaml_ng::to_string(&f.action)
+                            .unwrap_or_default()
+                            .trim(),
+                        f.target
+                    ),
+                );
+            }
+            if let Target::Node(n) = f.target
+                && n > u64::from(self.replicas)
+            {
+                err(
+                    &at,
+                    format!("node {n} does not exist with {} replicas", self.replicas),
+                );
+            }
         }
         errs
     }

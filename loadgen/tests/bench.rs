@@ -320,3 +320,56 @@ async fn a_closed_bench_drives_a_given_target() {
     assert!(r.abs_diff(w) <= 4, "{r} reads, {w} writes");
     assert!(!run.join("nodes").exists(), "no replicas of ours, no logs");
 }
+
+#[test]
+fn killing_the_leader_under_load_loses_nothing_acknowledged() {
+    let results = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .current_dir(&root)
+        .args(["bench", "--scenario", "scenarios/failover.yaml"])
+        .args(["--set", "load.duration=7s", "--set", "load.warmup=1s"])
+        .args([
+            "--set",
+            "faults=[{at: 2s, action: kill, target: leader}, {at: 5s, action: restart, target: killed}]",
+        ])
+        .arg("--results")
+        .arg(results.path())
+        .args(["--no-report", "--no-progress", "--telegraft"])
+        .arg(telegraft())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "no SLO and a clean history: exit 0\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let run = std::fs::read_dir(results.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let s = read_json(&run.join("summary.json"));
+    assert_eq!(s["check"]["verdict"], "pass", "{}", s["check"]);
+    let faults = s["faults"].as_array().unwrap();
+    assert_eq!(faults.len(), 2, "{faults:?}");
+    let (kill, restart) = (&faults[0], &faults[1]);
+    assert_eq!(
+        (kill["action"].as_str(), restart["action"].as_str()),
+        (Some("kill"), Some("restart"))
+    );
+    assert_eq!(
+        kill["node"], restart["node"],
+        "the killed replica is the one restarted"
+    );
+    assert!(kill["unavailable_ms"].as_f64().unwrap() > 0.0, "{kill}");
+    // A new leader took over after the kill.
+    let leaders = s["cluster"]["leader_changes"].as_array().unwrap();
+    assert!(leaders.len() >= 2, "{leaders:?}");
+    assert_ne!(leaders[0]["node"], leaders[1]["node"]);
+    // The restarted replica caught up: every replica answers at the end with one digest.
+    let nodes = s["cluster"]["nodes_at_end"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{nodes:?}");
+}

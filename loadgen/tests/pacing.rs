@@ -38,6 +38,7 @@ async fn run(addr: &str, yaml: &str) -> RunOutput {
         client_base: 1 << 20,
         goose_reports: vec![],
         progress: false,
+        start: Default::default(),
     })
     .await
     .unwrap()

@@ -109,6 +109,7 @@ fn fixture_run(root: &Path, id: &str, scenario: &str, replicas: u32, base_ms: u6
         versions: Versions {
             loadgen: "0.1.0".into(),
         },
+        faults: vec![],
         // One run's check found a lost message; the others have none to show.
         check: id.contains("100100Z").then(|| {
             CheckSummary::of(&check::check(&[

@@ -30,7 +30,13 @@ fn shipped_scenarios_are_valid() {
     names.sort();
     assert_eq!(
         names,
-        ["chat-default", "closed", "read-heavy", "write-burst"]
+        [
+            "chat-default",
+            "closed",
+            "failover",
+            "read-heavy",
+            "write-burst"
+        ]
     );
     let chat = Scenario::load(&dir.join("chat.yaml"), &[]).unwrap();
     assert_eq!(chat.load.model, Model::Open);

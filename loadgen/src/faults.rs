@@ -1,0 +1,206 @@
+//! Injecting the scenario's faults into a local cluster while the load runs.
+//!
+//! The launcher owns the replica processes, so faults are real signals to real processes:
+//! `kill` is SIGKILL (the data directory stays), `restart` starts the killed replica again on
+//! the same data, `pause` is SIGSTOP and, `for` later, SIGCONT. Targets are resolved when a
+//! fault fires: `leader` is the replica that calls itself leader in the highest term (asked
+//! over Admin.Status), `follower` the lowest-numbered other running replica, `killed` the
+//! replica the latest kill hit.
+//!
+//! Each fault is recorded with its time; after the run, its unavailability window is measured
+//! from the history: from the fault to the first acknowledgement of a write sent after it
+//! (a write sent before the fault may still be acknowledged just after it, which says
+//! nothing about the cluster after the fault).
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use telegraft::launcher::LocalCluster;
+
+use crate::check::{Event, Outcome};
+use crate::client;
+use crate::scenario::{Action, Fault, Target};
+
+/// A fault as it happened.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FaultRecord {
+    /// Seconds from the start of the measured window (negative during warm-up).
+    pub at_s: f64,
+    pub action: Action,
+    /// The target as the scenario named it (`leader`, `node 2`, ...).
+    pub target: String,
+    /// The replica it hit; `None` when it could not be carried out (see `error`).
+    pub node: Option<u64>,
+    /// From the fault to the first acknowledgement of a write sent after it; `None` if none
+    /// was.
+    pub unavailable_ms: Option<f64>,
+    /// Why the fault could not be carried out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Microseconds from the run's start (the history's time base).
+    #[serde(skip)]
+    pub at_us: u64,
+}
+
+/// The current leader among the running replicas, waiting up to 5 s for one.
+async fn leader(cluster: &Mutex<LocalCluster>) -> Option<u64> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let addrs: Vec<String> = {
+            let c = cluster.lock().unwrap();
+            c.running().iter().map(|id| c.addrs[id].clone()).collect()
+        };
+        let mut best: Option<(u64, u64)> = None;
+        for a in &addrs {
+            if let Ok(v) = client::status(a).await
+                && v.role == "leader"
+                && best.is_none_or(|(term, _)| v.term > term)
+            {
+                best = Some((v.term, v.node_id));
+            }
+        }
+        if let Some((_, id)) = best {
+            return Some(id);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Carries out `faults` against `cluster`, each at its time from the run's `start`, and
+/// returns what happened. Pauses are lifted before this returns.
+pub async fn inject(
+    cluster: Arc<Mutex<LocalCluster>>,
+    faults: Vec<Fault>,
+    start: Arc<OnceLock<Instant>>,
+    warmup: Duration,
+) -> Vec<FaultRecord> {
+    while start.get().is_none() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let start = *start.get().unwrap();
+    let mut faults = faults;
+    faults.sort_by_key(|f| f.at.0);
+    let mut killed: Option<u64> = None;
+    let mut records = Vec::new();
+    let mut resumes = Vec::new();
+    for f in faults {
+        tokio::time::sleep_until((start + f.at.0).into()).await;
+        let node = match f.target {
+            Target::Leader => leader(&cluster).await,
+            Target::Follower => {
+                let lead = leader(&cluster).await;
+                let running = cluster.lock().unwrap().running();
+                running.into_iter().find(|id| Some(*id) != lead)
+            }
+            Target::Node(n) => Some(n),
+            Target::Killed => killed,
+            Target::Minority | Target::Majority => None,
+        };
+        let fired = start.elapsed();
+        let result = match node {
+            None => Err(format!("no replica is {}", f.target)),
+            Some(id) => {
+                let mut c = cluster.lock().unwrap();
+                match f.action {
+                    Action::Kill => c.kill(id).map(|_| killed = Some(id)),
+                    Action::Restart => c.restart(id),
+                    Action::Pause => c.pause(id, true),
+                    Action::Partition => Err(std::io::Error::other("partitions are not available")),
+                }
+                .map_err(|e| e.to_string())
+            }
+        };
+        if let (Ok(()), Action::Pause, Some(id), Some(d)) = (&result, f.action, node, f.duration) {
+            let cluster = cluster.clone();
+            resumes.push(tokio::spawn(async move {
+                tokio::time::sleep(d.0).await;
+                let _ = cluster.lock().unwrap().pause(id, false);
+            }));
+        }
+        let at_s = fired.as_secs_f64() - warmup.as_secs_f64();
+        match &result {
+            Ok(()) => eprintln!(
+                "loadgen: {at_s:.1} s: {:?} node {}",
+                f.action,
+                node.unwrap_or(0)
+            ),
+            Err(e) => eprintln!("loadgen: {at_s:.1} s: {:?} {}: {e}", f.action, f.target),
+        }
+        records.push(FaultRecord {
+            at_s: (at_s * 1000.0).round() / 1000.0,
+            action: f.action,
+            target: f.target.to_string(),
+            node: node.filter(|_| result.is_ok()),
+            unavailable_ms: None,
+            error: result.err(),
+            at_us: fired.as_micros() as u64,
+        });
+    }
+    for r in resumes {
+        let _ = r.await;
+    }
+    records
+}
+
+/// Fills in each fault's unavailability window from the history: the time from the fault to
+/// the first acknowledgement of a write (`send_message`) sent after it.
+pub fn measure_unavailability(records: &mut [FaultRecord], history: &[Event]) {
+    for r in records.iter_mut().filter(|r| r.node.is_some()) {
+        r.unavailable_ms = history
+            .iter()
+            .filter_map(|e| match e {
+                Event::Send {
+                    outcome: Outcome::Ok,
+                    invoke_us,
+                    complete_us,
+                    ..
+                } if *invoke_us >= r.at_us => Some(*complete_us),
+                _ => None,
+            })
+            .min()
+            .map(|done| ((done - r.at_us) as f64 / 1000.0 * 10.0).round() / 10.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unavailability_runs_to_the_first_write_acknowledged_after_the_fault() {
+        let send = |done: u64, outcome| Event::Send {
+            client: 1,
+            invoke_us: done - 100,
+            complete_us: done,
+            outcome,
+            chat: 1,
+            user: 1,
+            key: format!("k{done}"),
+            sent_us: 0,
+            message_id: None,
+        };
+        let history = vec![
+            send(900_000, Outcome::Ok),
+            // Sent before the fault, acknowledged after it: does not count.
+            send(1_000_050, Outcome::Ok),
+            send(1_500_000, Outcome::Unknown),
+            send(2_300_000, Outcome::Ok),
+            send(2_100_000, Outcome::Ok),
+        ];
+        let mut records = vec![FaultRecord {
+            at_s: 1.0,
+            action: Action::Kill,
+            target: "leader".into(),
+            node: Some(1),
+            unavailable_ms: None,
+            error: None,
+            at_us: 1_000_000,
+        }];
+        measure_unavailability(&mut records, &history);
+        assert_eq!(records[0].unavailable_ms, Some(1100.0));
+    }
+}
