@@ -233,7 +233,7 @@ fn run_page(env: &Environment, run: &Run, out: &Path) -> anyhow::Result<String> 
     );
 
     // Time series, with leader changes marked.
-    let markers: Vec<Marker> = s
+    let mut markers: Vec<Marker> = s
         .cluster
         .leader_changes
         .iter()
@@ -243,6 +243,20 @@ fn run_page(env: &Environment, run: &Run, out: &Path) -> anyhow::Result<String> 
             label: format!("leader {} (term {})", c.node, c.term),
         })
         .collect();
+    // Injected faults, marked like leader changes.
+    markers.extend(s.faults.iter().filter(|f| f.node.is_some()).map(|f| {
+        Marker {
+            x: f.at_s,
+            label: format!(
+                "{} node {}",
+                serde_json::to_value(f.action)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+                f.node.unwrap_or(0)
+            ),
+        }
+    }));
     // The last row can be a partial second of calls finishing after the window: the charts
     // show the window (the CSV keeps every row).
     let window = run
@@ -360,6 +374,7 @@ fn run_page(env: &Environment, run: &Run, out: &Path) -> anyhow::Result<String> 
         errors => errors,
         leader_changes => s.cluster.leader_changes,
         check => s.check,
+        faults => s.faults,
         files => files,
     })?)
 }
