@@ -286,6 +286,18 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<BenchOutcome> {
         history.push('\n');
     }
     std::fs::write(dir.join("history.jsonl"), history)?;
+    let mut elle = String::new();
+    for op in check::to_elle(&out.history) {
+        elle.push_str(&op.to_string());
+        elle.push('\n');
+    }
+    std::fs::write(dir.join("history.elle.jsonl"), elle)?;
+    if let Some(report) = &checked {
+        std::fs::write(
+            dir.join("check.json"),
+            serde_json::to_string_pretty(report)? + "\n",
+        )?;
+    }
     results::write(
         &dir,
         &summary,

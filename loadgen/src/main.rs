@@ -66,6 +66,12 @@ enum Cmd {
         #[arg(long)]
         no_report: bool,
     },
+    /// Check a run's history (results/<run-id>/history.jsonl) for lost, phantom, duplicate,
+    /// reordered, stale and non-monotonic messages; writes check.json. Exits 4 on an anomaly.
+    Check {
+        /// The run folder.
+        run: PathBuf,
+    },
     /// Write HTML reports: a page per run and reports/index.html across runs.
     Report {
         /// Run folders, or folders of them (default: results).
@@ -188,6 +194,32 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Check { run } => match check_run(&run) {
+            Ok(r) => {
+                println!(
+                    "{}: history check {} ({} sends acknowledged, {} indeterminate, {} reads, {} messages in the final state, {} anomalies)",
+                    run.display(),
+                    r.verdict.to_uppercase(),
+                    r.counts.sends_ok,
+                    r.counts.sends_unknown,
+                    r.counts.reads,
+                    r.counts.final_messages,
+                    r.anomalies.len()
+                );
+                for a in r.anomalies.iter().take(10) {
+                    println!("  {:?} in chat {}: {} {}", a.kind, a.chat, a.key, a.detail);
+                }
+                if r.verdict == "pass" {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(CHECK_FAILED)
+                }
+            }
+            Err(e) => {
+                eprintln!("loadgen: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Report { results, out } => {
             let results = if results.is_empty() {
                 vec![PathBuf::from("results")]
@@ -240,4 +272,29 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Reads a run's history, checks it, and writes the full report to `check.json`.
+fn check_run(run: &std::path::Path) -> anyhow::Result<loadgen::check::Report> {
+    use anyhow::Context;
+    let path = run.join("history.jsonl");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut history = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        history.push(
+            serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: not a history event", path.display(), i + 1))?,
+        );
+    }
+    let report = loadgen::check::check(&history);
+    std::fs::write(
+        run.join("check.json"),
+        serde_json::to_string_pretty(&report)? + "\n",
+    )?;
+    Ok(report)
 }

@@ -234,6 +234,12 @@ fn a_short_bench_against_three_replicas_writes_the_results_contract() {
         "{check}"
     );
     assert!(stdout.contains("history check: PASS"), "{stdout}");
+    let elle = std::fs::read_to_string(dir.join("history.elle.jsonl")).unwrap();
+    assert_eq!(
+        elle.lines().count(),
+        2 * (of("send") + finals),
+        "invoke + completion each"
+    );
     // Leader changes were watched: at least the leader at the start.
     assert!(
         !s["cluster"]["leader_changes"]

@@ -244,19 +244,22 @@ fn run_page(env: &Environment, run: &Run, out: &Path) -> anyhow::Result<String> 
         })
         .collect();
     // Injected faults, marked like leader changes.
-    markers.extend(s.faults.iter().filter(|f| f.node.is_some()).map(|f| {
-        Marker {
-            x: f.at_s,
-            label: format!(
-                "{} node {}",
-                serde_json::to_value(f.action)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default(),
-                f.node.unwrap_or(0)
-            ),
-        }
-    }));
+    markers.extend(
+        s.faults
+            .iter()
+            .filter(|f| f.node.is_some())
+            .map(|f| Marker {
+                x: f.at_s,
+                label: format!(
+                    "{} node {}",
+                    serde_json::to_value(f.action)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default(),
+                    f.node.unwrap_or(0)
+                ),
+            }),
+    );
     // The last row can be a partial second of calls finishing after the window: the charts
     // show the window (the CSV keeps every row).
     let window = run
