@@ -39,6 +39,10 @@ enum Cmd {
         /// Snapshot and compact the log every N applied entries (0 disables).
         #[arg(long, default_value_t = 10_000)]
         snapshot_every: u64,
+        /// Accept Admin.SetPartition, which cuts this node off from chosen peers (for fault
+        /// injection in tests and benchmarks; never on a node others can reach).
+        #[arg(long)]
+        enable_fault_injection: bool,
     },
     /// Start N replicas on loopback and stop them all on Ctrl-C or SIGTERM.
     Cluster {
@@ -162,10 +166,12 @@ async fn real_main() -> Result<()> {
             peers,
             data_dir,
             snapshot_every,
+            enable_fault_injection,
         } => {
             let peers = parse_peers(&peers)?;
             let mut config = NodeConfig::new(id, listen, peers, data_dir);
             config.snapshot_every = snapshot_every;
+            config.fault_injection = enable_fault_injection;
             run(config, shutdown_on_signals())
                 .await
                 .context("replica failed")?;

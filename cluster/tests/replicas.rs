@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use telegraft::proto::admin::{StatusRequest, StatusResponse, admin_client::AdminClient};
+use telegraft::proto::admin::{
+    SetPartitionRequest, StatusRequest, StatusResponse, admin_client::AdminClient,
+};
 use telegraft::proto::chat::{self as api, chat_client::ChatClient};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -16,6 +18,7 @@ struct Cluster {
     dir: tempfile::TempDir,
     addrs: BTreeMap<u64, String>,
     children: BTreeMap<u64, Child>,
+    extra: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -28,6 +31,11 @@ fn free_port() -> u16 {
 
 impl Cluster {
     fn start(n: u64) -> Cluster {
+        Cluster::start_with(n, &[])
+    }
+
+    /// Starts `n` nodes, each with the `extra` arguments.
+    fn start_with(n: u64, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let addrs: BTreeMap<u64, String> = (1..=n)
             .map(|id| (id, format!("127.0.0.1:{}", free_port())))
@@ -36,6 +44,7 @@ impl Cluster {
             dir,
             addrs,
             children: BTreeMap::new(),
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         };
         for id in 1..=n {
             c.spawn(id);
@@ -69,6 +78,7 @@ impl Cluster {
             .arg("--data-dir")
             .arg(&dir)
             .args(["--snapshot-every", "16"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -639,4 +649,91 @@ fn free_port_block(n: u16) -> u16 {
         }
     }
     panic!("no block of {n} free ports");
+}
+
+async fn set_partition(cluster: &Cluster, id: u64, blocked: Vec<u64>) -> Result<(), tonic::Status> {
+    let ep = format!("http://{}", cluster.addrs[&id]);
+    let mut c = AdminClient::connect(ep).await.unwrap();
+    c.set_partition(SetPartitionRequest { blocked })
+        .await
+        .map(drop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_needs_the_flag_and_cuts_the_leader_off_until_healed() {
+    // Without --enable-fault-injection the admin RPC is refused.
+    let plain = Cluster::start(1);
+    plain.leader().await;
+    let err = set_partition(&plain, 1, vec![2]).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+    drop(plain);
+
+    let cluster = Cluster::start_with(3, &["--enable-fault-injection"]);
+    let old = cluster.leader().await;
+    let others: Vec<u64> = (1..=3).filter(|id| *id != old).collect();
+    let old_term = cluster.status(old).await.unwrap().term;
+    // Cut the leader off in both directions: it drops the others, they drop it.
+    set_partition(&cluster, old, others.clone()).await.unwrap();
+    for &id in &others {
+        set_partition(&cluster, id, vec![old]).await.unwrap();
+    }
+    // The majority elects a new leader in a later term; the old one cannot commit.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let new = loop {
+        let mut found = None;
+        for &id in &others {
+            if let Some(s) = cluster.status(id).await
+                && s.role == "leader"
+                && s.term > old_term
+            {
+                found = Some(id);
+            }
+        }
+        if let Some(id) = found {
+            break id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new leader behind the partition"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut c = cluster.chat(new).await;
+    let (user, chat) = setup_chat(&mut c).await;
+    send(
+        &mut c,
+        user,
+        chat,
+        "while partitioned",
+        api::WriteId {
+            client_id: 7,
+            sequence: 1,
+        },
+    )
+    .await;
+    // A write sent to the cut-off node does not succeed.
+    let mut cut = cluster.chat(old).await;
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        cut.create_user(api::CreateUserRequest {
+            username: "cut-off".into(),
+            write_id: None,
+        }),
+    )
+    .await;
+    assert!(
+        !matches!(r, Ok(Ok(_))),
+        "the isolated node acknowledged a write: {r:?}"
+    );
+    // Heal: everyone converges on the same state, which has the message.
+    for id in 1..=3 {
+        set_partition(&cluster, id, vec![]).await.unwrap();
+    }
+    cluster.converged().await;
+    let mut c = cluster.chat(old).await;
+    assert!(
+        messages(&mut c, user, true)
+            .await
+            .contains(&"while partitioned".to_string())
+    );
 }

@@ -46,6 +46,43 @@ pub struct NodeConfig {
     /// Log segment size in bytes.
     pub segment_bytes: u64,
     pub options: Options,
+    /// Accept Admin.SetPartition (off unless asked for: it lets anyone who reaches the port
+    /// cut this node off).
+    pub fault_injection: bool,
+}
+
+/// The fault hook of a node's transport: the peers whose Raft messages it drops.
+///
+/// A partition is made by telling every node on each side to block the other side, so the
+/// cut holds in both directions although each node only drops what it receives.
+#[derive(Debug, Default)]
+pub struct FaultHook {
+    enabled: bool,
+    blocked: std::sync::RwLock<std::collections::BTreeSet<NodeId>>,
+}
+
+impl FaultHook {
+    pub fn new(enabled: bool) -> FaultHook {
+        FaultHook {
+            enabled,
+            blocked: Default::default(),
+        }
+    }
+
+    pub fn is_blocked(&self, id: NodeId) -> bool {
+        self.blocked.read().expect("lock").contains(&id)
+    }
+
+    /// Replaces the blocked set; refused when fault injection is off.
+    pub fn set(&self, blocked: impl IntoIterator<Item = NodeId>) -> Result<(), tonic::Status> {
+        if !self.enabled {
+            return Err(tonic::Status::permission_denied(
+                "fault injection is disabled: start the node with --enable-fault-injection",
+            ));
+        }
+        *self.blocked.write().expect("lock") = blocked.into_iter().collect();
+        Ok(())
+    }
 }
 
 impl NodeConfig {
@@ -64,6 +101,7 @@ impl NodeConfig {
             snapshot_every: 10_000,
             segment_bytes: 64 << 20,
             options: Options::default(),
+            fault_injection: false,
         }
     }
 }
@@ -175,13 +213,21 @@ pub async fn run(
     );
     let node_task = tokio::spawn(actor.run(shutdown.clone()));
 
-    let chat = service::ChatService::new(node_tx.clone(), applier_tx.clone(), config.peers.clone());
+    let faults = Arc::new(FaultHook::new(config.fault_injection));
+    let chat = service::ChatService::new(
+        node_tx.clone(),
+        applier_tx.clone(),
+        config.peers.clone(),
+        faults.clone(),
+    );
     let raft = service::RaftService {
         node_tx: node_tx.clone(),
+        faults: faults.clone(),
     };
     let admin = service::AdminService {
         node_tx,
         applier_tx: Arc::new(Mutex::new(applier_tx)),
+        faults,
     };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)

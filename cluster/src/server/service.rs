@@ -15,10 +15,13 @@ use tokio::sync::{mpsc as tmpsc, oneshot};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use super::FaultHook;
 use super::applier::{ApplierMsg, Query, QueryOutput};
 use super::node::{NodeError, NodeInput};
 use crate::chat::{ChatError, Command, Outcome, Write};
-use crate::proto::admin::{StatusRequest, StatusResponse, admin_server::Admin};
+use crate::proto::admin::{
+    SetPartitionRequest, SetPartitionResponse, StatusRequest, StatusResponse, admin_server::Admin,
+};
 use crate::proto::chat::chat_client::ChatClient;
 use crate::proto::chat::chat_server::Chat;
 use crate::proto::chat::*;
@@ -58,6 +61,7 @@ pub struct ChatService {
     applier_tx: Arc<Mutex<mpsc::Sender<ApplierMsg>>>,
     peer_addrs: Arc<BTreeMap<NodeId, String>>,
     clients: Arc<Mutex<HashMap<NodeId, ChatClient<Channel>>>>,
+    faults: Arc<FaultHook>,
 }
 
 enum Route<T> {
@@ -90,12 +94,14 @@ impl ChatService {
         node_tx: tmpsc::UnboundedSender<NodeInput>,
         applier_tx: mpsc::Sender<ApplierMsg>,
         peer_addrs: BTreeMap<NodeId, String>,
+        faults: Arc<FaultHook>,
     ) -> ChatService {
         ChatService {
             node_tx,
             applier_tx: Arc::new(Mutex::new(applier_tx)),
             peer_addrs: Arc::new(peer_addrs),
             clients: Arc::new(Mutex::new(HashMap::new())),
+            faults,
         }
     }
 
@@ -129,6 +135,9 @@ impl ChatService {
             match op().await? {
                 Ok(v) => return Ok(Route::Done(v)),
                 Err(NodeError::NotLeader { leader: Some(l) }) if !forwarded => {
+                    if self.faults.is_blocked(l) {
+                        return Err(Status::unavailable("partitioned from the leader"));
+                    }
                     return Ok(Route::Forward(l));
                 }
                 Err(NodeError::NotLeader { .. }) if start.elapsed() < LEADER_WAIT => {
@@ -378,6 +387,7 @@ impl Chat for ChatService {
 /// Peer transport: decodes a batch of Raft messages into the node's inbox.
 pub struct RaftService {
     pub node_tx: tmpsc::UnboundedSender<NodeInput>,
+    pub faults: Arc<FaultHook>,
 }
 
 #[tonic::async_trait]
@@ -386,6 +396,10 @@ impl Raft for RaftService {
         for bytes in req.into_inner().messages {
             let env: Envelope = postcard::from_bytes(&bytes)
                 .map_err(|e| Status::invalid_argument(format!("bad message: {e}")))?;
+            // A partition (fault injection): the message is lost on the way.
+            if self.faults.is_blocked(env.from) {
+                continue;
+            }
             self.node_tx
                 .send(NodeInput::Peer(env))
                 .map_err(|_| Status::unavailable("node stopped"))?;
@@ -405,6 +419,9 @@ impl Raft for RaftService {
             if env.is_none() {
                 let e: Envelope = postcard::from_bytes(&chunk.message)
                     .map_err(|e| Status::invalid_argument(format!("bad snapshot header: {e}")))?;
+                if self.faults.is_blocked(e.from) {
+                    return Err(Status::unavailable("partitioned"));
+                }
                 env = Some(e);
             }
             data.extend_from_slice(&chunk.data);
@@ -426,10 +443,19 @@ impl Raft for RaftService {
 pub struct AdminService {
     pub node_tx: tmpsc::UnboundedSender<NodeInput>,
     pub applier_tx: Arc<Mutex<mpsc::Sender<ApplierMsg>>>,
+    pub faults: Arc<FaultHook>,
 }
 
 #[tonic::async_trait]
 impl Admin for AdminService {
+    async fn set_partition(
+        &self,
+        req: Request<SetPartitionRequest>,
+    ) -> Result<Response<SetPartitionResponse>, Status> {
+        self.faults.set(req.into_inner().blocked)?;
+        Ok(Response::new(SetPartitionResponse {}))
+    }
+
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let (reply, rx) = oneshot::channel();
         self.node_tx
