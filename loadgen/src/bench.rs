@@ -170,7 +170,15 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<BenchOutcome> {
         None => {
             let exe = find_telegraft(args.telegraft.as_deref())?;
             let base = free_ports(replicas as u16)?;
-            let c = LocalCluster::start(&exe, u64::from(replicas), base, &dir.join("data"), &[])
+            // Partitions go through an admin RPC each replica refuses unless asked to allow it.
+            let extra: Vec<String> = scenario
+                .faults
+                .iter()
+                .any(|f| f.action == crate::scenario::Action::Partition)
+                .then(|| "--enable-fault-injection".to_string())
+                .into_iter()
+                .collect();
+            let c = LocalCluster::start(&exe, u64::from(replicas), base, &dir.join("data"), &extra)
                 .with_context(|| format!("starting {replicas} replicas of {}", exe.display()))?;
             let endpoints = c.addrs.values().cloned().collect();
             local = Some(Arc::new(Mutex::new(c)));

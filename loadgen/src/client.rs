@@ -97,6 +97,19 @@ pub async fn status(addr: &str) -> anyhow::Result<NodeView> {
     })
 }
 
+/// Tells a replica to drop Raft messages from `blocked` (fault injection; an empty list
+/// heals). The replica must have been started with `--enable-fault-injection`.
+pub async fn set_partition(addr: &str, blocked: Vec<u64>) -> anyhow::Result<()> {
+    let channel = endpoint(addr)?
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await?;
+    AdminClient::new(channel)
+        .set_partition(telegraft::proto::admin::SetPartitionRequest { blocked })
+        .await?;
+    Ok(())
+}
+
 /// Waits until one replica is leader and every replica that answers agrees on it; returns
 /// the leader's address. Fails after `timeout`, saying what each replica last reported.
 pub async fn wait_for_leader(addrs: &[String], timeout: Duration) -> anyhow::Result<String> {

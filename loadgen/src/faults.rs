@@ -2,7 +2,10 @@
 //!
 //! The launcher owns the replica processes, so faults are real signals to real processes:
 //! `kill` is SIGKILL (the data directory stays), `restart` starts the killed replica again on
-//! the same data, `pause` is SIGSTOP and, `for` later, SIGCONT. Targets are resolved when a
+//! the same data, `pause` is SIGSTOP and, `for` later, SIGCONT. A `partition` goes through
+//! each replica's fault hook (Admin.SetPartition, enabled by `--enable-fault-injection`, which
+//! the launcher passes only when the scenario has partitions): the cut-off side drops every
+//! Raft message from the rest and the rest from it, until `for` later every replica heals. Targets are resolved when a
 //! fault fires: `leader` is the replica that calls itself leader in the highest term (asked
 //! over Admin.Status), `follower` the lowest-numbered other running replica, `killed` the
 //! replica the latest kill hit.
@@ -100,6 +103,37 @@ pub async fn inject(
             Target::Killed => killed,
             Target::Minority | Target::Majority => None,
         };
+        if f.action == Action::Partition {
+            let result = partition(&cluster, f.target).await;
+            // The cut is in place once every replica has its blocked set.
+            let fired = start.elapsed();
+            let at_s = fired.as_secs_f64() - warmup.as_secs_f64();
+            match &result {
+                Ok(side) => eprintln!("loadgen: {at_s:.1} s: partition {side:?} from the rest"),
+                Err(e) => eprintln!("loadgen: {at_s:.1} s: partition {}: {e}", f.target),
+            }
+            if let (Ok(_), Some(d)) = (&result, f.duration) {
+                let cluster = cluster.clone();
+                resumes.push(tokio::spawn(async move {
+                    tokio::time::sleep(d.0).await;
+                    let addrs: Vec<String> =
+                        cluster.lock().unwrap().addrs.values().cloned().collect();
+                    for a in addrs {
+                        let _ = client::set_partition(&a, vec![]).await;
+                    }
+                }));
+            }
+            records.push(FaultRecord {
+                at_s: (at_s * 1000.0).round() / 1000.0,
+                action: f.action,
+                target: f.target.to_string(),
+                node: result.as_ref().ok().and_then(|side| side.first().copied()),
+                unavailable_ms: None,
+                error: result.err(),
+                at_us: fired.as_micros() as u64,
+            });
+            continue;
+        }
         let fired = start.elapsed();
         let result = match node {
             None => Err(format!("no replica is {}", f.target)),
@@ -144,6 +178,54 @@ pub async fn inject(
         let _ = r.await;
     }
     records
+}
+
+/// Cuts one side off from the rest: `leader`, `follower` or `node N` alone; `minority`, the
+/// leader with followers up to a minority; `majority`, the leader with followers up to a
+/// majority (so the followers outside it are the ones cut off). Returns the side.
+async fn partition(cluster: &Mutex<LocalCluster>, target: Target) -> Result<Vec<u64>, String> {
+    let all: Vec<u64> = cluster.lock().unwrap().addrs.keys().copied().collect();
+    let n = all.len();
+    let lead = leader(cluster).await;
+    let side: Vec<u64> = match target {
+        Target::Node(id) => vec![id],
+        Target::Leader => vec![lead.ok_or("no leader")?],
+        Target::Follower => vec![
+            *all.iter()
+                .find(|id| Some(**id) != lead)
+                .ok_or("no follower")?,
+        ],
+        Target::Minority | Target::Majority => {
+            let size = if target == Target::Minority {
+                (n - 1) / 2
+            } else {
+                n / 2 + 1
+            };
+            let mut side: Vec<u64> = lead.into_iter().collect();
+            side.extend(
+                all.iter()
+                    .filter(|id| Some(**id) != lead)
+                    .take(size.saturating_sub(side.len())),
+            );
+            side
+        }
+        Target::Killed => return Err("a partition cannot target killed".into()),
+    };
+    if side.is_empty() || side.len() >= n {
+        return Err(format!("{target} gives no partition of {n} replicas"));
+    }
+    let addrs = cluster.lock().unwrap().addrs.clone();
+    for (id, addr) in &addrs {
+        let blocked: Vec<u64> = if side.contains(id) {
+            all.iter().filter(|o| !side.contains(o)).copied().collect()
+        } else {
+            side.clone()
+        };
+        client::set_partition(addr, blocked)
+            .await
+            .map_err(|e| format!("node {id}: {e:#}"))?;
+    }
+    Ok(side)
 }
 
 /// Fills in each fault's unavailability window from the history: the time from the fault to

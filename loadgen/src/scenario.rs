@@ -257,7 +257,7 @@ pub enum Action {
     Restart,
     /// SIGSTOP the target for `for`, then SIGCONT.
     Pause,
-    /// Cut the target off from the other replicas for `for` (not available yet).
+    /// Cut the target's side off from the other replicas for `for`, in both directions.
     Partition,
 }
 
@@ -549,12 +549,11 @@ impl Scenario {
                 );
             }
             match f.action {
-                Action::Partition => err(
-                    &at,
-                    "partitions are not available yet: use kill, restart or pause".into(),
-                ),
-                Action::Pause if f.duration.is_none_or(|d| d.0.is_zero()) => {
-                    err(&at, "a pause needs `for`, how long it lasts".into())
+                Action::Pause | Action::Partition if f.duration.is_none_or(|d| d.0.is_zero()) => {
+                    err(
+                        &at,
+                        "a pause or a partition needs `for`, how long it lasts".into(),
+                    )
                 }
                 Action::Kill | Action::Restart if f.duration.is_some() => {
                     err(&at, "`for` applies to pause and partition only".into())

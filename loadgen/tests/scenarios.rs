@@ -34,6 +34,7 @@ fn shipped_scenarios_are_valid() {
             "chat-default",
             "closed",
             "failover",
+            "partition",
             "read-heavy",
             "write-burst"
         ]
