@@ -146,11 +146,7 @@ fn main() -> ExitCode {
                                 counts.sends_unknown,
                                 counts.reads,
                                 counts.final_messages,
-                                if c.anomalies_total > 0 {
-                                    format!(", {} anomalies", c.anomalies_total)
-                                } else {
-                                    String::new()
-                                }
+                                anomaly_counts(&counts.anomalies)
                             );
                             for a in c.anomalies.iter().take(5) {
                                 println!(
@@ -197,14 +193,14 @@ fn main() -> ExitCode {
         Cmd::Check { run } => match check_run(&run) {
             Ok(r) => {
                 println!(
-                    "{}: history check {} ({} sends acknowledged, {} indeterminate, {} reads, {} messages in the final state, {} anomalies)",
+                    "{}: history check {} ({} sends acknowledged, {} indeterminate, {} reads, {} messages in the final state{})",
                     run.display(),
                     r.verdict.to_uppercase(),
                     r.counts.sends_ok,
                     r.counts.sends_unknown,
                     r.counts.reads,
                     r.counts.final_messages,
-                    r.anomalies.len()
+                    anomaly_counts(&r.counts.anomalies)
                 );
                 for a in r.anomalies.iter().take(10) {
                     println!("  {:?} in chat {}: {} {}", a.kind, a.chat, a.key, a.detail);
@@ -297,4 +293,22 @@ fn check_run(run: &std::path::Path) -> anyhow::Result<loadgen::check::Report> {
         serde_json::to_string_pretty(&report)? + "\n",
     )?;
     Ok(report)
+}
+
+/// `; anomalies: lost 2, stale_local 40 (allowed by local reads)`, or nothing.
+fn anomaly_counts(counts: &std::collections::BTreeMap<String, u64>) -> String {
+    if counts.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = counts
+        .iter()
+        .map(|(k, n)| {
+            if k == "stale_local" {
+                format!("{k} {n} (allowed by local reads)")
+            } else {
+                format!("{k} {n}")
+            }
+        })
+        .collect();
+    format!("; anomalies: {}", parts.join(", "))
 }

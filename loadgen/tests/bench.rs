@@ -379,3 +379,57 @@ fn killing_the_leader_under_load_loses_nothing_acknowledged() {
     let nodes = s["cluster"]["nodes_at_end"].as_array().unwrap();
     assert_eq!(nodes.len(), 3, "{nodes:?}");
 }
+
+#[test]
+fn local_reads_under_a_partition_are_flagged_stale() {
+    let results = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .current_dir(&root)
+        .args(["bench", "--scenario", "scenarios/partition.yaml"])
+        .args(["--set", "load.duration=8s", "--set", "load.warmup=1s"])
+        .args(["--set", "reads.consistency=local"])
+        .args([
+            "--set",
+            "faults=[{at: 3s, action: partition, target: leader, for: 3s}]",
+        ])
+        .arg("--results")
+        .arg(results.path())
+        .args(["--no-report", "--no-progress", "--telegraft"])
+        .arg(telegraft())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "stale local reads do not fail the run\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let run = std::fs::read_dir(results.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let s = read_json(&run.join("summary.json"));
+    let check = &s["check"];
+    // The cut-off leader kept serving its old state to the clients connected to it.
+    assert!(
+        check["counts"]["anomalies"]["stale_local"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{check}"
+    );
+    // Nothing else: no acknowledged message lost, no divergence once healed.
+    assert_eq!(check["verdict"], "pass", "{check}");
+    assert_eq!(
+        check["counts"]["anomalies"].as_object().unwrap().len(),
+        1,
+        "{check}"
+    );
+    let fault = &s["faults"][0];
+    assert_eq!(fault["action"], "partition");
+    assert!(fault["node"].as_u64().is_some(), "{fault}");
+    assert!(stdout.contains("stale_local"), "{stdout}");
+}
