@@ -419,8 +419,9 @@ async fn drive(
     Ok((out, leader, leaders, checked, fault_records))
 }
 
-/// Waits until the replicas have applied the same entries, then reads every chat whole from
-/// each of them (LOCAL reads: each replica's own state). `None` when the target does not
+/// Waits until the replicas have applied the same entries, then records each replica's state
+/// digest and reads every chat whole: once linearizably, then from each replica's own state
+/// (LOCAL). `None` when the target does not
 /// answer Admin.Status (not a telegraft cluster): there is nothing to check against.
 async fn read_final(endpoints: &[String], world: &world::World) -> Option<Vec<Event>> {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
@@ -444,19 +445,35 @@ async fn read_final(endpoints: &[String], world: &world::World) -> Option<Vec<Ev
     }
     let mut events = Vec::new();
     for addr in endpoints {
-        let Ok(mut c) = client::connect(addr).await else {
+        if let Ok(v) = client::status(addr).await {
+            events.push(Event::Digest {
+                replica: addr.clone(),
+                applied_index: v.applied_index,
+                digest: v.state_digest,
+            });
+        }
+    }
+    // Each chat linearizably (through the leader), then from every replica's own state.
+    let reads = std::iter::once((endpoints[0].clone(), PbConsistency::Linearizable))
+        .chain(endpoints.iter().map(|a| (a.clone(), PbConsistency::Local)));
+    for (addr, consistency) in reads {
+        let Ok(mut c) = client::connect(&addr).await else {
             continue;
+        };
+        let replica = match consistency {
+            PbConsistency::Linearizable => format!("{addr} (linearizable)"),
+            _ => addr.clone(),
         };
         for (chat, member) in world.chats_with_a_member() {
             let req = GetMessagesRequest {
                 user_id: member,
                 messages_after: Some(prost_types::Timestamp::default()),
-                consistency: PbConsistency::Local as i32,
+                consistency: consistency as i32,
             };
             if let Ok(r) = client::with_timeout(Duration::from_secs(10), c.get_messages(req)).await
             {
                 events.push(Event::Final {
-                    replica: addr.clone(),
+                    replica: replica.clone(),
                     chat,
                     messages: runner::seen(&r.messages)
                         .into_iter()

@@ -85,6 +85,12 @@ pub enum Event {
         chat: u64,
         messages: Vec<Seen>,
     },
+    /// A replica's state digest after the load, once the replicas applied the same entries.
+    Digest {
+        replica: String,
+        applied_index: u64,
+        digest: String,
+    },
 }
 
 /// The kind of an anomaly.
@@ -226,6 +232,34 @@ pub fn check(history: &[Event]) -> Report {
                 .map(|(i, m)| (m.key.as_str(), i))
                 .collect(),
         );
+    }
+
+    // The replicas' whole states must be equal too.
+    let digests: Vec<(&str, u64, &str)> = history
+        .iter()
+        .filter_map(|e| match e {
+            Event::Digest {
+                replica,
+                applied_index,
+                digest,
+            } => Some((replica.as_str(), *applied_index, digest.as_str())),
+            _ => None,
+        })
+        .collect();
+    if let Some(first) = digests.first() {
+        for d in &digests[1..] {
+            if (d.1, d.2) != (first.1, first.2) {
+                out.push(Anomaly {
+                    kind: Kind::Divergent,
+                    chat: 0,
+                    key: String::new(),
+                    detail: format!(
+                        "state digest of {} at index {} is {}, of {} at index {} is {}",
+                        d.0, d.1, d.2, first.0, first.1, first.2
+                    ),
+                });
+            }
+        }
     }
 
     // Lost: acknowledged, but not in the final list of its chat.
@@ -722,6 +756,21 @@ mod tests {
             ops.windows(2)
                 .all(|w| w[0]["time"].as_u64() <= w[1]["time"].as_u64())
         );
+    }
+
+    #[test]
+    fn replicas_with_different_state_digests_are_divergent() {
+        let digest = |replica: &str, d: &str| Event::Digest {
+            replica: replica.into(),
+            applied_index: 40,
+            digest: d.into(),
+        };
+        let mut h = clean();
+        h.push(digest("r1", "abc"));
+        h.push(digest("r2", "abc"));
+        assert_eq!(kinds(&h), vec![]);
+        h.push(digest("r3", "abd"));
+        assert_eq!(kinds(&h), vec![Kind::Divergent]);
     }
 
     #[test]

@@ -224,9 +224,11 @@ fn a_short_bench_against_three_replicas_writes_the_results_contract() {
     assert!(of("send") > 0 && of("read") > 0, "{} events", events.len());
     let finals = of("final");
     assert!(
-        finals >= 3 * 20 && finals % 3 == 0,
-        "every chat (20 and those created during the load) from each of 3 replicas: {finals}"
+        finals >= 4 * 20 && finals % 4 == 0,
+        "every chat (20 and those created during the load), linearizably and from each of 3 \
+         replicas: {finals}"
     );
+    assert_eq!(of("digest"), 3, "each replica's state digest");
     let check = &s["check"];
     assert_eq!(check["verdict"], "pass", "{check}");
     assert!(
