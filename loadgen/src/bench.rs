@@ -426,10 +426,7 @@ async fn drive(
 async fn read_final(endpoints: &[String], world: &world::World) -> Option<Vec<Event>> {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let mut views = Vec::new();
-        for addr in endpoints {
-            views.extend(client::status(addr).await.ok());
-        }
+        let views = client::statuses(endpoints).await;
         if views.is_empty() {
             return None;
         }
@@ -443,16 +440,15 @@ async fn read_final(endpoints: &[String], world: &world::World) -> Option<Vec<Ev
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut events = Vec::new();
-    for addr in endpoints {
-        if let Ok(v) = client::status(addr).await {
-            events.push(Event::Digest {
-                replica: addr.clone(),
-                applied_index: v.applied_index,
-                digest: v.state_digest,
-            });
-        }
-    }
+    let mut events: Vec<Event> = client::statuses(endpoints)
+        .await
+        .into_iter()
+        .map(|v| Event::Digest {
+            replica: v.addr,
+            applied_index: v.applied_index,
+            digest: v.state_digest,
+        })
+        .collect();
     // Each chat linearizably (through the leader), then from every replica's own state.
     let reads = std::iter::once((endpoints[0].clone(), PbConsistency::Linearizable))
         .chain(endpoints.iter().map(|a| (a.clone(), PbConsistency::Local)));
@@ -493,15 +489,8 @@ async fn watch_leader(
 ) -> Vec<(SystemTime, u64, u64)> {
     let mut seen: Vec<(SystemTime, u64, u64)> = Vec::new();
     loop {
-        let mut views = Vec::new();
-        for addr in &endpoints {
-            views.extend(client::status(addr).await.ok());
-        }
-        // The leader: the replica calling itself leader in the highest term.
-        if let Some(v) = views
-            .into_iter()
-            .filter(|v| v.role == "leader")
-            .max_by_key(|v| v.term)
+        let views = client::statuses(&endpoints).await;
+        if let Some(v) = client::newest_leader(&views)
             && seen
                 .last()
                 .is_none_or(|&(_, id, term)| (id, term) != (v.node_id, v.term))
@@ -516,21 +505,19 @@ async fn watch_leader(
 }
 
 async fn final_status(endpoints: &[String]) -> Vec<NodeEnd> {
-    let mut nodes = Vec::new();
-    for addr in endpoints {
-        if let Ok(v) = client::status(addr).await {
-            nodes.push(NodeEnd {
-                node_id: v.node_id,
-                addr: v.addr,
-                role: v.role,
-                term: v.term,
-                commit_index: v.commit_index,
-                applied_index: v.applied_index,
-                state_digest: v.state_digest,
-            });
-        }
-    }
-    nodes
+    client::statuses(endpoints)
+        .await
+        .into_iter()
+        .map(|v| NodeEnd {
+            node_id: v.node_id,
+            addr: v.addr,
+            role: v.role,
+            term: v.term,
+            commit_index: v.commit_index,
+            applied_index: v.applied_index,
+            state_digest: v.state_digest,
+        })
+        .collect()
 }
 
 /// Moves each replica's log to `nodes/node-N.log` and removes its data unless asked to keep it.

@@ -110,6 +110,24 @@ pub async fn set_partition(addr: &str, blocked: Vec<u64>) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// The status of each of `addrs` that answers.
+pub async fn statuses(addrs: &[String]) -> Vec<NodeView> {
+    let mut views = Vec::new();
+    for addr in addrs {
+        views.extend(status(addr).await.ok());
+    }
+    views
+}
+
+/// The replica that calls itself leader in the highest term (a deposed leader that has not
+/// noticed yet is in an older term).
+pub fn newest_leader(views: &[NodeView]) -> Option<&NodeView> {
+    views
+        .iter()
+        .filter(|v| v.role == "leader")
+        .max_by_key(|v| v.term)
+}
+
 /// Waits until one replica is leader and every replica that answers agrees on it; returns
 /// the leader's address. Fails after `timeout`, saying what each replica last reported.
 pub async fn wait_for_leader(addrs: &[String], timeout: Duration) -> anyhow::Result<String> {

@@ -54,17 +54,8 @@ async fn leader(cluster: &Mutex<LocalCluster>) -> Option<u64> {
             let c = cluster.lock().unwrap();
             c.running().iter().map(|id| c.addrs[id].clone()).collect()
         };
-        let mut best: Option<(u64, u64)> = None;
-        for a in &addrs {
-            if let Ok(v) = client::status(a).await
-                && v.role == "leader"
-                && best.is_none_or(|(term, _)| v.term > term)
-            {
-                best = Some((v.term, v.node_id));
-            }
-        }
-        if let Some((_, id)) = best {
-            return Some(id);
+        if let Some(v) = client::newest_leader(&client::statuses(&addrs).await) {
+            return Some(v.node_id);
         }
         if Instant::now() > deadline {
             return None;
