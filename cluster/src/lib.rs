@@ -7,10 +7,12 @@
 //! - [`storage`]: the durable Raft log (checksummed segments, group commit), hard state and
 //!   snapshots.
 //! - [`chat`]: the chat state machine on SQLite.
+//! - [`admin`]: asking replicas for their status and who leads (one rule for every caller).
 //! - [`proto`]: the gRPC API (chat, Raft peer transport, admin).
 //! - [`server`]: one replica process (actors and gRPC services); [`launcher`]: a local
 //!   cluster of replica processes.
 
+pub mod admin;
 pub mod chat;
 pub mod launcher;
 pub mod proto;

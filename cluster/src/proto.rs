@@ -15,3 +15,66 @@ pub mod admin {
 /// The encoded descriptors of every service, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/telegraft_descriptor.bin"));
+
+impl From<crate::raft::Role> for admin::RoleKind {
+    fn from(role: crate::raft::Role) -> Self {
+        match role {
+            crate::raft::Role::Follower => admin::RoleKind::Follower,
+            crate::raft::Role::Candidate => admin::RoleKind::Candidate,
+            crate::raft::Role::Leader => admin::RoleKind::Leader,
+        }
+    }
+}
+
+/// Conversions between protobuf `Timestamp`s, microseconds since the Unix epoch (what the
+/// state machine stores and the load generator records) and `SystemTime`: one definition for
+/// the server, the CLI and the load generator.
+pub mod time {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use prost_types::Timestamp;
+
+    /// Microseconds since the epoch; saturates rather than overflowing on absurd input.
+    pub fn micros(ts: &Timestamp) -> i64 {
+        ts.seconds
+            .saturating_mul(1_000_000)
+            .saturating_add(i64::from(ts.nanos / 1000))
+    }
+
+    /// The timestamp `us` microseconds after the epoch (negative is before it).
+    pub fn from_micros(us: i64) -> Timestamp {
+        Timestamp {
+            seconds: us.div_euclid(1_000_000),
+            nanos: (us.rem_euclid(1_000_000) * 1000) as i32,
+        }
+    }
+
+    /// Microseconds since the epoch of a wall-clock time (0 before the epoch).
+    pub fn unix_micros(t: SystemTime) -> i64 {
+        t.duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+    }
+
+    /// A wall-clock time as a timestamp.
+    pub fn from_system_time(t: SystemTime) -> Timestamp {
+        from_micros(unix_micros(t))
+    }
+
+    /// Now, as a timestamp.
+    pub fn now() -> Timestamp {
+        from_system_time(SystemTime::now())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn micros_round_trip_on_both_sides_of_the_epoch() {
+            for us in [0, 1, 999_999, 1_000_000, 1_700_000_000_123_456, -1, -1_500_000] {
+                assert_eq!(micros(&from_micros(us)), us, "{us}");
+            }
+            assert_eq!(micros(&Timestamp { seconds: i64::MAX, nanos: 0 }), i64::MAX);
+        }
+    }
+}

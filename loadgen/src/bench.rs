@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use telegraft::admin;
 use telegraft::launcher::LocalCluster;
 
 use crate::check::{self, Event};
@@ -340,7 +341,10 @@ async fn drive(
     // A cluster we started must elect a leader first; a given one is asked only when the
     // scenario routes to the leader.
     let leader = if cluster.is_some() || scenario.routing == Routing::Leader {
-        let l = client::wait_for_leader(endpoints, Duration::from_secs(20)).await?;
+        let l = admin::wait_for_leader(endpoints, Duration::from_secs(20))
+            .await
+            .map_err(anyhow::Error::msg)?
+            .addr;
         eprintln!("loadgen: leader is {l}");
         Some(l)
     } else {
@@ -426,7 +430,7 @@ async fn drive(
 async fn read_final(endpoints: &[String], world: &world::World) -> Option<Vec<Event>> {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let views = client::statuses(endpoints).await;
+        let views = admin::statuses(endpoints).await;
         if views.is_empty() {
             return None;
         }
@@ -440,7 +444,7 @@ async fn read_final(endpoints: &[String], world: &world::World) -> Option<Vec<Ev
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut events: Vec<Event> = client::statuses(endpoints)
+    let mut events: Vec<Event> = admin::statuses(endpoints)
         .await
         .into_iter()
         .map(|v| Event::Digest {
@@ -489,8 +493,8 @@ async fn watch_leader(
 ) -> Vec<(SystemTime, u64, u64)> {
     let mut seen: Vec<(SystemTime, u64, u64)> = Vec::new();
     loop {
-        let views = client::statuses(&endpoints).await;
-        if let Some(v) = client::newest_leader(&views)
+        let views = admin::statuses(&endpoints).await;
+        if let Some(v) = admin::newest_leader(&views)
             && seen
                 .last()
                 .is_none_or(|&(_, id, term)| (id, term) != (v.node_id, v.term))
@@ -505,13 +509,13 @@ async fn watch_leader(
 }
 
 async fn final_status(endpoints: &[String]) -> Vec<NodeEnd> {
-    client::statuses(endpoints)
+    admin::statuses(endpoints)
         .await
         .into_iter()
         .map(|v| NodeEnd {
             node_id: v.node_id,
             addr: v.addr,
-            role: v.role,
+            role: v.role_name().to_string(),
             term: v.term,
             commit_index: v.commit_index,
             applied_index: v.applied_index,

@@ -1,4 +1,5 @@
-//! Talking to the cluster: gRPC connections, leader discovery, and what a failed call counts as.
+//! Talking to the cluster: gRPC connections and what a failed call counts as. Status polls and
+//! leader discovery are the cluster crate's ([`telegraft::admin`]), one rule for every caller.
 //!
 //! Every load-generating user owns one HTTP/2 connection (a tonic [`Channel`]) to one replica,
 //! so the load is spread like real clients' would be and no connection is a shared bottleneck.
@@ -6,10 +7,8 @@
 //! answered, or `Timeout` when the generator gave up waiting (`load.timeout`). Errors are
 //! counted by that name in results; none is dropped.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use telegraft::proto::admin::StatusRequest;
-use telegraft::proto::admin::admin_client::AdminClient;
 use telegraft::proto::chat::chat_client::ChatClient;
 use tonic::transport::{Channel, Endpoint};
 
@@ -58,109 +57,6 @@ pub async fn connect(addr: &str) -> anyhow::Result<ChatClient<Channel>> {
         .await
         .map_err(|e| anyhow::anyhow!("connecting to {addr}: {e}"))?;
     Ok(ChatClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
-}
-
-/// One replica's view, from its Admin.Status.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeView {
-    pub addr: String,
-    pub node_id: u64,
-    pub role: String,
-    pub term: u64,
-    pub leader_id: u64,
-    pub commit_index: u64,
-    pub applied_index: u64,
-    pub state_digest: String,
-    pub pid: u32,
-}
-
-/// Asks one replica for its status.
-pub async fn status(addr: &str) -> anyhow::Result<NodeView> {
-    let channel = endpoint(addr)?
-        .timeout(Duration::from_secs(2))
-        .connect()
-        .await?;
-    let s = AdminClient::new(channel)
-        .status(StatusRequest {})
-        .await?
-        .into_inner();
-    Ok(NodeView {
-        addr: addr.to_string(),
-        node_id: s.node_id,
-        role: s.role,
-        term: s.term,
-        leader_id: s.leader_id,
-        commit_index: s.commit_index,
-        applied_index: s.applied_index,
-        state_digest: s.state_digest,
-        pid: s.pid,
-    })
-}
-
-/// Tells a replica to drop Raft messages from `blocked` (fault injection; an empty list
-/// heals). The replica must have been started with `--enable-fault-injection`.
-pub async fn set_partition(addr: &str, blocked: Vec<u64>) -> anyhow::Result<()> {
-    let channel = endpoint(addr)?
-        .timeout(Duration::from_secs(2))
-        .connect()
-        .await?;
-    AdminClient::new(channel)
-        .set_partition(telegraft::proto::admin::SetPartitionRequest { blocked })
-        .await?;
-    Ok(())
-}
-
-/// The status of each of `addrs` that answers.
-pub async fn statuses(addrs: &[String]) -> Vec<NodeView> {
-    let mut views = Vec::new();
-    for addr in addrs {
-        views.extend(status(addr).await.ok());
-    }
-    views
-}
-
-/// The replica that calls itself leader in the highest term (a deposed leader that has not
-/// noticed yet is in an older term).
-pub fn newest_leader(views: &[NodeView]) -> Option<&NodeView> {
-    views
-        .iter()
-        .filter(|v| v.role == "leader")
-        .max_by_key(|v| v.term)
-}
-
-/// Waits until one replica is leader and every replica that answers agrees on it; returns
-/// the leader's address. Fails after `timeout`, saying what each replica last reported.
-pub async fn wait_for_leader(addrs: &[String], timeout: Duration) -> anyhow::Result<String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let mut views = Vec::new();
-        let mut last = Vec::new();
-        for addr in addrs {
-            match status(addr).await {
-                Ok(v) => {
-                    last.push(format!("{addr}: {} term {}", v.role, v.term));
-                    views.push(v);
-                }
-                Err(e) => last.push(format!("{addr}: {e}")),
-            }
-        }
-        if let Some(leader) = views.iter().find(|v| v.role == "leader") {
-            let agreed = views
-                .iter()
-                .all(|v| v.leader_id == leader.node_id && v.term == leader.term);
-            if agreed && views.len() * 2 > addrs.len() {
-                return Ok(leader.addr.clone());
-            }
-        }
-        if Instant::now() >= deadline {
-            anyhow::bail!(
-                "no leader after {}: {}",
-                humantime::format_duration(timeout),
-                last.join("; ")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Runs a call with the generator's timeout; a late answer is a [`Failure::Timeout`].

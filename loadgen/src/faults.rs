@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use telegraft::admin;
 use telegraft::launcher::LocalCluster;
 
 use crate::check::{Event, Outcome};
@@ -54,7 +55,7 @@ async fn leader(cluster: &Mutex<LocalCluster>) -> Option<u64> {
             let c = cluster.lock().unwrap();
             c.running().iter().map(|id| c.addrs[id].clone()).collect()
         };
-        if let Some(v) = client::newest_leader(&client::statuses(&addrs).await) {
+        if let Some(v) = admin::newest_leader(&admin::statuses(&addrs).await) {
             return Some(v.node_id);
         }
         if Instant::now() > deadline {
@@ -110,7 +111,7 @@ pub async fn inject(
                     let addrs: Vec<String> =
                         cluster.lock().unwrap().addrs.values().cloned().collect();
                     for a in addrs {
-                        let _ = client::set_partition(&a, vec![]).await;
+                        let _ = admin::set_partition(&a, vec![]).await;
                     }
                 }));
             }
@@ -212,7 +213,7 @@ async fn partition(cluster: &Mutex<LocalCluster>, target: Target) -> Result<Vec<
         } else {
             side.clone()
         };
-        client::set_partition(addr, blocked)
+        admin::set_partition(addr, blocked)
             .await
             .map_err(|e| format!("node {id}: {e:#}"))?;
     }

@@ -20,7 +20,8 @@ use super::applier::{ApplierMsg, Query, QueryOutput};
 use super::node::{NodeError, NodeInput};
 use crate::chat::{ChatError, Command, Outcome, Write};
 use crate::proto::admin::{
-    SetPartitionRequest, SetPartitionResponse, StatusRequest, StatusResponse, admin_server::Admin,
+    RoleKind, SetPartitionRequest, SetPartitionResponse, StatusRequest, StatusResponse,
+    admin_server::Admin,
 };
 use crate::proto::chat::chat_client::ChatClient;
 use crate::proto::chat::chat_server::Chat;
@@ -483,12 +484,8 @@ impl Admin for AdminService {
         };
         Ok(Response::new(StatusResponse {
             node_id: s.id,
-            role: match s.role {
-                Role::Leader => "leader",
-                Role::Follower => "follower",
-                Role::Candidate => "candidate",
-            }
-            .into(),
+            role: s.role.to_string(),
+            role_kind: RoleKind::from(s.role).into(),
             term: s.term,
             leader_id: s.leader.unwrap_or(0),
             commit_index: s.commit_index,
