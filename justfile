@@ -12,17 +12,24 @@ default:
     @just --list
 
 # Ends with one line counting every test (the 300-seed simulator sweep counts as one).
+# Tests build in the release profile, like `just bench`, so a newcomer's first two commands
+# compile the dependencies once. `scripts/setup.sh` installs Chromium first when it is missing.
 # Run every test: unit, proptest, golden scripts, simulator, real replicas, load generator.
 test:
     #!/usr/bin/env bash
     set -euo pipefail
+    bash scripts/setup.sh
     log="$(mktemp)"
     trap 'rm -f "$log"' EXIT
-    cargo test --workspace --all-targets 2>&1 | tee "$log"
-    cargo run --quiet --bin raft-sim -- --seeds 300
+    cargo test --release --workspace --all-targets 2>&1 | tee "$log"
+    cargo run --quiet --release --bin raft-sim -- --seeds 300
     passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
     failed=$(grep -Eo '^test result: .*; ([0-9]+) failed' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
     echo "tests: $((passed + 1)) passed, $failed failed"
+
+# Install what the tests need beyond Rust (Chromium for the report test), when it is missing.
+setup:
+    bash scripts/setup.sh
 
 # Run the Raft simulator: `just sim seeds=5000`, or replay one seed with its trace: `just sim seed=S`.
 sim *args:
@@ -148,9 +155,9 @@ sweep *args:
 
 # Check scenario files (all of scenarios/ by default): `just validate scenarios/chat.yaml --set load.rate=800`.
 validate *args:
-    cargo run --quiet --bin loadgen -- validate {{ if args == "" { "scenarios/*.yaml" } else { args } }}
+    cargo run --quiet --release --bin loadgen -- validate {{ if args == "" { "scenarios/*.yaml" } else { args } }}
 
 # Check formatting and lints.
 lint:
     cargo fmt --all -- --check
-    cargo clippy --workspace --all-targets -- -D warnings
+    cargo clippy --release --workspace --all-targets -- -D warnings
