@@ -1,19 +1,20 @@
-//! The simulated world: nodes with disks, a faulty network, clients, and the fault schedule.
+//! One simulation run: replicas (each a [`SimNode`] with a state machine and a clock), a
+//! faulty network, clients, and the fault schedule.
 //!
 //! Time advances in 1 ms steps. In each step, in this order: faults may be injected (chaos
 //! phase only), messages due now are delivered, storage writes due now complete, nodes whose
 //! clock fires tick, idle clients issue operations, and nodes compact their logs. Every node
 //! step is followed by draining the node's outputs and checking invariants.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::checker::{Checker, LogView};
+use super::host::SimNode;
 use crate::raft::{
-    Entry, Envelope, Error, HardState, Index, Message, Node, NodeId, Options, Output, Restored,
-    Role, Snapshot, Term, WriteId,
+    Entry, Envelope, Error, HardState, Index, Message, Node, NodeId, Options, Output, Role, Term,
 };
 
 /// What to simulate. Per-seed parameters (cluster size, fault rates) are drawn from the seed
@@ -86,66 +87,21 @@ struct Params {
     in_flight_survives_cuts: bool,
 }
 
-struct Disk {
-    hard_state: HardState,
-    snapshot: Snapshot,
-    entries: Vec<Entry>,
-}
-
-struct SimNode {
-    id: NodeId,
-    core: Option<Node>,
-    disk: Disk,
-    /// Entry writes issued, completing in order: (due time, entries).
-    writes: VecDeque<(u64, WriteId, Vec<Entry>)>,
+/// The simulator's stand-in for a replica process: the node and its disk, plus what the
+/// process around the core holds (the state machine, the clients' pending requests, a clock).
+struct SimReplica {
+    node: SimNode,
     /// The state machine: appended values, and the index applied.
     values: Vec<u64>,
     applied: Index,
     /// Writes proposed here: index -> (client, term).
     proposals: BTreeMap<Index, (usize, Term)>,
-    /// Reads registered here: read id -> client.
     /// Reads registered here: read id -> (client, highest leader term known when it arrived).
     reads: HashMap<u64, (usize, Term)>,
-    /// Completed writes whose report to the core is still to come.
-    late_reports: Vec<WriteId>,
+    /// The node ticks when `(now + tick_phase)` is a multiple of `tick_every`: clocks differ.
     tick_every: u64,
     tick_phase: u64,
     restart_at: Option<u64>,
-    incarnation: u64,
-}
-
-impl SimNode {
-    /// Whether this node's log holds entry (`index`, `term`), and where it ends, in memory
-    /// and on disk.
-    fn log_view(&self, index: Index, term: Term) -> LogView {
-        let memory = self.core.as_ref().map(|c| {
-            let log = c.log();
-            let holds = index <= log.snapshot().index || log.term(index) == Some(term);
-            (holds, (log.last_term(), log.last_index()))
-        });
-        let d = &self.disk;
-        let disk_term = |i: Index| -> Option<Term> {
-            if i == d.snapshot.index {
-                Some(d.snapshot.term)
-            } else if i > d.snapshot.index {
-                d.entries
-                    .get((i - d.snapshot.index - 1) as usize)
-                    .map(|e| e.term)
-            } else {
-                None
-            }
-        };
-        let holds = index <= d.snapshot.index || disk_term(index) == Some(term);
-        let last = d
-            .entries
-            .last()
-            .map_or((d.snapshot.term, d.snapshot.index), |e| (e.term, e.index));
-        LogView {
-            id: self.id,
-            memory,
-            disk: (holds, last),
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -171,12 +127,13 @@ struct Op {
     in_flight: bool,
 }
 
-struct World {
+/// The state of one seed's run.
+struct Simulation {
     cfg: SimConfig,
     params: Params,
     rng: ChaCha8Rng,
     now: u64,
-    nodes: Vec<SimNode>,
+    nodes: Vec<SimReplica>,
     members: Vec<NodeId>,
     network: BTreeMap<(u64, u64), Envelope>,
     net_seq: u64,
@@ -244,7 +201,7 @@ pub fn run_seed(seed: u64, cfg: &SimConfig) -> SeedReport {
     cfg.options.max_inflight = [1, 4, 64][rng.random_range(0..3)];
     let cfg = &cfg;
     let members: Vec<NodeId> = (1..=n as NodeId).collect();
-    let mut world = World {
+    let mut sim = Simulation {
         cfg: cfg.clone(),
         params,
         rng,
@@ -264,31 +221,22 @@ pub fn run_seed(seed: u64, cfg: &SimConfig) -> SeedReport {
         healing: false,
     };
     for &id in &members {
-        let tick_every = world.rng.random_range(9..12);
-        let tick_phase = world.rng.random_range(0..tick_every);
-        world.nodes.push(SimNode {
-            id,
-            core: None,
-            disk: Disk {
-                hard_state: HardState::default(),
-                snapshot: Snapshot::default(),
-                entries: vec![],
-            },
-            writes: VecDeque::new(),
+        let tick_every = sim.rng.random_range(9..12);
+        let tick_phase = sim.rng.random_range(0..tick_every);
+        sim.nodes.push(SimReplica {
+            node: SimNode::new(id),
             values: vec![],
             applied: 0,
             proposals: BTreeMap::new(),
             reads: HashMap::new(),
-            late_reports: Vec::new(),
             tick_every,
             tick_phase,
             restart_at: None,
-            incarnation: 0,
         });
-        world.start_node(id as usize - 1);
+        sim.start_node(id as usize - 1);
     }
-    for _ in 0..world.params.clients {
-        world.clients.push(Client {
+    for _ in 0..sim.params.clients {
+        sim.clients.push(Client {
             op: None,
             next_at: 0,
             leader_guess: None,
@@ -296,20 +244,20 @@ pub fn run_seed(seed: u64, cfg: &SimConfig) -> SeedReport {
     }
     let params = format!(
         "{:?}, max_append_entries {}, max_inflight {}",
-        world.params, cfg.options.max_append_entries, cfg.options.max_inflight
+        sim.params, cfg.options.max_append_entries, cfg.options.max_inflight
     );
-    world.log(|| format!("cluster of {n} nodes, {params}"));
-    world.run();
+    sim.log(|| format!("cluster of {n} nodes, {params}"));
+    sim.run();
     SeedReport {
         seed,
         nodes: n,
-        violations: std::mem::take(&mut world.checker.violations),
-        trace: world.trace,
-        stats: world.stats,
+        violations: std::mem::take(&mut sim.checker.violations),
+        trace: sim.trace,
+        stats: sim.stats,
     }
 }
 
-impl World {
+impl Simulation {
     fn log(&mut self, line: impl FnOnce() -> String) {
         if self.cfg.trace {
             let line = format!("{:>6}ms {}", self.now, line());
@@ -340,7 +288,7 @@ impl World {
                     let views: Vec<LogView> = self
                         .nodes
                         .iter()
-                        .map(|n| n.log_view(index, entry_term))
+                        .map(|n| n.node.log_view(index, entry_term))
                         .collect();
                     self.checker.check_commit_safe(index, commit_term, &views);
                 }
@@ -366,9 +314,9 @@ impl World {
             let status: Vec<String> = self
                 .nodes
                 .iter()
-                .map(|n| match &n.core {
+                .map(|n| match n.node.core() {
                     Some(c) => format!("{:?}", c.status()),
-                    None => format!("n{} down", n.id),
+                    None => format!("n{} down", n.node.id()),
                 })
                 .collect();
             let busy = self.clients.iter().filter(|c| c.op.is_some()).count();
@@ -391,7 +339,7 @@ impl World {
         self.params.long_delay = 0.0;
         self.log(|| "heal: partitions removed, crashed nodes restart, no more loss".into());
         for i in 0..self.nodes.len() {
-            if self.nodes[i].core.is_none() {
+            if !self.nodes[i].node.is_up() {
                 self.start_node(i);
             }
         }
@@ -406,7 +354,7 @@ impl World {
         let statuses: Vec<_> = match self
             .nodes
             .iter()
-            .map(|n| n.core.as_ref().map(|c| c.status()))
+            .map(|n| n.node.core().map(|c| c.status()))
             .collect::<Option<Vec<_>>>()
         {
             Some(s) => s,
@@ -414,7 +362,7 @@ impl World {
         };
         let leaders: Vec<_> = statuses.iter().filter(|s| s.role == Role::Leader).collect();
         let [leader] = leaders[..] else { return false };
-        let Some(core) = self.nodes[leader.id as usize - 1].core.as_ref() else {
+        let Some(core) = self.nodes[leader.id as usize - 1].node.core() else {
             return false;
         };
         if core.log().term(leader.commit_index) != Some(leader.term) {
@@ -427,30 +375,20 @@ impl World {
 
     fn start_node(&mut self, i: usize) {
         let durable_sm = self.params.durable_state_machine;
-        let node = &mut self.nodes[i];
-        node.incarnation += 1;
-        if !durable_sm || node.applied < node.disk.snapshot.index {
-            node.values = decode(&node.disk.snapshot.data);
-            node.applied = node.disk.snapshot.index;
+        let replica = &mut self.nodes[i];
+        let snapshot = &replica.node.disk().snapshot;
+        if !durable_sm || replica.applied < snapshot.index {
+            replica.values = decode(&snapshot.data);
+            replica.applied = snapshot.index;
         }
-        let restored = Restored {
-            hard_state: node.disk.hard_state,
-            snapshot: node.disk.snapshot.clone(),
-            entries: node.disk.entries.clone(),
-            applied: node.applied,
-        };
-        node.restart_at = None;
+        replica.restart_at = None;
         let rng = ChaCha8Rng::seed_from_u64(self.rng.random());
-        let id = node.id;
-        node.core = Some(Node::new(
-            id,
-            &self.members,
-            restored,
-            self.cfg.options.clone(),
-            Box::new(rng),
-        ));
-        let last = node.disk.snapshot.index + node.disk.entries.len() as u64;
-        let term = node.disk.hard_state.term;
+        let options = self.cfg.options.clone();
+        replica
+            .node
+            .start(&self.members, replica.applied, options, Box::new(rng));
+        let (id, disk) = (replica.node.id(), replica.node.disk());
+        let (term, last) = (disk.hard_state.term, disk.last().1);
         self.log(|| format!("n{id} starts (term {term}, log to {last})"));
     }
 
@@ -462,18 +400,16 @@ impl World {
             1500
         };
         let downtime = self.rng.random_range(20..max_downtime);
-        let node = &mut self.nodes[i];
-        node.core = None;
-        node.writes.clear();
-        node.late_reports.clear();
-        node.proposals.clear();
-        node.reads.clear();
+        let replica = &mut self.nodes[i];
+        replica.node.crash();
+        replica.proposals.clear();
+        replica.reads.clear();
         if !self.params.durable_state_machine {
-            node.values.clear();
+            replica.values.clear();
         }
-        node.restart_at = Some(self.now + downtime);
+        replica.restart_at = Some(self.now + downtime);
         self.stats.crashes += 1;
-        let id = node.id;
+        let id = replica.node.id();
         self.log(|| format!("n{id} crashes (unfinished writes lost), restarts in {downtime}ms"));
     }
 
@@ -481,7 +417,7 @@ impl World {
         let n = self.nodes.len();
         if self.rng.random_bool(self.params.crash_per_ms) {
             let i = self.rng.random_range(0..n);
-            if self.nodes[i].core.is_some() {
+            if self.nodes[i].node.is_up() {
                 self.crash(i);
             }
         }
@@ -544,7 +480,7 @@ impl World {
                 self.log(|| format!("drop (partition) {env}"));
                 continue;
             }
-            if self.nodes[i].core.is_none() {
+            if !self.nodes[i].node.is_up() {
                 continue;
             }
             self.log(|| format!("recv {env}"));
@@ -554,30 +490,14 @@ impl World {
 
     fn complete_writes(&mut self) {
         for i in 0..self.nodes.len() {
-            for id in std::mem::take(&mut self.nodes[i].late_reports) {
-                if self.nodes[i].core.is_some() {
-                    self.with_core(i, |mut core| {
-                        core.persisted(id);
-                        core
-                    });
-                }
+            // A crash discards late reports along with the core, so the node is up here.
+            for id in self.nodes[i].node.take_late_reports() {
+                self.with_core(i, |mut core| {
+                    core.persisted(id);
+                    core
+                });
             }
-            while self.nodes[i]
-                .writes
-                .front()
-                .is_some_and(|(due, _, _)| *due <= self.now)
-            {
-                let (_, id, entries) = self.nodes[i].writes.pop_front().expect("front exists");
-                let disk = &mut self.nodes[i].disk;
-                let first = entries[0].index;
-                let keep = first.saturating_sub(disk.snapshot.index + 1) as usize;
-                disk.entries.truncate(keep.min(disk.entries.len()));
-                for e in &entries {
-                    if e.index > disk.snapshot.index {
-                        assert_eq!(e.index, disk.snapshot.index + disk.entries.len() as u64 + 1);
-                        disk.entries.push(e.clone());
-                    }
-                }
+            while let Some(id) = self.nodes[i].node.complete_write(self.now) {
                 self.with_core(i, |mut core| {
                     core.persisted(id);
                     core
@@ -589,56 +509,47 @@ impl World {
     fn tick(&mut self) {
         for i in 0..self.nodes.len() {
             let n = &self.nodes[i];
-            if n.core.is_some() && (self.now + n.tick_phase).is_multiple_of(n.tick_every) {
+            if n.node.is_up() && (self.now + n.tick_phase).is_multiple_of(n.tick_every) {
                 self.with_core(i, |core| core.tick());
             }
         }
     }
 
     fn compact(&mut self) {
-        for i in 0..self.nodes.len() {
-            let node = &self.nodes[i];
-            let Some(core) = &node.core else { continue };
+        for replica in &mut self.nodes {
+            let Some(core) = replica.node.core() else {
+                continue;
+            };
             let snap = core.log().snapshot().index;
-            if node.applied >= snap + self.params.compact_every {
-                let index = node.applied;
-                let data = encode(&node.values);
-                let term = core.log().term(index).expect("applied entry in log");
-                let node = &mut self.nodes[i];
-                node.core
-                    .as_mut()
-                    .expect("up")
-                    .compact(index, data.clone())
+            if replica.applied >= snap + self.params.compact_every {
+                let data = encode(&replica.values);
+                replica
+                    .node
+                    .compact(replica.applied, data)
                     .expect("valid compaction");
-                let keep_from = (index - node.disk.snapshot.index) as usize;
-                node.disk
-                    .entries
-                    .drain(..keep_from.min(node.disk.entries.len()));
-                node.disk.snapshot = Snapshot { index, term, data };
             }
         }
     }
 
     /// What the core calls durable must be on disk: the last 100 persisted entries match.
     fn check_durable(&mut self) {
-        for node in &self.nodes {
-            let Some(core) = &node.core else { continue };
+        for replica in &self.nodes {
+            let Some(core) = replica.node.core() else {
+                continue;
+            };
             let log = core.log();
-            let d = &node.disk;
+            let d = replica.node.disk();
             let persisted = log.persisted();
             let from = (persisted.saturating_sub(100))
                 .max(d.snapshot.index)
                 .max(log.snapshot().index)
                 + 1;
             for index in from..=persisted {
-                let on_disk = d
-                    .entries
-                    .get((index - d.snapshot.index - 1) as usize)
-                    .map(|e| e.term);
+                let on_disk = d.term(index);
                 if on_disk != log.term(index) {
                     self.checker.violations.push(format!(
                         "n{} reports entry {index} durable (term {:?}) but the disk holds {:?}",
-                        node.id,
+                        replica.node.id(),
                         log.term(index),
                         on_disk
                     ));
@@ -649,7 +560,7 @@ impl World {
     }
 
     fn check_logs_match(&mut self) {
-        let cores: Vec<&Node> = self.nodes.iter().filter_map(|n| n.core.as_ref()).collect();
+        let cores: Vec<&Node> = self.nodes.iter().filter_map(|n| n.node.core()).collect();
         for a in 0..cores.len() {
             for b in a + 1..cores.len() {
                 self.checker.logs_match(cores[a], cores[b]);
@@ -659,33 +570,31 @@ impl World {
 
     /// Runs one step of node `i`'s core, then drains its outputs and checks invariants.
     fn with_core(&mut self, i: usize, f: impl FnOnce(Node) -> Node) {
-        let core = self.nodes[i].core.take().expect("node is up");
-        let st = core.status();
+        let st = self.nodes[i].node.core().expect("node is up").status();
         let before = Some((st.role, st.term, st.commit_index, st.applied_index));
-        let mut core = f(core);
-        let after = core.status();
+        let outputs = self.nodes[i].node.step(f);
+        let after = self.nodes[i].node.core().expect("node is up").status();
         if after.role == Role::Leader && (st.role != Role::Leader || st.term != after.term) {
             self.stats.leaders_elected += 1;
             self.log(|| format!("n{} becomes leader of term {}", after.id, after.term));
         }
-        let outputs = core.take_outputs();
-        let new_commits = self.checker.after_step(&core, before);
-        self.nodes[i].core = Some(core);
+        let core = self.nodes[i].node.core().expect("node is up");
+        let new_commits = self.checker.after_step(core, before);
         if let Some((from, to, term)) = new_commits {
             for j in 0..self.nodes.len() {
-                if let Some(other) = &self.nodes[j].core {
+                if let Some(other) = self.nodes[j].node.core() {
                     self.checker.check_holds(other, from, to, term);
                 }
             }
             let entry_term = self.nodes[i]
-                .core
-                .as_ref()
+                .node
+                .core()
                 .and_then(|c| c.log().term(to))
                 .expect("committed entry");
             let views: Vec<LogView> = self
                 .nodes
                 .iter()
-                .map(|n| n.log_view(to, entry_term))
+                .map(|n| n.node.log_view(to, entry_term))
                 .collect();
             self.checker.check_commit_safe(to, term, &views);
         }
@@ -695,42 +604,36 @@ impl World {
     }
 
     fn output(&mut self, i: usize, out: Output) {
-        let id = self.nodes[i].id;
+        let id = self.nodes[i].node.id();
         if self.cfg.trace && !matches!(out, Output::Send(_)) {
             self.log(|| format!("n{id} {out}"));
         }
         match out {
             Output::HardState(hs) => {
-                let old = self.nodes[i].disk.hard_state;
+                let old = self.nodes[i].node.disk().hard_state;
                 self.checker.hard_state(id, old, hs);
-                self.nodes[i].disk.hard_state = hs;
+                self.nodes[i].node.persist_hard_state(hs);
             }
             Output::Append { id: write, entries } => {
                 self.checker.entries_written(id, &entries);
                 let due = self.now + self.rng.random_range(0..=self.params.disk_delay);
-                let due = due.max(self.nodes[i].writes.back().map_or(0, |w| w.0));
-                self.nodes[i].writes.push_back((due, write, entries));
+                self.nodes[i].node.queue_write(due, write, entries);
             }
             Output::Restore(snapshot) => {
                 self.stats.snapshots_installed += 1;
                 self.checker.snapshot(id, &snapshot, state_of);
-                let node = &mut self.nodes[i];
-                // Storage performs writes in order: those queued before the install land
-                // first (and are then replaced); their completion is reported afterwards.
-                let queued: Vec<WriteId> = node.writes.drain(..).map(|w| w.1).collect();
-                node.late_reports.extend(queued);
-                node.values = decode(&snapshot.data);
-                node.applied = snapshot.index;
-                let stale: Vec<Index> = node
+                let replica = &mut self.nodes[i];
+                replica.values = decode(&snapshot.data);
+                replica.applied = snapshot.index;
+                let stale: Vec<Index> = replica
                     .proposals
                     .range(..=snapshot.index)
                     .map(|(k, _)| *k)
                     .collect();
-                node.disk.entries.clear();
-                node.disk.snapshot = snapshot;
+                replica.node.install(snapshot);
                 let clients: Vec<usize> = stale
                     .iter()
-                    .filter_map(|index| node.proposals.remove(index))
+                    .filter_map(|index| replica.proposals.remove(index))
                     .map(|p| p.0)
                     .collect();
                 for client in clients {
@@ -748,7 +651,7 @@ impl World {
                         term: env.term,
                         vote: Some(env.to),
                     };
-                    let disk = self.nodes[i].disk.hard_state;
+                    let disk = self.nodes[i].node.disk().hard_state;
                     if disk != want {
                         self.checker.violations.push(format!(
                             "n{id} granted a vote to n{} in term {} without persisting it (disk \
@@ -781,12 +684,12 @@ impl World {
                 for e in entries {
                     let expected = self.nodes[i].applied + 1;
                     self.checker.applied(id, expected, &e);
-                    let node = &mut self.nodes[i];
-                    node.applied = e.index;
+                    let replica = &mut self.nodes[i];
+                    replica.applied = e.index;
                     if let Some(c) = &e.command {
-                        node.values.push(value_of(c));
+                        replica.values.push(value_of(c));
                     }
-                    if let Some((client, term)) = node.proposals.remove(&e.index) {
+                    if let Some((client, term)) = replica.proposals.remove(&e.index) {
                         if term == e.term {
                             self.checker.write_acked(e.index);
                             self.stats.writes_acked += 1;
@@ -798,20 +701,20 @@ impl World {
                 }
             }
             Output::ReadReady { id: read, index } => {
-                let node = &self.nodes[i];
-                if node.applied < index {
+                let replica = &self.nodes[i];
+                if replica.applied < index {
                     let msg = format!(
                         "n{id} was told to serve read {read} at {index} before applying it ({})",
-                        node.applied
+                        replica.applied
                     );
                     self.checker.violations.push(msg);
                 }
-                let served_at = node.applied;
+                let served_at = replica.applied;
                 if let Some((client, newest_term)) = self.nodes[i].reads.remove(&read) {
                     let required = self.clients[client].op.as_ref().map_or(0, |o| o.required);
                     self.checker.read_served(id, read, served_at, required);
                     // A quorum that elected a newer leader cannot confirm an older one's read.
-                    let term = self.nodes[i].core.as_ref().map_or(0, |c| c.term());
+                    let term = self.nodes[i].node.core().map_or(0, |c| c.term());
                     if term < newest_term {
                         self.checker.violations.push(format!(
                             "deposed leader: n{id} (term {term}) served read {read}, which arrived \
@@ -856,9 +759,9 @@ impl World {
             if timed_out {
                 // Indeterminate: the write may still commit. Retrying appends the value again,
                 // which the list model tolerates (acknowledgement is what is checked).
-                for node in &mut self.nodes {
-                    node.proposals.retain(|_, (client, _)| *client != c);
-                    node.reads.retain(|_, (client, _)| *client != c);
+                for replica in &mut self.nodes {
+                    replica.proposals.retain(|_, (client, _)| *client != c);
+                    replica.reads.retain(|_, (client, _)| *client != c);
                 }
                 self.retry(c, "timed out");
             }
@@ -897,7 +800,7 @@ impl World {
             _ => self.rng.random_range(1..=n as NodeId),
         };
         let i = target as usize - 1;
-        let Some(core) = self.nodes[i].core.as_mut() else {
+        let Some(core) = self.nodes[i].node.core_mut() else {
             self.clients[c].leader_guess = None;
             self.clients[c].next_at = self.now + self.rng.random_range(1..20);
             return;
