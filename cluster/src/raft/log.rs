@@ -22,7 +22,7 @@
 
 use std::collections::VecDeque;
 
-use super::message::{Entry, Index, Snapshot, Term, WriteId};
+use super::message::{AppendId, Entry, Index, Snapshot, Term};
 
 #[derive(Clone, Debug)]
 pub struct Log {
@@ -32,9 +32,9 @@ pub struct Log {
     persisted: Index,
     commit: Index,
     applied: Index,
-    /// Writes handed to storage and not yet reported complete: (id, first index).
-    pending_writes: VecDeque<(WriteId, Index)>,
-    next_write: WriteId,
+    /// Appends handed to storage and not yet reported complete: (id, first index).
+    pending_appends: VecDeque<(AppendId, Index)>,
+    next_append: AppendId,
 }
 
 impl Log {
@@ -59,8 +59,8 @@ impl Log {
             applied,
             snapshot,
             entries,
-            pending_writes: VecDeque::new(),
-            next_write: 1,
+            pending_appends: VecDeque::new(),
+            next_append: 1,
         }
     }
 
@@ -202,25 +202,25 @@ impl Log {
     }
 
     /// Entries not yet handed to storage, as a numbered write; marks them handed.
-    pub fn take_unissued(&mut self) -> Option<(WriteId, Vec<Entry>)> {
+    pub fn take_unissued(&mut self) -> Option<(AppendId, Vec<Entry>)> {
         if self.issued >= self.last_index() {
             return None;
         }
         let out = self.slice(self.issued + 1, usize::MAX, usize::MAX);
         self.issued = self.last_index();
-        let id = self.next_write;
-        self.next_write += 1;
-        self.pending_writes.push_back((id, out[0].index));
+        let id = self.next_append;
+        self.next_append += 1;
+        self.pending_appends.push_back((id, out[0].index));
         Some((id, out))
     }
 
     /// Storage reports every write up to `id` complete. What is durable is what completed
     /// writes put there and no queued write will overwrite. Returns whether `persisted` grew.
-    pub fn persisted_to(&mut self, id: WriteId) -> bool {
-        while self.pending_writes.front().is_some_and(|(w, _)| *w <= id) {
-            self.pending_writes.pop_front();
+    pub fn persisted_to(&mut self, id: AppendId) -> bool {
+        while self.pending_appends.front().is_some_and(|(w, _)| *w <= id) {
+            self.pending_appends.pop_front();
         }
-        let durable = match self.pending_writes.iter().map(|(_, first)| *first).min() {
+        let durable = match self.pending_appends.iter().map(|(_, first)| *first).min() {
             Some(first) => (first - 1).min(self.issued),
             None => self.issued,
         };
@@ -280,7 +280,7 @@ impl Log {
         self.commit = index;
         self.applied = index;
         // The driver orders the install after every earlier write (or cancels them).
-        self.pending_writes.clear();
+        self.pending_appends.clear();
     }
 }
 

@@ -1,5 +1,5 @@
 //! The vocabulary of the Raft core: identifiers, log entries, peer messages, and the
-//! inputs and outputs exchanged with whoever drives the core (the node actor or the simulator).
+//! inputs and outputs exchanged with whoever drives the core (the core actor or the simulator).
 //!
 //! Everything here is plain data. Messages are addressed with an [`Envelope`] that carries the
 //! sender's term, so term handling happens once, in one place, before a role sees the message.
@@ -18,8 +18,14 @@ pub type Index = u64;
 pub type ReadId = u64;
 /// A leader's read-confirmation round. Followers echo the latest round they saw.
 pub type ReadSeq = u64;
-/// Numbers the core's storage writes; storage reports completion by the highest id done.
-pub type WriteId = u64;
+/// Numbers the core's storage appends (`Output::Append`); storage reports completion by the
+/// highest one done. Not to be confused with a client's exactly-once id (`WriteId` in
+/// `chat.proto`, [`crate::chat`]'s session sequence): this one never leaves the process.
+pub type AppendId = u64;
+/// The old name of [`AppendId`], kept only until the simulator (edited separately) moves to
+/// the new one.
+#[doc(hidden)]
+pub type WriteId = AppendId;
 
 /// A log entry. `command` is `None` for the no-op a new leader appends to commit its term.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,7 +145,7 @@ pub enum Output {
     /// Persist these entries, first discarding any stored entry at or after the first one's
     /// index. Asynchronous: writes complete in `id` order; report completion with
     /// `persisted(id)` (one report may cover several writes).
-    Append { id: WriteId, entries: Vec<Entry> },
+    Append { id: AppendId, entries: Vec<Entry> },
     /// Replace the state machine and the whole log with this snapshot. Synchronous, like
     /// `HardState`.
     Restore(Snapshot),

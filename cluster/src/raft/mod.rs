@@ -1,6 +1,6 @@
 //! A synchronous, deterministic Raft core: no I/O, no clock, no threads.
 //!
-//! The core is a state machine. Its driver (the node actor in production, the simulator and
+//! The core is a state machine. Its driver (the core actor in production, the simulator and
 //! golden scripts in tests) feeds it inputs and acts on its outputs:
 //!
 //! | input                          | method                     |
@@ -26,8 +26,9 @@
 //!   The hard state may travel through the storage writer's queue, as long as the driver
 //!   waits for it before going on.
 //! - `Output::Append { id, entries }` is asynchronous: the driver may act on later outputs at
-//!   once. Writes must complete in `id` order (one queue), and completion is reported with
-//!   [`Node::persisted`]`(id)`, which covers every earlier write too. A write that fails must
+//!   once. Appends are numbered ([`AppendId`]) and must complete in `id` order (one queue),
+//!   and completion is reported with [`Node::persisted`]`(id)`, which covers every earlier
+//!   append too. A write that fails must
 //!   stop the process: the core cannot be told "not durable". An index counts as durable
 //!   only when no queued write will still overwrite it, so a truncated-then-re-added entry is
 //!   never claimed early. The core never emits a message that depends on an unfinished write:
@@ -68,7 +69,7 @@
 //! - Batching: proposals since the last `take_outputs` become one `Output::Append` (one
 //!   storage write) and at most one `Append` message per follower window.
 //! - Pipelining: per-follower progress with up to `max_inflight` appends in flight
-//!   ([`progress`]), so replication is not one round trip per batch.
+//!   (`progress.rs`), so replication is not one round trip per batch.
 //! - Reads: one confirmation round in flight at a time; reads arriving meanwhile share the
 //!   next round, so read throughput does not cost a round trip per read.
 //! - Fast backtracking: rejections carry the conflicting term and its first index.
@@ -78,10 +79,11 @@
 //! Pre-vote and check-quorum (thesis 9.6, 6.2): a node that lost contact cannot disrupt a
 //! healthy leader when it returns, and a leader that lost its quorum steps down.
 
-pub mod log;
-pub mod message;
-pub mod node;
-pub mod progress;
+mod log;
+mod message;
+mod node;
+mod progress;
 
+pub use log::Log;
 pub use message::*;
-pub use node::{Error, Node, Options, PlantedBugs, Restored};
+pub use node::{Candidate, Error, Follower, Leader, Node, Options, PlantedBugs, RawNode, Restored};

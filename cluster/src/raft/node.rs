@@ -14,7 +14,7 @@ use super::log::Log;
 use super::message::*;
 use super::progress::{Progress, ProgressState};
 
-/// Tunables. Time is counted in ticks; the node actor ticks every 10 ms, so the defaults
+/// Tunables. Time is counted in ticks; the core actor ticks every 10 ms, so the defaults
 /// give a 50 ms heartbeat and a 150-300 ms randomized election timeout (paper 9.3).
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -317,7 +317,7 @@ impl Node {
     }
 
     /// Storage reports every write up to `id` (from `Output::Append`) complete and durable.
-    pub fn persisted(&mut self, id: WriteId) {
+    pub fn persisted(&mut self, id: AppendId) {
         match self {
             Node::Follower(n) => {
                 if n.log.persisted_to(id) {
