@@ -134,10 +134,11 @@ impl LogStore {
     }
 
     /// Writes entries, first discarding any stored entry at or after the first one's index.
-    /// Not durable until [`LogStore::sync`].
-    pub fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+    /// Not durable until [`LogStore::sync`]. Returns the bytes written (records with their
+    /// framing), for the storage writer's counters.
+    pub fn append(&mut self, entries: &[Entry]) -> Result<u64, StorageError> {
         let Some(head) = entries.first() else {
-            return Ok(());
+            return Ok(0);
         };
         if self.positions.is_empty() {
             // Empty log (fresh, or everything compacted): the next entry may start anywhere.
@@ -157,6 +158,7 @@ impl LogStore {
             });
         }
         let mut buf = Vec::new();
+        let mut written = 0;
         for e in entries {
             if self.file_len + buf.len() as u64 >= self.segment_bytes {
                 self.write_buf(&mut buf)?;
@@ -167,6 +169,7 @@ impl LogStore {
             buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
             buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
             buf.extend_from_slice(&payload);
+            written += 8 + payload.len() as u64;
             if self.positions.is_empty() {
                 self.first = e.index;
             }
@@ -175,7 +178,8 @@ impl LogStore {
                 self.write_buf(&mut buf)?;
             }
         }
-        self.write_buf(&mut buf)
+        self.write_buf(&mut buf)?;
+        Ok(written)
     }
 
     fn write_buf(&mut self, buf: &mut Vec<u8>) -> Result<(), StorageError> {

@@ -1,5 +1,6 @@
-//! Durable state of one replica: the Raft log ([`log`]), the hard state (term and vote) and
-//! the latest snapshot.
+//! Durable state of one replica: the Raft log ([`LogStore`]), the hard state (term and vote)
+//! and the latest snapshot; and, at startup, their reconciliation with the state machine
+//! ([`reconcile`]).
 //!
 //! Layout of a data directory:
 //! ```text
@@ -14,7 +15,8 @@
 //! Every I/O error is returned as a [`StorageError`]; the node treats any of them as fatal
 //! (it stops loudly rather than continue with state it cannot trust).
 
-pub mod log;
+mod log;
+mod recovery;
 
 use std::fs;
 use std::io;
@@ -23,6 +25,7 @@ use std::path::{Path, PathBuf};
 use crate::raft::{Entry, HardState, Snapshot};
 
 pub use log::LogStore;
+pub use recovery::{StateMachine, reconcile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

@@ -1,0 +1,184 @@
+//! Startup reconciliation: bringing the Raft storage and the state machine into agreement
+//! before the core starts.
+//!
+//! The two are made durable separately (the log by the storage writer, the state machine by
+//! its own transactions), so a crash can leave either one ahead of the other. Two cases need
+//! work, and both are repairs, never guesses:
+//! - **State machine behind the snapshot.** An install from the leader replaces the Raft
+//!   storage first and the state machine second; a crash in between leaves the state machine
+//!   older than the snapshot. It is restored from the snapshot.
+//! - **State machine ahead of the log.** A torn or truncated tail of entries the state machine
+//!   already applied. Applied entries are committed, so the state machine is a valid
+//!   snapshot of them: it is adopted as the snapshot, and the leader sends what follows.
+//!
+//! This module must not decide anything about roles or terms beyond what it reads from disk;
+//! what it returns is the core's [`Restored`] starting point.
+
+use super::{Loaded, RaftStorage, StorageError};
+use crate::raft::{Index, Restored, Snapshot, Term};
+
+/// What reconciliation needs from the durable state machine.
+pub trait StateMachine {
+    type Error;
+    /// The index of the last entry applied (0 for an empty state machine).
+    fn applied_index(&self) -> Result<Index, Self::Error>;
+    /// The term of that entry.
+    fn applied_term(&self) -> Result<Term, Self::Error>;
+    /// The whole state, as a snapshot's data.
+    fn snapshot(&self) -> Result<Vec<u8>, Self::Error>;
+    /// Replaces the whole state with a snapshot's data.
+    fn restore(&mut self, data: &[u8]) -> Result<(), Self::Error>;
+}
+
+/// Reconciles what [`RaftStorage::open`] loaded with the state machine, repairing whichever
+/// is behind, and returns the core's starting point. Errors are the caller's type, which
+/// says whether the disk or the state machine failed.
+pub fn reconcile<S, E>(
+    storage: &mut RaftStorage,
+    mut loaded: Loaded,
+    state: &mut S,
+) -> Result<Restored, E>
+where
+    S: StateMachine,
+    E: From<StorageError> + From<S::Error>,
+{
+    let mut applied = state.applied_index()?;
+    if loaded.snapshot.index > applied {
+        tracing::info!(
+            index = loaded.snapshot.index,
+            "state machine behind the snapshot: restoring it"
+        );
+        state.restore(&loaded.snapshot.data)?;
+        applied = state.applied_index()?;
+    }
+    let last = loaded.snapshot.index + loaded.entries.len() as Index;
+    if applied > last {
+        let term = state.applied_term()?;
+        tracing::warn!(
+            applied,
+            last,
+            term,
+            "state machine ahead of the log: using it as a snapshot"
+        );
+        let snapshot = Snapshot {
+            index: applied,
+            term,
+            data: state.snapshot()?,
+        };
+        storage.install_snapshot(&snapshot)?;
+        loaded.snapshot = snapshot;
+        loaded.entries.clear();
+    }
+    Ok(Restored {
+        hard_state: loaded.hard_state,
+        snapshot: loaded.snapshot,
+        entries: loaded.entries,
+        applied,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::Entry;
+
+    /// A state machine that is only its applied position and its bytes.
+    struct Fake {
+        applied: Index,
+        term: Term,
+        data: Vec<u8>,
+    }
+
+    impl StateMachine for Fake {
+        type Error = StorageError;
+        fn applied_index(&self) -> Result<Index, StorageError> {
+            Ok(self.applied)
+        }
+        fn applied_term(&self) -> Result<Term, StorageError> {
+            Ok(self.term)
+        }
+        fn snapshot(&self) -> Result<Vec<u8>, StorageError> {
+            Ok(self.data.clone())
+        }
+        fn restore(&mut self, data: &[u8]) -> Result<(), StorageError> {
+            // The fake's data is "index:term".
+            let s = std::str::from_utf8(data).unwrap();
+            let (i, t) = s.split_once(':').unwrap();
+            (self.applied, self.term) = (i.parse().unwrap(), t.parse().unwrap());
+            self.data = data.to_vec();
+            Ok(())
+        }
+    }
+
+    fn entries(from: Index, to: Index) -> Vec<Entry> {
+        (from..=to)
+            .map(|index| Entry {
+                index,
+                term: 2,
+                command: None,
+            })
+            .collect()
+    }
+
+    /// Writes an optional installed snapshot and entries, reopens the directory as a restart
+    /// would, and reconciles it with a state machine at `applied`.
+    fn restart(
+        dir: &std::path::Path,
+        snapshot: Option<&Snapshot>,
+        log: Vec<Entry>,
+        applied: Index,
+    ) -> (Restored, Fake) {
+        let (mut storage, _) = RaftStorage::open(dir, 1 << 20).unwrap();
+        if let Some(snapshot) = snapshot {
+            storage.install_snapshot(snapshot).unwrap();
+        }
+        storage.log.append(&log).unwrap();
+        storage.log.sync().unwrap();
+        drop(storage);
+        let (mut storage, loaded) = RaftStorage::open(dir, 1 << 20).unwrap();
+        let mut state = Fake {
+            applied,
+            term: 2,
+            data: format!("{applied}:2").into_bytes(),
+        };
+        let restored = reconcile::<_, StorageError>(&mut storage, loaded, &mut state).unwrap();
+        (restored, state)
+    }
+
+    #[test]
+    fn a_state_machine_behind_the_snapshot_is_restored_from_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshot = Snapshot {
+            index: 5,
+            term: 2,
+            data: b"5:2".to_vec(),
+        };
+        let (restored, state) = restart(dir.path(), Some(&snapshot), entries(6, 8), 0);
+        assert_eq!(state.applied, 5);
+        assert_eq!(restored.applied, 5);
+        assert_eq!(restored.snapshot, snapshot);
+        assert_eq!(restored.entries, entries(6, 8));
+    }
+
+    #[test]
+    fn a_state_machine_ahead_of_the_log_becomes_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let (restored, _) = restart(dir.path(), None, entries(1, 3), 7);
+        assert_eq!(restored.applied, 7);
+        assert_eq!((restored.snapshot.index, restored.snapshot.term), (7, 2));
+        assert!(restored.entries.is_empty());
+        // The adoption is durable: a restart starts from it.
+        let (_, loaded) = RaftStorage::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(loaded.snapshot.index, 7);
+        assert!(loaded.entries.is_empty());
+    }
+
+    #[test]
+    fn agreeing_state_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (restored, _) = restart(dir.path(), None, entries(1, 4), 2);
+        assert_eq!(restored.applied, 2);
+        assert_eq!(restored.snapshot.index, 0);
+        assert_eq!(restored.entries, entries(1, 4));
+    }
+}
