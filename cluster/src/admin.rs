@@ -75,7 +75,11 @@ async fn client(addr: &str) -> Result<AdminClient<tonic::transport::Channel>, Ad
         addr: addr.to_string(),
         source,
     };
-    let channel = endpoint(addr).map_err(connect)?.connect().await.map_err(connect)?;
+    let channel = endpoint(addr)
+        .map_err(connect)?
+        .connect()
+        .await
+        .map_err(connect)?;
     Ok(AdminClient::new(channel))
 }
 
@@ -116,7 +120,10 @@ pub async fn statuses(addrs: &[String]) -> Vec<NodeView> {
 
 /// The replica that calls itself leader in the highest term.
 pub fn newest_leader(views: &[NodeView]) -> Option<&NodeView> {
-    views.iter().filter(|v| v.is_leader()).max_by_key(|v| v.term)
+    views
+        .iter()
+        .filter(|v| v.is_leader())
+        .max_by_key(|v| v.term)
 }
 
 /// Waits until a majority of `addrs` answers and every replica that answers agrees on one

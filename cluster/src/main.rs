@@ -1,16 +1,17 @@
 //! `telegraft`: run a replica, a local cluster, ask for status, or chat by hand.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use telegraft::launcher::LocalCluster;
-use telegraft::proto::admin::{StatusRequest, admin_client::AdminClient};
 use telegraft::proto::chat::{self as api, chat_client::ChatClient};
-use telegraft::server::{NodeConfig, run};
+use telegraft::proto::time;
+use telegraft::{NodeConfig, admin, run};
 use tokio::sync::watch;
 
 #[derive(Parser)]
@@ -129,8 +130,11 @@ fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>> {
     Ok(peers)
 }
 
-fn shutdown_on_signals() -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
+/// Completes on Ctrl-C or SIGTERM. The handlers are installed by a task spawned here, so
+/// they are in place while the caller is still starting up rather than when the returned
+/// future is first polled.
+fn shutdown_signal() -> impl Future<Output = ()> {
+    let (tx, mut rx) = watch::channel(false);
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("signal handler");
@@ -140,7 +144,9 @@ fn shutdown_on_signals() -> watch::Receiver<bool> {
         }
         let _ = tx.send(true);
     });
-    rx
+    async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
 }
 
 #[tokio::main]
@@ -172,7 +178,7 @@ async fn real_main() -> Result<()> {
             let mut config = NodeConfig::new(id, listen, peers, data_dir);
             config.snapshot_every = snapshot_every;
             config.fault_injection = enable_fault_injection;
-            run(config, shutdown_on_signals())
+            run(config, shutdown_signal())
                 .await
                 .context("replica failed")?;
         }
@@ -202,8 +208,7 @@ async fn cluster(replicas: u64, base_port: u16, data_dir: PathBuf) -> Result<()>
     println!(
         "cluster of {replicas} running; Ctrl-C stops it. Try: telegraft status --endpoints {endpoints}"
     );
-    let mut stop = shutdown_on_signals();
-    let _ = stop.wait_for(|s| *s).await;
+    shutdown_signal().await;
     tokio::task::spawn_blocking(move || nodes.stop(Duration::from_secs(5))).await?;
     println!("cluster stopped");
     Ok(())
@@ -212,15 +217,7 @@ async fn cluster(replicas: u64, base_port: u16, data_dir: PathBuf) -> Result<()>
 async fn status(endpoints: &str, json: bool) -> Result<()> {
     let mut rows = Vec::new();
     for ep in endpoints.split(',').filter(|e| !e.is_empty()) {
-        let mut client = AdminClient::connect(format!("http://{ep}"))
-            .await
-            .with_context(|| format!("connecting to {ep}"))?;
-        let s = client
-            .status(StatusRequest {})
-            .await
-            .with_context(|| format!("status of {ep}"))?
-            .into_inner();
-        rows.push(s);
+        rows.push(admin::status(ep).await?);
     }
     if json {
         let arr: Vec<serde_json::Value> = rows
@@ -228,7 +225,7 @@ async fn status(endpoints: &str, json: bool) -> Result<()> {
             .map(|s| {
                 serde_json::json!({
                     "node_id": s.node_id,
-                    "role": s.role,
+                    "role": s.role_name(),
                     "term": s.term,
                     "leader_id": if s.leader_id == 0 { serde_json::Value::Null } else { s.leader_id.into() },
                     "commit_index": s.commit_index,
@@ -248,7 +245,7 @@ async fn status(endpoints: &str, json: bool) -> Result<()> {
             println!(
                 "{:>4} {:<9} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8}",
                 s.node_id,
-                s.role,
+                s.role_name(),
                 s.term,
                 s.leader_id,
                 s.commit_index,
@@ -259,16 +256,6 @@ async fn status(endpoints: &str, json: bool) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn now() -> prost_types::Timestamp {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    prost_types::Timestamp {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
-    }
 }
 
 async fn chat(endpoint: &str, rpc: ChatCmd) -> Result<()> {
@@ -324,7 +311,7 @@ async fn chat(endpoint: &str, rpc: ChatCmd) -> Result<()> {
                 user_id,
                 chat_id,
                 content,
-                sent_time: Some(now()),
+                sent_time: Some(time::now()),
                 write_id: None,
             };
             let r = c.send_message(req).await.map_err(fail)?;
@@ -335,13 +322,9 @@ async fn chat(endpoint: &str, rpc: ChatCmd) -> Result<()> {
             after_us,
             local,
         } => {
-            let after = prost_types::Timestamp {
-                seconds: after_us.div_euclid(1_000_000),
-                nanos: (after_us.rem_euclid(1_000_000) * 1000) as i32,
-            };
             let req = api::GetMessagesRequest {
                 user_id,
-                messages_after: Some(after),
+                messages_after: Some(time::from_micros(after_us)),
                 consistency: consistency(local),
             };
             for m in c
@@ -351,14 +334,14 @@ async fn chat(endpoint: &str, rpc: ChatCmd) -> Result<()> {
                 .into_inner()
                 .messages
             {
-                let t = m.sent_time.unwrap_or_default();
+                let us = m.sent_time.as_ref().map_or(0, time::micros);
                 println!(
                     "[{}] chat {} user {} at {}.{:06}: {}",
                     m.message_id,
                     m.chat_id,
                     m.user_id,
-                    t.seconds,
-                    t.nanos / 1000,
+                    us.div_euclid(1_000_000),
+                    us.rem_euclid(1_000_000),
                     m.content
                 );
             }

@@ -1,10 +1,14 @@
-//! Generated gRPC code for the three services one replica port serves.
+//! Generated gRPC code for the three services one replica port serves, and the timestamp
+//! conversions every caller shares.
+//!
+//! `chat` and `admin` are public (clients, the load generator); `raft`, the peer transport,
+//! is only the replica's own business.
 
 pub mod chat {
     tonic::include_proto!("telegraft.chat.v1");
 }
 
-pub mod raft {
+pub(crate) mod raft {
     tonic::include_proto!("telegraft.raft.v1");
 }
 
@@ -13,7 +17,7 @@ pub mod admin {
 }
 
 /// The encoded descriptors of every service, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
+pub(crate) const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/telegraft_descriptor.bin"));
 
 impl From<crate::raft::Role> for admin::RoleKind {
@@ -71,10 +75,24 @@ pub mod time {
 
         #[test]
         fn micros_round_trip_on_both_sides_of_the_epoch() {
-            for us in [0, 1, 999_999, 1_000_000, 1_700_000_000_123_456, -1, -1_500_000] {
+            for us in [
+                0,
+                1,
+                999_999,
+                1_000_000,
+                1_700_000_000_123_456,
+                -1,
+                -1_500_000,
+            ] {
                 assert_eq!(micros(&from_micros(us)), us, "{us}");
             }
-            assert_eq!(micros(&Timestamp { seconds: i64::MAX, nanos: 0 }), i64::MAX);
+            assert_eq!(
+                micros(&Timestamp {
+                    seconds: i64::MAX,
+                    nanos: 0
+                }),
+                i64::MAX
+            );
         }
     }
 }

@@ -10,7 +10,6 @@
 //! Figures go in cluster/README.md with the command that produced them. These are
 //! benchmarks, not tests: nothing here asserts a timing.
 
-use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,12 +20,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
 use telegraft::launcher::LocalCluster;
-use telegraft::proto::admin::{StatusRequest, admin_client::AdminClient};
 use telegraft::proto::chat::{self as api, chat_client::ChatClient};
 use telegraft::raft::Entry;
-use telegraft::server::node::NodeInput;
-use telegraft::server::storage_writer::{self, StorageRequest};
-use telegraft::storage::RaftStorage;
+use telegraft::{Completion, RaftStorage, StorageWriter, admin};
 use tokio::sync::Mutex;
 
 #[derive(Parser)]
@@ -145,23 +141,19 @@ fn fsync(dir: &std::path::Path, secs: Duration) -> Result<()> {
 /// Writers propose one entry each and wait until the storage writer reports it durable.
 fn log(dir: &std::path::Path, writers: usize, entry_bytes: usize, secs: Duration) -> Result<()> {
     let (storage, _) = RaftStorage::open(dir, 64 << 20)?;
-    let (node_tx, mut node_rx) = tokio::sync::mpsc::unbounded_channel();
-    let storage_tx = storage_writer::spawn(storage, node_tx);
-    // The durable index, published by the thread that receives the writer's reports.
+    // The durable index, published by the writer's thread as it reports.
     let durable = Arc::new((std::sync::Mutex::new(0u64), std::sync::Condvar::new()));
-    let syncs = Arc::new(AtomicU64::new(0));
-    {
-        let (durable, syncs) = (durable.clone(), syncs.clone());
-        std::thread::spawn(move || {
-            while let Some(NodeInput::Persisted { write: index }) = node_rx.blocking_recv() {
-                syncs.fetch_add(1, Ordering::Relaxed);
-                *durable.0.lock().expect("lock") = index;
+    let writer = {
+        let durable = durable.clone();
+        StorageWriter::spawn(storage, move |done| {
+            if let Completion::Persisted { up_to } = done {
+                *durable.0.lock().expect("lock") = up_to;
                 durable.1.notify_all();
             }
-        });
-    }
+        })
+    };
     // Index assignment and enqueueing happen under one lock, so appends stay contiguous.
-    let next = Arc::new(std::sync::Mutex::new((1u64, storage_tx)));
+    let next = Arc::new(std::sync::Mutex::new((1u64, writer)));
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + secs;
@@ -180,8 +172,7 @@ fn log(dir: &std::path::Path, writers: usize, entry_bytes: usize, secs: Duration
                         term: 1,
                         command: Some(payload.clone()),
                     };
-                    g.1.send(StorageRequest::Append(index, vec![entry]))
-                        .expect("writer alive");
+                    g.1.append(index, vec![entry]);
                     index
                 };
                 let mut d = durable.0.lock().expect("lock");
@@ -197,12 +188,19 @@ fn log(dir: &std::path::Path, writers: usize, entry_bytes: usize, secs: Duration
     }
     let elapsed = start.elapsed().as_secs_f64();
     let n = done.load(Ordering::Relaxed);
-    let s = syncs.load(Ordering::Relaxed).max(1);
+    let (_, writer) = Arc::into_inner(next)
+        .expect("every writer thread joined")
+        .into_inner()
+        .expect("lock");
+    let stats = writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the storage writer panicked"))?;
     println!(
-        "log: {writers:>4} writers: {:>8.0} durable appends/s, {:>6.0} fdatasync/s, {:.1} entries per sync",
+        "log: {writers:>4} writers: {:>8.0} durable appends/s, {:>6.0} fdatasync/s, {:.1} entries ({:.0} bytes) per sync",
         n as f64 / elapsed,
-        s as f64 / elapsed,
-        n as f64 / s as f64
+        stats.syncs as f64 / elapsed,
+        stats.entries_per_sync(),
+        stats.bytes_per_sync()
     );
     Ok(())
 }
@@ -223,10 +221,12 @@ async fn cluster(
         );
     }
     let procs = LocalCluster::start(&exe, replicas, base_port, dir, &[])?;
-    let addrs = procs.addrs.clone();
+    let addrs: Vec<String> = procs.addrs.values().cloned().collect();
     // Wait for a leader, then drive the leader's address (followers forward anyway).
-    let leader = wait_leader(&addrs).await?;
-    let ep = format!("http://{}", addrs[&leader]);
+    let leader = admin::wait_for_leader(&addrs, Duration::from_secs(20))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let ep = format!("http://{}", leader.addr);
     let mut setup = ChatClient::connect(ep.clone()).await?;
     let user = setup
         .create_user(api::CreateUserRequest {
@@ -299,20 +299,4 @@ async fn cluster(
     }
     drop(procs);
     Ok(())
-}
-
-async fn wait_leader(addrs: &BTreeMap<u64, String>) -> Result<u64> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        for (id, addr) in addrs {
-            if let Ok(mut c) = AdminClient::connect(format!("http://{addr}")).await
-                && let Ok(s) = c.status(StatusRequest {}).await
-                && s.into_inner().role == "leader"
-            {
-                return Ok(*id);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("no leader within 20 s")
 }

@@ -6,18 +6,18 @@
 //!   it, the same on every replica (the seed project's replica-local counters were not);
 //! - validation that depends on state (unknown user, not a member, duplicate name) happens
 //!   here, at apply time, and a rejected command changes nothing on any replica;
-//! - exactly-once writes: a command may carry (client id, sequence); the latest sequence and
+//! - exactly-once writes: a command may carry a [`SessionSeq`] (client id, sequence); the latest sequence and
 //!   its outcome per client live in the same transaction as the change, so a retried write
 //!   returns the first outcome instead of applying twice.
 //!
 //! Static checks (lengths, empty names) are also run before proposing, so bad requests fail
 //! fast without costing a log entry; they are repeated here because the log is the authority.
 
-pub mod store;
+mod store;
 
 use serde::{Deserialize, Serialize};
 
-pub use store::ChatStore;
+pub use store::{ChatStore, StoreError, StoredMessage};
 
 /// Longest username or chat name, in bytes.
 pub const MAX_NAME_BYTES: usize = 64;
@@ -31,9 +31,23 @@ pub type MessageId = u64;
 /// A write, as stored in a log entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Write {
-    /// (client id, sequence) for exactly-once application; `None` for at-least-once.
-    pub write_id: Option<(u64, u64)>,
+    /// The client's place in its session, for exactly-once application; `None` for
+    /// at-least-once.
+    pub session: Option<SessionSeq>,
     pub command: Command,
+}
+
+/// A write's exactly-once key: the client's id and its sequence number within its session
+/// (Raft thesis 6.3). The client sends it as `WriteId` in `chat.proto`; the store keeps the
+/// latest per client in its `sessions` table. Not the Raft core's `AppendId`, which numbers
+/// storage writes inside one process.
+///
+/// Encoded in log entries exactly as the `(u64, u64)` pair it replaced (postcard writes a
+/// struct as its fields in order), so existing logs still decode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSeq {
+    pub client_id: u64,
+    pub sequence: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,5 +157,26 @@ impl Write {
 
     pub fn decode(bytes: &[u8]) -> Result<Write, postcard::Error> {
         postcard::from_bytes(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_seq_encodes_as_the_pair_it_replaced() {
+        let w = Write {
+            session: Some(SessionSeq {
+                client_id: 7,
+                sequence: 300,
+            }),
+            command: Command::CreateUser {
+                username: "ann".into(),
+            },
+        };
+        let pair: (Option<(u64, u64)>, Command) = (Some((7, 300)), w.command.clone());
+        assert_eq!(w.encode(), postcard::to_allocvec(&pair).unwrap());
+        assert_eq!(Write::decode(&w.encode()).unwrap(), w);
     }
 }

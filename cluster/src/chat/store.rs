@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{ApplyResult, ChatError, ChatId, Command, Outcome, UserId, Write};
+use super::{
+    ApplyResult, ChatError, ChatId, Command, MessageId, Outcome, SessionSeq, UserId, Write,
+};
 use crate::raft::{Entry, Index};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +33,7 @@ pub enum StoreError {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredMessage {
-    pub message_id: u64,
+    pub message_id: MessageId,
     pub chat_id: ChatId,
     pub user_id: UserId,
     pub content: String,
@@ -304,12 +306,37 @@ impl ChatStore {
     }
 }
 
+/// What startup reconciliation sees of the chat store.
+impl crate::storage::StateMachine for ChatStore {
+    type Error = StoreError;
+
+    fn applied_index(&self) -> Result<Index, StoreError> {
+        ChatStore::applied_index(self)
+    }
+
+    fn applied_term(&self) -> Result<u64, StoreError> {
+        ChatStore::applied_term(self)
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, StoreError> {
+        ChatStore::snapshot(self)
+    }
+
+    fn restore(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        ChatStore::restore(self, data)
+    }
+}
+
 fn apply_write(
     tx: &rusqlite::Transaction,
     index: Index,
     write: &Write,
 ) -> rusqlite::Result<ApplyResult> {
-    if let Some((client, seq)) = write.write_id {
+    if let Some(SessionSeq {
+        client_id: client,
+        sequence: seq,
+    }) = write.session
+    {
         let prev: Option<(i64, Vec<u8>)> = tx
             .query_row(
                 "SELECT sequence, outcome FROM sessions WHERE client_id = ?1",
@@ -330,7 +357,11 @@ fn apply_write(
         }
     }
     let result = apply_command(tx, index, &write.command)?;
-    if let Some((client, seq)) = write.write_id {
+    if let Some(SessionSeq {
+        client_id: client,
+        sequence: seq,
+    }) = write.session
+    {
         let outcome = postcard::to_allocvec(&result).expect("outcomes encode");
         tx.execute(
             "INSERT INTO sessions (client_id, sequence, outcome) VALUES (?1, ?2, ?3)
@@ -460,11 +491,15 @@ fn apply_command(
 mod tests {
     use super::*;
 
-    fn entry(index: Index, command: Command, write_id: Option<(u64, u64)>) -> Entry {
+    fn entry(index: Index, command: Command, session: Option<(u64, u64)>) -> Entry {
+        let session = session.map(|(client_id, sequence)| SessionSeq {
+            client_id,
+            sequence,
+        });
         Entry {
             index,
             term: 1,
-            command: Some(Write { write_id, command }.encode()),
+            command: Some(Write { session, command }.encode()),
         }
     }
 

@@ -3,112 +3,115 @@
 //! It receives committed batches in log order and applies each in one transaction, then
 //! answers the clients waiting on those entries. Queries arrive on the same queue, so a
 //! linearizable read queued after the batch that reaches its read index sees that batch.
-//! Every `snapshot_every` applied entries it snapshots the database and hands the bytes to
-//! the node actor, which compacts the log behind it.
+//! Every `snapshot_every` applied entries it snapshots the database and reports
+//! [`Completion::SnapshotTaken`], after which the core actor compacts the log behind it.
+//!
+//! A SQLite error is fatal (the applied state could no longer be trusted to match the log).
+//! Must not: know who listens to its reports, or touch the Raft storage.
 
 use std::sync::mpsc;
+use std::thread::JoinHandle;
 
-use tokio::sync::{mpsc as tmpsc, oneshot};
-
-use super::node::{NodeInput, ProposeReply, ReadReply};
-use super::storage_writer::fatal;
-use crate::chat::store::StoredMessage;
-use crate::chat::{ChatError, ChatStore};
+use super::error::RequestError;
+use super::fatal;
+use super::mailbox::{ApplierMsg, Completion, ProposeReply, Query, QueryOutput};
+use crate::chat::{ChatError, ChatStore, StoreError};
 use crate::raft::{Entry, Index};
 
-pub enum Query {
-    Messages { user_id: u64, after_us: i64 },
-    ChatUsers { chat_id: u64 },
-    Digest,
+/// The handle of a running applier: where to send work, and the thread to join.
+pub struct Applier {
+    tx: mpsc::Sender<ApplierMsg>,
+    thread: JoinHandle<()>,
 }
 
-pub enum QueryOutput {
-    Messages(Vec<StoredMessage>),
-    ChatUsers(Vec<(u64, String)>),
-    Digest {
-        applied_index: Index,
-        digest: String,
-    },
-}
-
-pub type QueryResult = Result<QueryOutput, ChatError>;
-
-pub enum ApplierMsg {
-    Apply {
-        entries: Vec<Entry>,
-        replies: Vec<(Index, ProposeReply)>,
-    },
-    Query {
-        query: Query,
-        reply: ReadReply,
-    },
-    Restore {
-        data: Vec<u8>,
-        done: oneshot::Sender<()>,
-    },
-}
-
-pub fn spawn(
-    mut store: ChatStore,
-    snapshot_every: u64,
-    mut last_snapshot: Index,
-    node_tx: tmpsc::UnboundedSender<NodeInput>,
-) -> mpsc::Sender<ApplierMsg> {
-    let (tx, rx) = mpsc::channel::<ApplierMsg>();
-    std::thread::Builder::new()
-        .name("applier".into())
-        .spawn(move || {
-            while let Ok(msg) = rx.recv() {
-                match msg {
-                    ApplierMsg::Apply { entries, replies } => {
-                        let results = store.apply(&entries).unwrap_or_else(|e| fatal(&e));
-                        let mut replies = replies.into_iter().peekable();
-                        for (index, result) in results {
-                            while replies.peek().is_some_and(|(i, _)| *i < index) {
-                                replies.next();
-                            }
-                            if replies.peek().is_some_and(|(i, _)| *i == index) {
-                                let (_, reply) = replies.next().expect("peeked");
-                                let _ = reply.send(Ok(result));
+impl Applier {
+    /// Starts the applier thread. `last_snapshot` is the index of the newest snapshot (the
+    /// next is taken `snapshot_every` entries after it; 0 never snapshots). `report` is
+    /// called on the applier's thread.
+    pub fn spawn(
+        mut store: ChatStore,
+        snapshot_every: u64,
+        mut last_snapshot: Index,
+        report: impl Fn(Completion) + Send + 'static,
+    ) -> Applier {
+        let (tx, rx) = mpsc::channel::<ApplierMsg>();
+        let thread = std::thread::Builder::new()
+            .name("applier".into())
+            .spawn(move || {
+                while let Ok(msg) = rx.recv() {
+                    match msg {
+                        ApplierMsg::Apply { entries, replies } => {
+                            apply(&mut store, &entries, replies);
+                            let applied = entries.last().map_or(0, |e| e.index);
+                            if snapshot_every > 0 && applied >= last_snapshot + snapshot_every {
+                                let data = store.snapshot().unwrap_or_else(|e| fatal::stop(e));
+                                last_snapshot = applied;
+                                report(Completion::SnapshotTaken {
+                                    index: applied,
+                                    data,
+                                });
                             }
                         }
-                        let applied = entries.last().map_or(0, |e| e.index);
-                        if snapshot_every > 0 && applied >= last_snapshot + snapshot_every {
-                            let data = store.snapshot().unwrap_or_else(|e| fatal(&e));
-                            last_snapshot = applied;
-                            let _ = node_tx.send(NodeInput::SnapshotTaken {
-                                index: applied,
-                                data,
-                            });
+                        ApplierMsg::Query { query, reply } => {
+                            let out = query_store(&store, query).unwrap_or_else(|e| fatal::stop(e));
+                            let _ = reply.send(out.map_err(RequestError::Rejected));
                         }
-                    }
-                    ApplierMsg::Query { query, reply } => {
-                        let out = match query {
-                            Query::Messages { user_id, after_us } => store
-                                .get_messages(user_id, after_us)
-                                .map(|r| r.map(QueryOutput::Messages)),
-                            Query::ChatUsers { chat_id } => store
-                                .get_chat_users(chat_id)
-                                .map(|r| r.map(QueryOutput::ChatUsers)),
-                            Query::Digest => store.applied_index().and_then(|applied_index| {
-                                store.digest().map(|digest| {
-                                    Ok(QueryOutput::Digest {
-                                        applied_index,
-                                        digest,
-                                    })
-                                })
-                            }),
-                        };
-                        let _ = reply.send(Ok(out.unwrap_or_else(|e| fatal(&e))));
-                    }
-                    ApplierMsg::Restore { data, done } => {
-                        store.restore(&data).unwrap_or_else(|e| fatal(&e));
-                        last_snapshot = store.applied_index().unwrap_or_else(|e| fatal(&e));
-                        let _ = done.send(());
+                        ApplierMsg::Restore { data, done } => {
+                            store.restore(&data).unwrap_or_else(|e| fatal::stop(e));
+                            last_snapshot =
+                                store.applied_index().unwrap_or_else(|e| fatal::stop(e));
+                            let _ = done.send(());
+                        }
+                        ApplierMsg::Stop => break,
                     }
                 }
-            }
-        })
-        .expect("spawn applier");
-    tx
+            })
+            .expect("spawn applier");
+        Applier { tx, thread }
+    }
+
+    /// Another sender for the applier's queue (the core actor's, and the services' for
+    /// local reads).
+    pub fn sender(&self) -> mpsc::Sender<ApplierMsg> {
+        self.tx.clone()
+    }
+
+    /// Lets the applier finish what is queued, then waits for its thread. Queries sent after
+    /// this are answered with [`RequestError::Stopped`] (their reply is dropped).
+    pub fn stop(self) -> std::thread::Result<()> {
+        let _ = self.tx.send(ApplierMsg::Stop);
+        self.thread.join()
+    }
+}
+
+/// Applies one committed batch and answers the proposals it completes.
+fn apply(store: &mut ChatStore, entries: &[Entry], replies: Vec<(Index, ProposeReply)>) {
+    let results = store.apply(entries).unwrap_or_else(|e| fatal::stop(e));
+    let mut replies = replies.into_iter().peekable();
+    for (index, result) in results {
+        while replies.peek().is_some_and(|(i, _)| *i < index) {
+            replies.next();
+        }
+        if replies.peek().is_some_and(|(i, _)| *i == index) {
+            let (_, reply) = replies.next().expect("peeked");
+            let _ = reply.send(result.map_err(RequestError::Rejected));
+        }
+    }
+}
+
+/// Runs a query. The outer error is the store failing (fatal); the inner one a rejection.
+fn query_store(
+    store: &ChatStore,
+    query: Query,
+) -> Result<Result<QueryOutput, ChatError>, StoreError> {
+    Ok(match query {
+        Query::Messages { user_id, after_us } => store
+            .get_messages(user_id, after_us)?
+            .map(QueryOutput::Messages),
+        Query::ChatUsers { chat_id } => store.get_chat_users(chat_id)?.map(QueryOutput::ChatUsers),
+        Query::Digest => Ok(QueryOutput::Digest {
+            applied_index: store.applied_index()?,
+            digest: store.digest()?,
+        }),
+    })
 }

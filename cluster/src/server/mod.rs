@@ -1,129 +1,70 @@
 //! One replica process: the actors around the Raft core and the gRPC server.
 //!
 //! ```text
-//!  gRPC Chat/Admin ──Propose/Read/Status──▶ ┌────────────┐ ──Append──▶ storage writer (thread)
-//!  gRPC Raft ───────────Peer(msg)─────────▶ │ node actor │ ◀─Persisted── (group commit, fsync)
-//!  10 ms ticker ───────────Tick───────────▶ │ (Raft core)│ ──Apply/Query──▶ applier (thread, SQLite)
-//!                                           └────────────┘ ◀─SnapshotTaken──
-//!                                             │ Send(msg)
+//!  gRPC Chat/Admin ──Propose/Read/Status──▶ ┌────────────┐ ──StorageRequest──▶ storage writer (thread)
+//!  gRPC Raft ───────────Peer(msg)─────────▶ │ core actor │ ◀─Done(Persisted)── (group commit, fdatasync)
+//!  10 ms ticker ───────────Tick───────────▶ │ (Raft core)│ ──ApplierMsg──▶ applier (thread, SQLite)
+//!                                           └────────────┘ ◀─Done(SnapshotTaken)──
+//!                                             │ Envelope
 //!                                             ▼
 //!                                peer sender per peer (bounded queue, batched RPCs)
 //! ```
+//!
+//! | module | owns |
+//! |---|---|
+//! | `mailbox` | the messages between actors; no actor imports another |
+//! | `core_actor` | the Raft core (held by value), pending proposals and reads |
+//! | `storage_writer` | the Raft storage (thread; group commit) |
+//! | `applier` | the SQLite chat store (thread) |
+//! | `peer` | one gRPC channel per peer (task; bounded queue) |
+//! | `service` | the gRPC services (Chat, Raft, Admin) |
+//! | `error` | `ServerError`, `RequestError` and the one mapping to gRPC codes |
+//! | `fatal` | the one way a running replica stops itself (exit code 70) |
+//! | `fault`, `config` | the partition hook; the startup configuration |
+//!
+//! [`run`] goes through four phases: recover the durable state, start the actors, serve
+//! until the shutdown signal, then stop and join everything it started (mini-redis style:
+//! one stop notice, every task and thread joined, nothing left running when it returns).
 //! See `cluster/ARCHITECTURE.md` for the messages and the reasoning.
 
-pub mod applier;
-pub mod node;
-pub mod peer;
-pub mod service;
-pub mod storage_writer;
+mod applier;
+mod config;
+mod core_actor;
+mod error;
+mod fatal;
+mod fault;
+mod mailbox;
+mod peer;
+mod service;
+mod storage_writer;
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
 
 use rand::SeedableRng;
 use tokio::sync::{mpsc as tmpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
 
+use self::applier::Applier;
+use self::core_actor::CoreActor;
+use self::fault::FaultHook;
+use self::mailbox::CoreInput;
 use crate::chat::ChatStore;
 use crate::proto;
-use crate::raft::{Node, NodeId, Options, Restored};
-use crate::storage::RaftStorage;
+use crate::raft::{Node, NodeId, Restored};
+use crate::storage::{self, RaftStorage, StorageError};
 
-/// Everything needed to run one replica.
-#[derive(Clone, Debug)]
-pub struct NodeConfig {
-    pub id: NodeId,
-    pub listen: SocketAddr,
-    /// Every member's address, this node included.
-    pub peers: BTreeMap<NodeId, String>,
-    pub data_dir: PathBuf,
-    /// Real time per Raft tick (the core's timeouts are in ticks).
-    pub tick: Duration,
-    /// Take a snapshot and compact the log every this many applied entries (0: never).
-    pub snapshot_every: u64,
-    /// Log segment size in bytes.
-    pub segment_bytes: u64,
-    pub options: Options,
-    /// Accept Admin.SetPartition (off unless asked for: it lets anyone who reaches the port
-    /// cut this node off).
-    pub fault_injection: bool,
-}
+pub use self::config::NodeConfig;
+pub use self::error::ServerError;
+pub use self::mailbox::Completion;
+pub use self::storage_writer::{StorageWriter, WriterStats};
 
-/// The fault hook of a node's transport: the peers whose Raft messages it drops.
-///
-/// A partition is made by telling every node on each side to block the other side, so the
-/// cut holds in both directions although each node only drops what it receives.
-#[derive(Debug, Default)]
-pub struct FaultHook {
-    enabled: bool,
-    blocked: std::sync::RwLock<std::collections::BTreeSet<NodeId>>,
-}
-
-impl FaultHook {
-    pub fn new(enabled: bool) -> FaultHook {
-        FaultHook {
-            enabled,
-            blocked: Default::default(),
-        }
-    }
-
-    pub fn is_blocked(&self, id: NodeId) -> bool {
-        self.blocked.read().expect("lock").contains(&id)
-    }
-
-    /// Replaces the blocked set; refused when fault injection is off.
-    pub fn set(&self, blocked: impl IntoIterator<Item = NodeId>) -> Result<(), tonic::Status> {
-        if !self.enabled {
-            return Err(tonic::Status::permission_denied(
-                "fault injection is disabled: start the node with --enable-fault-injection",
-            ));
-        }
-        *self.blocked.write().expect("lock") = blocked.into_iter().collect();
-        Ok(())
-    }
-}
-
-impl NodeConfig {
-    pub fn new(
-        id: NodeId,
-        listen: SocketAddr,
-        peers: BTreeMap<NodeId, String>,
-        data_dir: PathBuf,
-    ) -> NodeConfig {
-        NodeConfig {
-            id,
-            listen,
-            peers,
-            data_dir,
-            tick: Duration::from_millis(10),
-            snapshot_every: 10_000,
-            segment_bytes: 64 << 20,
-            options: Options::default(),
-            fault_injection: false,
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    #[error(transparent)]
-    Storage(#[from] crate::storage::StorageError),
-    #[error(transparent)]
-    Store(#[from] crate::chat::store::StoreError),
-    #[error("gRPC server: {0}")]
-    Transport(#[from] tonic::transport::Error),
-    #[error("gRPC reflection: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
-    #[error("bad configuration: {0}")]
-    Config(String),
-}
-
-/// Runs a replica until `shutdown` turns true.
+/// Runs a replica until `shutdown` completes, then stops every task and thread it started
+/// and waits for them.
 pub async fn run(
     config: NodeConfig,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     if !config.peers.contains_key(&config.id) {
         return Err(ServerError::Config(format!(
@@ -131,103 +72,177 @@ pub async fn run(
             config.id
         )));
     }
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| crate::storage::StorageError::io(&config.data_dir, e))?;
-    let (storage, loaded) = RaftStorage::open(&config.data_dir, config.segment_bytes)?;
+    let recovered = recover(&config)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let replica = Replica::start(&config, recovered, stop_rx);
+    // The signal stops the gRPC server and the actors at once, as one notice.
+    let served = serve(&config, &replica, async {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    })
+    .await;
+    let _ = stop_tx.send(true);
+    replica.join().await;
+    served
+}
+
+/// What startup recovered from the data directory.
+struct Recovered {
+    storage: RaftStorage,
+    store: ChatStore,
+    restored: Restored,
+}
+
+/// Phase 1: opens the Raft storage and the chat store and reconciles them.
+fn recover(config: &NodeConfig) -> Result<Recovered, ServerError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| StorageError::io(&config.data_dir, e))?;
+    let (mut storage, loaded) = RaftStorage::open(&config.data_dir, config.segment_bytes)?;
     let mut store = ChatStore::open(&config.data_dir.join("chat.sqlite"))?;
-    let mut applied = store.applied_index()?;
-    if loaded.snapshot.index > applied {
-        tracing::info!(
-            index = loaded.snapshot.index,
-            "state machine behind the snapshot: restoring it"
-        );
-        store.restore(&loaded.snapshot.data)?;
-        applied = store.applied_index()?;
-    }
-    let (mut storage, mut loaded) = (storage, loaded);
-    let last = loaded.snapshot.index + loaded.entries.len() as u64;
-    if applied > last {
-        // The log lost entries the state machine already applied (a torn or truncated tail
-        // of committed entries). Applied entries are committed, so the state machine is a
-        // valid snapshot of them: adopt it, and let the leader send what follows.
-        let term = store.applied_term()?;
-        tracing::warn!(
-            applied,
-            last,
-            term,
-            "state machine ahead of the log: using it as a snapshot"
-        );
-        let snapshot = crate::raft::Snapshot {
-            index: applied,
-            term,
-            data: store.snapshot()?,
-        };
-        storage.install_snapshot(&snapshot)?;
-        loaded.snapshot = snapshot;
-        loaded.entries.clear();
-    }
+    let restored: Restored =
+        storage::reconcile::<_, ServerError>(&mut storage, loaded, &mut store)?;
     tracing::info!(
         id = config.id,
-        term = loaded.hard_state.term,
-        snapshot = loaded.snapshot.index,
-        last,
-        applied,
+        term = restored.hard_state.term,
+        snapshot = restored.snapshot.index,
+        last = restored.snapshot.index + restored.entries.len() as u64,
+        applied = restored.applied,
         "node starting"
     );
-    let snapshot_index = loaded.snapshot.index;
-    let restored = Restored {
-        hard_state: loaded.hard_state,
-        snapshot: loaded.snapshot,
-        entries: loaded.entries,
-        applied,
-    };
-    let members: Vec<NodeId> = config.peers.keys().copied().collect();
-    let rng = rand_chacha::ChaCha8Rng::from_os_rng();
-    let core = Node::new(
-        config.id,
-        &members,
-        restored,
-        config.options.clone(),
-        Box::new(rng),
-    );
-
-    let (node_tx, node_rx) = tmpsc::unbounded_channel();
-    let storage_tx = storage_writer::spawn(storage, node_tx.clone());
-    let applier_tx = applier::spawn(
+    Ok(Recovered {
+        storage,
         store,
-        config.snapshot_every,
-        snapshot_index.max(applied),
-        node_tx.clone(),
-    );
-    let mut peer_txs = HashMap::new();
-    for (&id, addr) in config.peers.iter().filter(|(id, _)| **id != config.id) {
-        peer_txs.insert(id, peer::spawn(id, addr.clone(), shutdown.clone()));
-    }
-    let actor = node::NodeActor::new(
-        core,
-        node_rx,
-        storage_tx,
-        applier_tx.clone(),
-        peer_txs,
-        config.tick,
-    );
-    let node_task = tokio::spawn(actor.run(shutdown.clone()));
+        restored,
+    })
+}
 
-    let faults = Arc::new(FaultHook::new(config.fault_injection));
+/// Every actor of a running replica, and what it takes to stop them.
+struct Replica {
+    core_tx: tmpsc::UnboundedSender<CoreInput>,
+    core: JoinHandle<()>,
+    writer: StorageWriter,
+    applier: Applier,
+    peers: JoinSet<()>,
+    faults: Arc<FaultHook>,
+}
+
+impl Replica {
+    /// Phase 2: starts the storage writer, the applier, a sender per peer and the core actor.
+    /// They run until `stop` turns true.
+    fn start(config: &NodeConfig, recovered: Recovered, stop: watch::Receiver<bool>) -> Replica {
+        let Recovered {
+            storage,
+            store,
+            restored,
+        } = recovered;
+        let (core_tx, inbox) = tmpsc::unbounded_channel();
+        let report = |core_tx: tmpsc::UnboundedSender<CoreInput>| {
+            move |done| {
+                let _ = core_tx.send(CoreInput::Done(done));
+            }
+        };
+        let writer = StorageWriter::spawn(storage, report(core_tx.clone()));
+        let last_snapshot = restored.snapshot.index.max(restored.applied);
+        let applier = Applier::spawn(
+            store,
+            config.snapshot_every,
+            last_snapshot,
+            report(core_tx.clone()),
+        );
+        let mut peers = JoinSet::new();
+        let peer_txs: HashMap<NodeId, _> = config
+            .other_peers()
+            .map(|(id, addr)| {
+                (
+                    id,
+                    peer::spawn(id, addr.to_string(), stop.clone(), &mut peers),
+                )
+            })
+            .collect();
+        let members: Vec<NodeId> = config.peers.keys().copied().collect();
+        let rng = rand_chacha::ChaCha8Rng::from_os_rng();
+        let core = Node::new(
+            config.id,
+            &members,
+            restored,
+            config.options.clone(),
+            Box::new(rng),
+        );
+        let actor = CoreActor::new(
+            inbox,
+            writer.sender(),
+            applier.sender(),
+            peer_txs,
+            config.tick,
+        );
+        let core = tokio::spawn(actor.run(core, stop));
+        Replica {
+            core_tx,
+            core,
+            writer,
+            applier,
+            peers,
+            faults: Arc::new(FaultHook::new(config.fault_injection)),
+        }
+    }
+
+    /// Phase 4: waits for every actor, in the order their inputs close. The core actor first
+    /// (it stops at the notice and drops its senders), then the peer senders (their queues
+    /// are closed), then the applier (after what is queued) and the storage writer (its only
+    /// other sender was the core actor).
+    async fn join(mut self) {
+        if let Err(e) = self.core.await {
+            tracing::error!("core actor failed: {e}");
+        }
+        while let Some(r) = self.peers.join_next().await {
+            if let Err(e) = r {
+                tracing::error!("peer sender failed: {e}");
+            }
+        }
+        let (applier, writer) = (self.applier, self.writer);
+        let threads = tokio::task::spawn_blocking(move || (applier.stop(), writer.join())).await;
+        match threads {
+            Ok((applier, writer)) => {
+                if applier.is_err() {
+                    tracing::error!("applier thread panicked");
+                }
+                match writer {
+                    Ok(stats) => tracing::info!(
+                        syncs = stats.syncs,
+                        entries = stats.entries,
+                        bytes = stats.bytes,
+                        entries_per_sync = stats.entries_per_sync(),
+                        bytes_per_sync = stats.bytes_per_sync(),
+                        "storage writer stopped"
+                    ),
+                    Err(_) => tracing::error!("storage writer thread panicked"),
+                }
+            }
+            Err(e) => tracing::error!("joining the applier and storage writer: {e}"),
+        }
+    }
+}
+
+/// Phase 3: serves Chat, Raft and Admin (and reflection) until `signal` completes, then
+/// lets in-flight calls finish.
+async fn serve(
+    config: &NodeConfig,
+    replica: &Replica,
+    signal: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
     let chat = service::ChatService::new(
-        node_tx.clone(),
-        applier_tx.clone(),
+        replica.core_tx.clone(),
+        replica.applier.sender(),
         config.peers.clone(),
-        faults.clone(),
+        replica.faults.clone(),
     );
     let raft = service::RaftService {
-        node_tx: node_tx.clone(),
-        faults: faults.clone(),
+        core_tx: replica.core_tx.clone(),
+        faults: replica.faults.clone(),
     };
     let admin = service::AdminService {
-        node_tx,
-        applier_tx: Arc::new(Mutex::new(applier_tx)),
-        faults,
+        core_tx: replica.core_tx.clone(),
+        applier_tx: replica.applier.sender(),
+        faults: replica.faults.clone(),
     };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -243,10 +258,7 @@ pub async fn run(
         )
         .add_service(proto::admin::admin_server::AdminServer::new(admin))
         .add_service(reflection)
-        .serve_with_shutdown(config.listen, async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
+        .serve_with_shutdown(config.listen, signal)
         .await?;
-    let _ = node_task.await;
     Ok(())
 }

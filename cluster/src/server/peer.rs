@@ -2,31 +2,40 @@
 //! channel. Raft tolerates loss, so a failed RPC drops its batch (after a short back-off
 //! while the peer is unreachable) instead of retrying: the core's heartbeats and probes
 //! re-send what matters.
+//!
+//! Every task is tracked: the sender task lives in the server's `JoinSet`, and the RPCs it
+//! has in flight live in the sender's own `JoinSet`, which it cancels and joins when it
+//! stops (an unsent Raft message is a lost message, which Raft tolerates).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
-use tonic::transport::Endpoint;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::proto::raft::{MessageBatch, SnapshotChunk, raft_client::RaftClient};
 use crate::raft::{Envelope, Message, NodeId};
 
-/// Queue length per peer before the node actor starts dropping messages to it.
+/// Queue length per peer before the core actor starts dropping messages to it.
 const QUEUE: usize = 8192;
 /// Most messages in one RPC.
 const MAX_BATCH: usize = 1024;
 /// Batches in flight at once per peer.
 const IN_FLIGHT: usize = 4;
 /// Snapshot data per streamed chunk.
-pub const SNAPSHOT_CHUNK: usize = 256 << 10;
+const SNAPSHOT_CHUNK: usize = 256 << 10;
 
+/// Starts the sender for peer `id` at `addr` as a task of `tasks`; returns its queue. It
+/// stops at the stop notice or when the queue's senders are gone.
 pub fn spawn(
     id: NodeId,
     addr: String,
-    mut shutdown: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
+    tasks: &mut JoinSet<()>,
 ) -> mpsc::Sender<Envelope> {
-    let (tx, mut rx) = mpsc::channel::<Envelope>(QUEUE);
-    tokio::spawn(async move {
+    let (tx, rx) = mpsc::channel::<Envelope>(QUEUE);
+    tasks.spawn(async move {
         let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
             Ok(e) => e
                 .connect_timeout(Duration::from_millis(500))
@@ -36,65 +45,76 @@ pub fn spawn(
                 return;
             }
         };
-        let mut client = RaftClient::new(endpoint.connect_lazy())
+        let client = RaftClient::new(endpoint.connect_lazy())
             .max_encoding_message_size(256 << 20)
             .max_decoding_message_size(256 << 20);
-        let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
-        loop {
-            let first = tokio::select! {
-                _ = shutdown.changed() => return,
-                m = rx.recv() => match m { Some(m) => m, None => return },
-            };
-            let mut pending = Some(first);
-            while let Some(first) = pending.take() {
-                if matches!(first.message, Message::InstallSnapshot { .. }) {
-                    send_snapshot(&mut client, id, first).await;
-                    continue;
-                }
-                let mut messages = vec![postcard::to_allocvec(&first).expect("messages encode")];
-                while messages.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        // A snapshot goes on its own stream, after this batch.
-                        Ok(m) if matches!(m.message, Message::InstallSnapshot { .. }) => {
-                            pending = Some(m);
-                            break;
-                        }
-                        Ok(m) => messages.push(postcard::to_allocvec(&m).expect("messages encode")),
-                        Err(_) => break,
-                    }
-                }
-                // Up to IN_FLIGHT batches share the HTTP/2 connection, so an acknowledgement
-                // never queues behind the previous RPC's round trip. Raft tolerates the
-                // reordering this allows. A black-holed connection must not stall this peer
-                // for long: each RPC times out.
-                let permit = in_flight
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("semaphore open");
-                let mut req = tonic::Request::new(MessageBatch { messages });
-                req.set_timeout(Duration::from_secs(2));
-                let mut c = client.clone();
-                tokio::spawn(async move {
-                    if let Err(status) = c.send(req).await {
-                        tracing::debug!(peer = id, "send failed: {}", status.message());
-                        // Back off while the peer is unreachable, holding the permit.
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    drop(permit);
-                });
-            }
-        }
+        let mut in_flight = JoinSet::new();
+        send_loop(id, client, rx, stop, &mut in_flight).await;
+        in_flight.shutdown().await;
     });
     tx
 }
 
-/// Streams an InstallSnapshot message in chunks of at most [`SNAPSHOT_CHUNK`] bytes.
-async fn send_snapshot(
-    client: &mut RaftClient<tonic::transport::Channel>,
+/// Sends what arrives on `rx` until the stop notice or until `rx` closes.
+async fn send_loop(
     id: NodeId,
-    mut env: Envelope,
+    mut client: RaftClient<Channel>,
+    mut rx: mpsc::Receiver<Envelope>,
+    mut stop: watch::Receiver<bool>,
+    in_flight: &mut JoinSet<()>,
 ) {
+    let permits = Arc::new(Semaphore::new(IN_FLIGHT));
+    loop {
+        let first = tokio::select! {
+            _ = stop.changed() => return,
+            m = rx.recv() => match m { Some(m) => m, None => return },
+        };
+        let mut pending = Some(first);
+        while let Some(first) = pending.take() {
+            if matches!(first.message, Message::InstallSnapshot { .. }) {
+                send_snapshot(&mut client, id, first).await;
+                continue;
+            }
+            let mut messages = vec![postcard::to_allocvec(&first).expect("messages encode")];
+            while messages.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    // A snapshot goes on its own stream, after this batch.
+                    Ok(m) if matches!(m.message, Message::InstallSnapshot { .. }) => {
+                        pending = Some(m);
+                        break;
+                    }
+                    Ok(m) => messages.push(postcard::to_allocvec(&m).expect("messages encode")),
+                    Err(_) => break,
+                }
+            }
+            // Up to IN_FLIGHT batches share the HTTP/2 connection, so an acknowledgement
+            // never queues behind the previous RPC's round trip. Raft tolerates the
+            // reordering this allows. A black-holed connection must not stall this peer
+            // for long: each RPC times out.
+            let permit = permits
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore open");
+            let mut req = tonic::Request::new(MessageBatch { messages });
+            req.set_timeout(Duration::from_secs(2));
+            let mut c = client.clone();
+            // Forget the RPCs already finished, so the set holds only what is in flight.
+            while in_flight.try_join_next().is_some() {}
+            in_flight.spawn(async move {
+                if let Err(status) = c.send(req).await {
+                    tracing::debug!(peer = id, "send failed: {}", status.message());
+                    // Back off while the peer is unreachable, holding the permit.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                drop(permit);
+            });
+        }
+    }
+}
+
+/// Streams an InstallSnapshot message in chunks of at most [`SNAPSHOT_CHUNK`] bytes.
+async fn send_snapshot(client: &mut RaftClient<Channel>, id: NodeId, mut env: Envelope) {
     let Message::InstallSnapshot { snapshot, .. } = &mut env.message else {
         return;
     };

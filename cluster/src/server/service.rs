@@ -3,22 +3,22 @@
 //! Every replica accepts every chat RPC. A write or linearizable read on a follower is
 //! forwarded to the leader (once: a forwarded request carries a header and is never forwarded
 //! again); while no leader is known the request waits a bounded time for one, then fails with
-//! UNAVAILABLE. The mapping from errors to gRPC status codes lives in [`chat_status`] and
-//! [`node_status`], and nowhere else.
+//! UNAVAILABLE. Every failure is a [`RequestError`], turned into a gRPC status by the one
+//! mapping in `error.rs` (the `?` in each handler).
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use prost_types::Timestamp;
 use tokio::sync::{mpsc as tmpsc, oneshot};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::FaultHook;
-use super::applier::{ApplierMsg, Query, QueryOutput};
-use super::node::{NodeError, NodeInput};
-use crate::chat::{ChatError, Command, Outcome, Write};
+use super::error::RequestError;
+use super::fault::FaultHook;
+use super::mailbox::{ApplierMsg, CoreInput, Query, QueryOutput};
+use crate::chat::{Command, Outcome, SessionSeq, Write};
 use crate::proto::admin::{
     RoleKind, SetPartitionRequest, SetPartitionResponse, StatusRequest, StatusResponse,
     admin_server::Admin,
@@ -27,7 +27,8 @@ use crate::proto::chat::chat_client::ChatClient;
 use crate::proto::chat::chat_server::Chat;
 use crate::proto::chat::*;
 use crate::proto::raft::{MessageBatch, SendResponse, SnapshotChunk, raft_server::Raft};
-use crate::raft::{Envelope, Message as RaftMessage, NodeId, Role};
+use crate::proto::time;
+use crate::raft::{Envelope, Message as RaftMessage, NodeId};
 
 /// Marks a request a follower forwarded to the leader.
 const FORWARDED: &str = "x-telegraft-forwarded";
@@ -36,30 +37,10 @@ const LEADER_WAIT: Duration = Duration::from_secs(3);
 /// How long a write or read waits for its outcome before giving up (indeterminate).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The single mapping from chat state-machine rejections to gRPC codes.
-pub fn chat_status(e: ChatError) -> Status {
-    match e {
-        ChatError::InvalidArgument(m) => Status::invalid_argument(m),
-        ChatError::NotFound(m) => Status::not_found(m),
-        ChatError::AlreadyExists(m) => Status::already_exists(m),
-        ChatError::FailedPrecondition(m) => Status::failed_precondition(m),
-    }
-}
-
-/// The single mapping from node-level failures to gRPC codes. All are retryable.
-pub fn node_status(e: NodeError) -> Status {
-    match e {
-        NodeError::NotLeader { .. } => Status::unavailable("no leader is available"),
-        NodeError::NotCommitted => Status::unavailable(e.to_string()),
-        NodeError::Stopped => Status::unavailable(e.to_string()),
-        NodeError::OutcomeUnknown => Status::deadline_exceeded(e.to_string()),
-    }
-}
-
 #[derive(Clone)]
 pub struct ChatService {
-    node_tx: tmpsc::UnboundedSender<NodeInput>,
-    applier_tx: Arc<Mutex<mpsc::Sender<ApplierMsg>>>,
+    core_tx: tmpsc::UnboundedSender<CoreInput>,
+    applier_tx: mpsc::Sender<ApplierMsg>,
     peer_addrs: Arc<BTreeMap<NodeId, String>>,
     clients: Arc<Mutex<HashMap<NodeId, ChatClient<Channel>>>>,
     faults: Arc<FaultHook>,
@@ -70,43 +51,40 @@ enum Route<T> {
     Forward(NodeId),
 }
 
-fn micros(ts: Option<Timestamp>) -> i64 {
-    ts.map_or(0, |t| {
-        t.seconds
-            .saturating_mul(1_000_000)
-            .saturating_add(i64::from(t.nanos / 1000))
+/// The client's exactly-once id as the state machine keeps it (client id 0: none).
+fn session_seq(w: Option<WriteId>) -> Option<SessionSeq> {
+    w.filter(|w| w.client_id != 0).map(|w| SessionSeq {
+        client_id: w.client_id,
+        sequence: w.sequence,
     })
 }
 
-fn timestamp(us: i64) -> Timestamp {
-    Timestamp {
-        seconds: us.div_euclid(1_000_000),
-        nanos: (us.rem_euclid(1_000_000) * 1000) as i32,
+/// Waits (bounded) for an actor's answer. No answer at all means the actor is gone.
+async fn answer<T>(rx: oneshot::Receiver<Result<T, RequestError>>) -> Result<T, RequestError> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err(RequestError::Stopped),
+        Err(_) => Err(RequestError::TimedOut),
     }
-}
-
-fn write_id(w: Option<WriteId>) -> Option<(u64, u64)> {
-    w.filter(|w| w.client_id != 0)
-        .map(|w| (w.client_id, w.sequence))
 }
 
 impl ChatService {
     pub fn new(
-        node_tx: tmpsc::UnboundedSender<NodeInput>,
+        core_tx: tmpsc::UnboundedSender<CoreInput>,
         applier_tx: mpsc::Sender<ApplierMsg>,
         peer_addrs: BTreeMap<NodeId, String>,
         faults: Arc<FaultHook>,
     ) -> ChatService {
         ChatService {
-            node_tx,
-            applier_tx: Arc::new(Mutex::new(applier_tx)),
+            core_tx,
+            applier_tx,
             peer_addrs: Arc::new(peer_addrs),
             clients: Arc::new(Mutex::new(HashMap::new())),
             faults,
         }
     }
 
-    fn client(&self, leader: NodeId) -> Result<ChatClient<Channel>, Status> {
+    fn client(&self, leader: NodeId) -> Result<ChatClient<Channel>, RequestError> {
         let mut clients = self.clients.lock().expect("lock");
         if let Some(c) = clients.get(&leader) {
             return Ok(c.clone());
@@ -114,9 +92,9 @@ impl ChatService {
         let addr = self
             .peer_addrs
             .get(&leader)
-            .ok_or_else(|| Status::internal(format!("unknown node {leader}")))?;
+            .ok_or_else(|| RequestError::Internal(format!("unknown node {leader}")))?;
         let channel = Channel::from_shared(format!("http://{addr}"))
-            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| RequestError::Internal(e.to_string()))?
             .connect_timeout(Duration::from_secs(1))
             .connect_lazy();
         let client = ChatClient::new(channel).max_decoding_message_size(64 << 20);
@@ -126,82 +104,66 @@ impl ChatService {
 
     /// Runs `op` against the local node until it answers or names a leader to forward to;
     /// waits (bounded) while no leader is known.
-    async fn route<T, F, Fut>(&self, forwarded: bool, op: F) -> Result<Route<T>, Status>
+    async fn route<T, F, Fut>(&self, forwarded: bool, op: F) -> Result<Route<T>, RequestError>
     where
         F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<Result<T, NodeError>, Status>>,
+        Fut: Future<Output = Result<T, RequestError>>,
     {
         let start = Instant::now();
         loop {
-            match op().await? {
+            match op().await {
                 Ok(v) => return Ok(Route::Done(v)),
-                Err(NodeError::NotLeader { leader: Some(l) }) if !forwarded => {
+                Err(RequestError::NotLeader { leader: Some(l) }) if !forwarded => {
                     if self.faults.is_blocked(l) {
-                        return Err(Status::unavailable("partitioned from the leader"));
+                        return Err(RequestError::PartitionedFromLeader);
                     }
                     return Ok(Route::Forward(l));
                 }
-                Err(NodeError::NotLeader { .. }) if start.elapsed() < LEADER_WAIT => {
+                Err(RequestError::NotLeader { .. }) if start.elapsed() < LEADER_WAIT => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                Err(e) => return Err(node_status(e)),
+                Err(e) => return Err(e),
             }
         }
     }
 
-    async fn propose(
-        &self,
-        write: &Write,
-    ) -> Result<Result<Result<Outcome, ChatError>, NodeError>, Status> {
+    async fn propose(&self, write: &Write) -> Result<Outcome, RequestError> {
         let (reply, rx) = oneshot::channel();
-        self.node_tx
-            .send(NodeInput::Propose {
+        self.core_tx
+            .send(CoreInput::Propose {
                 write: write.encode(),
                 reply,
             })
-            .map_err(|_| Status::unavailable("node stopped"))?;
-        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(_)) => Err(Status::unavailable("node stopped")),
-            Err(_) => Err(Status::deadline_exceeded(
-                "the write's outcome is unknown (timed out)",
-            )),
-        }
+            .map_err(|_| RequestError::Stopped)?;
+        answer(rx).await
     }
 
+    /// A linearizable read through the core actor, or a local one straight from the applier.
     async fn read(
         &self,
         query: impl Fn() -> Query,
         local: bool,
-    ) -> Result<Result<QueryOutput, ChatError>, NodeError> {
+    ) -> Result<QueryOutput, RequestError> {
         let (reply, rx) = oneshot::channel();
-        if local {
-            let sent = self
-                .applier_tx
-                .lock()
-                .expect("lock")
+        let sent = if local {
+            self.applier_tx
                 .send(ApplierMsg::Query {
                     query: query(),
                     reply,
-                });
-            if sent.is_err() {
-                return Err(NodeError::Stopped);
-            }
-        } else if self
-            .node_tx
-            .send(NodeInput::Read {
-                query: query(),
-                reply,
-            })
-            .is_err()
-        {
-            return Err(NodeError::Stopped);
+                })
+                .is_ok()
+        } else {
+            self.core_tx
+                .send(CoreInput::Read {
+                    query: query(),
+                    reply,
+                })
+                .is_ok()
+        };
+        if !sent {
+            return Err(RequestError::Stopped);
         }
-        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(NodeError::Stopped),
-            Err(_) => Err(NodeError::OutcomeUnknown),
-        }
+        answer(rx).await
     }
 
     /// Proposes a write locally, or says where to forward it.
@@ -210,16 +172,13 @@ impl ChatService {
         forwarded: bool,
         id: Option<WriteId>,
         command: Command,
-    ) -> Result<Route<Outcome>, Status> {
+    ) -> Result<Route<Outcome>, RequestError> {
         let write = Write {
-            write_id: write_id(id),
+            session: session_seq(id),
             command,
         };
-        write.command.validate().map_err(chat_status)?;
-        match self.route(forwarded, || self.propose(&write)).await? {
-            Route::Done(r) => Ok(Route::Done(r.map_err(chat_status)?)),
-            Route::Forward(l) => Ok(Route::Forward(l)),
-        }
+        write.command.validate()?;
+        self.route(forwarded, || self.propose(&write)).await
     }
 
     async fn query(
@@ -227,14 +186,8 @@ impl ChatService {
         forwarded: bool,
         local: bool,
         query: impl Fn() -> Query,
-    ) -> Result<Route<QueryOutput>, Status> {
-        let routed = self
-            .route(forwarded, || async { Ok(self.read(&query, local).await) })
-            .await?;
-        match routed {
-            Route::Done(r) => Ok(Route::Done(r.map_err(chat_status)?)),
-            Route::Forward(l) => Ok(Route::Forward(l)),
-        }
+    ) -> Result<Route<QueryOutput>, RequestError> {
+        self.route(forwarded, || self.read(&query, local)).await
     }
 }
 
@@ -324,7 +277,7 @@ impl Chat for ChatService {
             user_id: r.user_id,
             chat_id: r.chat_id,
             content: r.content.clone(),
-            sent_time_us: micros(r.sent_time),
+            sent_time_us: r.sent_time.as_ref().map_or(0, time::micros),
         };
         match self.write(fwd, r.write_id, command).await? {
             Route::Done(o) => Ok(Response::new(SendMessageResponse {
@@ -340,7 +293,8 @@ impl Chat for ChatService {
     ) -> Result<Response<GetMessagesResponse>, Status> {
         let fwd = forwarded(&req);
         let r = req.into_inner();
-        let (user_id, after_us) = (r.user_id, micros(r.messages_after));
+        let user_id = r.user_id;
+        let after_us = r.messages_after.as_ref().map_or(0, time::micros);
         let q = || Query::Messages { user_id, after_us };
         match self.query(fwd, is_local(r.consistency), q).await? {
             Route::Done(QueryOutput::Messages(ms)) => Ok(Response::new(GetMessagesResponse {
@@ -351,11 +305,11 @@ impl Chat for ChatService {
                         chat_id: m.chat_id,
                         user_id: m.user_id,
                         content: m.content,
-                        sent_time: Some(timestamp(m.sent_time_us)),
+                        sent_time: Some(time::from_micros(m.sent_time_us)),
                     })
                     .collect(),
             })),
-            Route::Done(_) => Err(Status::internal("wrong query result")),
+            Route::Done(_) => Err(RequestError::Internal("wrong query result".into()).into()),
             Route::Forward(l) => self.client(l)?.get_messages(mark(r)).await,
         }
     }
@@ -379,31 +333,35 @@ impl Chat for ChatService {
                     .map(|(user_id, username)| User { user_id, username })
                     .collect(),
             })),
-            Route::Done(_) => Err(Status::internal("wrong query result")),
+            Route::Done(_) => Err(RequestError::Internal("wrong query result".into()).into()),
             Route::Forward(l) => self.client(l)?.get_chat_users(mark(r)).await,
         }
     }
 }
 
-/// Peer transport: decodes a batch of Raft messages into the node's inbox.
+/// Peer transport: decodes a batch of Raft messages into the core actor's inbox.
 pub struct RaftService {
-    pub node_tx: tmpsc::UnboundedSender<NodeInput>,
+    pub core_tx: tmpsc::UnboundedSender<CoreInput>,
     pub faults: Arc<FaultHook>,
+}
+
+fn bad_message(what: &str, e: postcard::Error) -> RequestError {
+    RequestError::BadPeerMessage(format!("bad {what}: {e}"))
 }
 
 #[tonic::async_trait]
 impl Raft for RaftService {
     async fn send(&self, req: Request<MessageBatch>) -> Result<Response<SendResponse>, Status> {
         for bytes in req.into_inner().messages {
-            let env: Envelope = postcard::from_bytes(&bytes)
-                .map_err(|e| Status::invalid_argument(format!("bad message: {e}")))?;
+            let env: Envelope =
+                postcard::from_bytes(&bytes).map_err(|e| bad_message("message", e))?;
             // A partition (fault injection): the message is lost on the way.
             if self.faults.is_blocked(env.from) {
                 continue;
             }
-            self.node_tx
-                .send(NodeInput::Peer(env))
-                .map_err(|_| Status::unavailable("node stopped"))?;
+            self.core_tx
+                .send(CoreInput::Peer(env))
+                .map_err(|_| RequestError::Stopped)?;
         }
         Ok(Response::new(SendResponse {}))
     }
@@ -419,31 +377,34 @@ impl Raft for RaftService {
         while let Some(chunk) = stream.message().await? {
             if env.is_none() {
                 let e: Envelope = postcard::from_bytes(&chunk.message)
-                    .map_err(|e| Status::invalid_argument(format!("bad snapshot header: {e}")))?;
+                    .map_err(|e| bad_message("snapshot header", e))?;
                 if self.faults.is_blocked(e.from) {
-                    return Err(Status::unavailable("partitioned"));
+                    return Err(RequestError::PartitionedPeer.into());
                 }
                 env = Some(e);
             }
             data.extend_from_slice(&chunk.data);
             chunks += 1;
         }
-        let mut env = env.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let mut env =
+            env.ok_or_else(|| RequestError::BadPeerMessage("empty snapshot stream".into()))?;
         let RaftMessage::InstallSnapshot { snapshot, .. } = &mut env.message else {
-            return Err(Status::invalid_argument("not an InstallSnapshot message"));
+            return Err(
+                RequestError::BadPeerMessage("not an InstallSnapshot message".into()).into(),
+            );
         };
         tracing::info!(bytes = data.len(), chunks, "snapshot received");
         snapshot.data = data;
-        self.node_tx
-            .send(NodeInput::Peer(env))
-            .map_err(|_| Status::unavailable("node stopped"))?;
+        self.core_tx
+            .send(CoreInput::Peer(env))
+            .map_err(|_| RequestError::Stopped)?;
         Ok(Response::new(SendResponse {}))
     }
 }
 
 pub struct AdminService {
-    pub node_tx: tmpsc::UnboundedSender<NodeInput>,
-    pub applier_tx: Arc<Mutex<mpsc::Sender<ApplierMsg>>>,
+    pub core_tx: tmpsc::UnboundedSender<CoreInput>,
+    pub applier_tx: mpsc::Sender<ApplierMsg>,
     pub faults: Arc<FaultHook>,
 }
 
@@ -459,28 +420,23 @@ impl Admin for AdminService {
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let (reply, rx) = oneshot::channel();
-        self.node_tx
-            .send(NodeInput::Status { reply })
-            .map_err(|_| Status::unavailable("node stopped"))?;
-        let s = rx.await.map_err(|_| Status::unavailable("node stopped"))?;
-        let (dreply, drx) = oneshot::channel();
-        let sent = self
-            .applier_tx
-            .lock()
-            .expect("lock")
+        self.core_tx
+            .send(CoreInput::Status { reply })
+            .map_err(|_| RequestError::Stopped)?;
+        let s = rx.await.map_err(|_| RequestError::Stopped)?;
+        let (reply, rx) = oneshot::channel();
+        self.applier_tx
             .send(ApplierMsg::Query {
                 query: Query::Digest,
-                reply: dreply,
-            });
-        if sent.is_err() {
-            return Err(Status::unavailable("node stopped"));
-        }
-        let (applied, digest) = match drx.await {
-            Ok(Ok(Ok(QueryOutput::Digest {
-                applied_index,
-                digest,
-            }))) => (applied_index, digest),
-            _ => return Err(Status::unavailable("node stopped")),
+                reply,
+            })
+            .map_err(|_| RequestError::Stopped)?;
+        let Ok(Ok(QueryOutput::Digest {
+            applied_index,
+            digest,
+        })) = rx.await
+        else {
+            return Err(RequestError::Stopped.into());
         };
         Ok(Response::new(StatusResponse {
             node_id: s.id,
@@ -489,7 +445,7 @@ impl Admin for AdminService {
             term: s.term,
             leader_id: s.leader.unwrap_or(0),
             commit_index: s.commit_index,
-            applied_index: applied,
+            applied_index,
             last_log_index: s.last_index,
             pid: std::process::id(),
             state_digest: digest,

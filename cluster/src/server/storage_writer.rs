@@ -3,65 +3,116 @@
 //!
 //! It blocks for one request, then takes every request already queued, performs them in
 //! order, and issues a single fdatasync for all the appends among them. Only then does it
-//! tell the node actor "persisted up to (index, term)". Hard-state and snapshot writes are
-//! synchronous for the caller (a oneshot reply after their own fsync), as the core's
-//! contract requires. Any I/O error is fatal: the process stops with the error rather than
-//! run on with state it cannot trust.
+//! report [`Completion::Persisted`]` { up_to }`, naming the last append of the batch (which
+//! covers every earlier one). Hard-state and snapshot-install requests are answered on their
+//! own oneshot once durable (each is its own fsync'd file), as the core's contract requires.
+//! Any I/O error is fatal: the process stops with the error rather than run on with state it
+//! cannot trust.
+//!
+//! It counts what group commit achieves ([`WriterStats`]: fdatasyncs, entries and bytes)
+//! and hands the counts back when it is joined.
+//!
+//! Must not: know who listens to its reports (it calls the `report` function it was given),
+//! or touch the state machine.
 
 use std::sync::mpsc;
+use std::thread::JoinHandle;
 
-use tokio::sync::{mpsc as tmpsc, oneshot};
+use super::fatal;
+use super::mailbox::{Completion, StorageRequest};
+use crate::raft::{AppendId, Entry};
+use crate::storage::{RaftStorage, StorageError};
 
-use super::node::NodeInput;
-use crate::raft::{Entry, HardState, Snapshot, WriteId};
-use crate::storage::RaftStorage;
-
-pub enum StorageRequest {
-    Append(WriteId, Vec<Entry>),
-    HardState(HardState, oneshot::Sender<()>),
-    /// A snapshot this node took: save it and drop the entries it covers.
-    Compact(Snapshot),
-    /// A snapshot from the leader: save it and replace the whole log.
-    Install(Snapshot, oneshot::Sender<()>),
-}
-
-/// Counters the writer keeps, for benchmarks and status.
-#[derive(Default, Clone, Copy, Debug)]
+/// What the writer did over its life: how much each fdatasync carried.
+#[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WriterStats {
+    /// fdatasyncs of appended entries (hard-state and snapshot files are not counted).
     pub syncs: u64,
+    /// Entries appended.
     pub entries: u64,
+    /// Bytes appended to the log, record framing included.
+    pub bytes: u64,
 }
 
-pub fn spawn(
-    mut storage: RaftStorage,
-    node_tx: tmpsc::UnboundedSender<NodeInput>,
-) -> mpsc::Sender<StorageRequest> {
-    let (tx, rx) = mpsc::channel::<StorageRequest>();
-    std::thread::Builder::new()
-        .name("storage-writer".into())
-        .spawn(move || {
-            while let Ok(first) = rx.recv() {
-                let mut batch = vec![first];
-                batch.extend(rx.try_iter());
-                if let Err(e) = run_batch(&mut storage, batch, &node_tx) {
-                    fatal(&e);
+impl WriterStats {
+    /// Entries made durable per fdatasync: what group commit buys.
+    pub fn entries_per_sync(&self) -> f64 {
+        self.entries as f64 / self.syncs.max(1) as f64
+    }
+
+    /// Bytes made durable per fdatasync.
+    pub fn bytes_per_sync(&self) -> f64 {
+        self.bytes as f64 / self.syncs.max(1) as f64
+    }
+}
+
+/// The handle of a running storage writer: where to send requests, and the thread to join.
+pub struct StorageWriter {
+    tx: mpsc::Sender<StorageRequest>,
+    thread: JoinHandle<WriterStats>,
+}
+
+impl StorageWriter {
+    /// Starts the writer thread on `storage`. `report` is called on that thread after each
+    /// fdatasync of appends.
+    pub fn spawn(
+        mut storage: RaftStorage,
+        report: impl Fn(Completion) + Send + 'static,
+    ) -> StorageWriter {
+        let (tx, rx) = mpsc::channel::<StorageRequest>();
+        let thread = std::thread::Builder::new()
+            .name("storage-writer".into())
+            .spawn(move || {
+                let mut stats = WriterStats::default();
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    batch.extend(rx.try_iter());
+                    match run_batch(&mut storage, batch, &mut stats) {
+                        Ok(Some(up_to)) => report(Completion::Persisted { up_to }),
+                        Ok(None) => {}
+                        Err(e) => fatal::stop(e),
+                    }
                 }
-            }
-        })
-        .expect("spawn storage writer");
-    tx
+                stats
+            })
+            .expect("spawn storage writer");
+        StorageWriter { tx, thread }
+    }
+
+    /// Another sender for the writer's queue (the core actor's).
+    pub(super) fn sender(&self) -> mpsc::Sender<StorageRequest> {
+        self.tx.clone()
+    }
+
+    /// Queues entries to append as append `id`; completion is reported after the fdatasync.
+    /// Ids must grow: the writer reports only the last of a batch.
+    pub fn append(&self, id: AppendId, entries: Vec<Entry>) {
+        if self.tx.send(StorageRequest::Append(id, entries)).is_err() {
+            fatal::writer_stopped("appends were still being queued");
+        }
+    }
+
+    /// Waits until every sender is gone and every queued request is done, and returns the
+    /// writer's counts. A panic on the writer thread is returned as the error.
+    pub fn join(self) -> std::thread::Result<WriterStats> {
+        drop(self.tx);
+        self.thread.join()
+    }
 }
 
+/// Performs one batch in order, with one fdatasync for its appends. Returns the last append
+/// id of the batch, now durable.
 fn run_batch(
     storage: &mut RaftStorage,
     batch: Vec<StorageRequest>,
-    node_tx: &tmpsc::UnboundedSender<NodeInput>,
-) -> Result<(), crate::storage::StorageError> {
-    let mut last: Option<WriteId> = None;
+    stats: &mut WriterStats,
+) -> Result<Option<AppendId>, StorageError> {
+    let mut last = None;
     for req in batch {
         match req {
             StorageRequest::Append(id, entries) => {
-                storage.log.append(&entries)?;
+                stats.bytes += storage.log.append(&entries)?;
+                stats.entries += entries.len() as u64;
                 last = Some(id);
             }
             StorageRequest::HardState(hs, done) => {
@@ -77,16 +128,36 @@ fn run_batch(
             }
         }
     }
-    if let Some(write) = last {
+    if last.is_some() {
         storage.log.sync()?;
-        let _ = node_tx.send(NodeInput::Persisted { write });
+        stats.syncs += 1;
     }
-    Ok(())
+    Ok(last)
 }
 
-/// A disk that fails stops the node loudly: continuing could acknowledge what is not durable.
-pub fn fatal(e: &dyn std::fmt::Display) -> ! {
-    tracing::error!("FATAL storage failure, stopping: {e}");
-    eprintln!("telegraft: FATAL storage failure, stopping: {e}");
-    std::process::exit(70);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_each_batch_once_and_counts_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, _) = RaftStorage::open(dir.path(), 1 << 20).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let writer = StorageWriter::spawn(storage, move |c| tx.send(c).unwrap());
+        let entry = |index| Entry {
+            index,
+            term: 1,
+            command: Some(vec![7; 10]),
+        };
+        writer.append(1, vec![entry(1), entry(2)]);
+        assert_eq!(rx.recv().unwrap(), Completion::Persisted { up_to: 1 });
+        writer.append(2, vec![entry(3)]);
+        assert_eq!(rx.recv().unwrap(), Completion::Persisted { up_to: 2 });
+        let stats = writer.join().unwrap();
+        assert_eq!((stats.syncs, stats.entries), (2, 3));
+        assert!(stats.bytes > 3 * 10, "records and their framing: {stats:?}");
+        let (_, loaded) = RaftStorage::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(loaded.entries.len(), 3);
+    }
 }

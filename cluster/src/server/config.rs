@@ -1,0 +1,59 @@
+//! What one replica is told at startup.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::raft::{NodeId, Options};
+
+/// Everything needed to run one replica.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub listen: SocketAddr,
+    /// Every member's address, this node included.
+    pub peers: BTreeMap<NodeId, String>,
+    pub data_dir: PathBuf,
+    /// Real time per Raft tick (the core's timeouts are in ticks).
+    pub tick: Duration,
+    /// Take a snapshot and compact the log every this many applied entries (0: never).
+    pub snapshot_every: u64,
+    /// Log segment size in bytes.
+    pub segment_bytes: u64,
+    pub options: Options,
+    /// Accept Admin.SetPartition (off unless asked for: it lets anyone who reaches the port
+    /// cut this node off).
+    pub fault_injection: bool,
+}
+
+impl NodeConfig {
+    /// A configuration with the defaults: 10 ms ticks, a snapshot every 10,000 entries,
+    /// 64 MiB log segments, no fault injection.
+    pub fn new(
+        id: NodeId,
+        listen: SocketAddr,
+        peers: BTreeMap<NodeId, String>,
+        data_dir: PathBuf,
+    ) -> NodeConfig {
+        NodeConfig {
+            id,
+            listen,
+            peers,
+            data_dir,
+            tick: Duration::from_millis(10),
+            snapshot_every: 10_000,
+            segment_bytes: 64 << 20,
+            options: Options::default(),
+            fault_injection: false,
+        }
+    }
+
+    /// The members other than this node.
+    pub(super) fn other_peers(&self) -> impl Iterator<Item = (NodeId, &str)> {
+        self.peers
+            .iter()
+            .filter(|(id, _)| **id != self.id)
+            .map(|(id, addr)| (*id, addr.as_str()))
+    }
+}
