@@ -1,19 +1,27 @@
 //! Starting and stopping a local cluster of `telegraft node` processes on loopback.
 //!
-//! Used by `telegraft cluster`, by the benchmarks, and by the load generator (which starts a
-//! fresh cluster per run). Each node gets its own data directory (`DIR/node-I`, with its log
-//! in `DIR/node-I/node.log`) and listens on `127.0.0.1:BASE+I-1`. Dropping a
-//! [`LocalCluster`] kills whatever is still running, so a failing caller leaves no strays.
+//! Used by `telegraft cluster`, by the benchmarks, by the real-process tests and by the load
+//! generator (which starts a fresh cluster per run). Each node gets its own data directory
+//! (`DIR/node-I`, with its log in `DIR/node-I/node.log`) and listens on `127.0.0.1:BASE+I-1`,
+//! or on the addresses the caller chose ([`LocalCluster::start_on`]). Faults are real signals
+//! to real processes: SIGKILL, SIGSTOP/SIGCONT, and a restart on the same data directory.
+//! Dropping a [`LocalCluster`] kills whatever is still running, so a failing caller leaves
+//! no strays.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
 use crate::raft::NodeId;
 
 pub struct LocalCluster {
+    /// Every node's address, running or not.
     pub addrs: BTreeMap<NodeId, String>,
+    /// The parent of the nodes' data directories.
     pub data_dir: PathBuf,
     children: BTreeMap<NodeId, Child>,
     exe: PathBuf,
@@ -21,9 +29,16 @@ pub struct LocalCluster {
     extra: Vec<String>,
 }
 
+/// Sends `signal` to a child process we started and have not reaped.
+fn signal(child: &Child, signal: Signal) -> std::io::Result<()> {
+    let pid = i32::try_from(child.id()).map_err(std::io::Error::other)?;
+    kill(Pid::from_raw(pid), signal)?;
+    Ok(())
+}
+
 impl LocalCluster {
-    /// Starts `replicas` nodes with the `telegraft` binary at `exe`. `extra` arguments are
-    /// passed to every `telegraft node`.
+    /// Starts `replicas` nodes with the `telegraft` binary at `exe`, node `i` on
+    /// `127.0.0.1:base_port+i-1`. `extra` arguments are passed to every `telegraft node`.
     pub fn start(
         exe: &Path,
         replicas: u64,
@@ -34,6 +49,16 @@ impl LocalCluster {
         let addrs: BTreeMap<NodeId, String> = (1..=replicas)
             .map(|i| (i, format!("127.0.0.1:{}", u64::from(base_port) + i - 1)))
             .collect();
+        LocalCluster::start_on(exe, addrs, data_dir, extra)
+    }
+
+    /// Starts one node per entry of `addrs` (node id to `host:port`), each with `extra`.
+    pub fn start_on(
+        exe: &Path,
+        addrs: BTreeMap<NodeId, String>,
+        data_dir: &Path,
+        extra: &[String],
+    ) -> std::io::Result<LocalCluster> {
         let peers = addrs
             .iter()
             .map(|(i, a)| format!("{i}={a}"))
@@ -47,7 +72,8 @@ impl LocalCluster {
             peers,
             extra: extra.to_vec(),
         };
-        for id in 1..=replicas {
+        let ids: Vec<NodeId> = cluster.addrs.keys().copied().collect();
+        for id in ids {
             cluster.spawn(id)?;
         }
         Ok(cluster)
@@ -60,7 +86,7 @@ impl LocalCluster {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(dir.join("node.log"))?;
+            .open(self.log_path(id))?;
         let child = Command::new(&self.exe)
             .args([
                 "node",
@@ -105,15 +131,18 @@ impl LocalCluster {
 
     /// Freezes node `id` (SIGSTOP) or lets it run again (SIGCONT).
     pub fn pause(&self, id: NodeId, paused: bool) -> std::io::Result<()> {
-        let pid = self
-            .pid(id)
+        let child = self
+            .children
+            .get(&id)
             .ok_or_else(|| std::io::Error::other(format!("node {id} is not running")))?;
-        let signal = if paused { libc::SIGSTOP } else { libc::SIGCONT };
-        // SAFETY: sending a signal to a child process we started and have not reaped.
-        if unsafe { libc::kill(pid as i32, signal) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
+        signal(
+            child,
+            if paused {
+                Signal::SIGSTOP
+            } else {
+                Signal::SIGCONT
+            },
+        )
     }
 
     /// The nodes running now (not killed).
@@ -121,8 +150,22 @@ impl LocalCluster {
         self.children.keys().copied().collect()
     }
 
+    /// Node `id`'s data directory.
     pub fn node_dir(&self, id: NodeId) -> PathBuf {
         self.data_dir.join(format!("node-{id}"))
+    }
+
+    /// Node `id`'s log (its stderr, appended to across restarts).
+    pub fn log_path(&self, id: NodeId) -> PathBuf {
+        self.node_dir(id).join("node.log")
+    }
+
+    /// The addresses of the nodes running now.
+    pub fn running_addrs(&self) -> Vec<String> {
+        self.children
+            .keys()
+            .map(|id| self.addrs[id].clone())
+            .collect()
     }
 
     pub fn pid(&self, id: NodeId) -> Option<u32> {
@@ -132,12 +175,10 @@ impl LocalCluster {
     /// Stops every node: SIGTERM, then SIGKILL for any still running after `grace`.
     pub fn stop(&mut self, grace: Duration) {
         for child in self.children.values() {
-            // SAFETY: signalling a child process we started. A paused node is let run first,
-            // or it would never see the SIGTERM.
-            unsafe {
-                libc::kill(child.id() as i32, libc::SIGCONT);
-                libc::kill(child.id() as i32, libc::SIGTERM);
-            }
+            // A paused node is let run first, or it would never see the SIGTERM. A node that
+            // already exited fails both; the wait below reaps it.
+            let _ = signal(child, Signal::SIGCONT);
+            let _ = signal(child, Signal::SIGTERM);
         }
         let deadline = Instant::now() + grace;
         for child in self.children.values_mut() {

@@ -1,24 +1,29 @@
 //! Real replicas: `telegraft node` processes on loopback, with real fsync'd files, real
 //! SQLite and real gRPC, killed with real signals. Every wait is bounded.
+//!
+//! The processes are the launcher's ([`LocalCluster`]); who leads and what each replica
+//! reports come from [`telegraft::admin`], the same code the load generator uses.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use telegraft::proto::admin::{
-    SetPartitionRequest, StatusRequest, StatusResponse, admin_client::AdminClient,
-};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use telegraft::admin::{self, AdminError, NodeView};
+use telegraft::launcher::LocalCluster;
 use telegraft::proto::chat::{self as api, chat_client::ChatClient};
+use telegraft::proto::time;
 use tonic::Code;
 use tonic::transport::Channel;
 
+/// A local cluster in a temporary directory, with the helpers the tests share.
 struct Cluster {
-    dir: tempfile::TempDir,
-    addrs: BTreeMap<u64, String>,
-    children: BTreeMap<u64, Child>,
-    extra: Vec<String>,
+    /// Declared first, so the nodes are killed before their directory is removed.
+    nodes: LocalCluster,
+    _dir: tempfile::TempDir,
 }
 
 fn free_port() -> u16 {
@@ -34,67 +39,45 @@ impl Cluster {
         Cluster::start_with(n, &[])
     }
 
-    /// Starts `n` nodes, each with the `extra` arguments.
+    /// Starts `n` nodes on free ports, each snapshotting every 16 entries and with the
+    /// `extra` arguments.
     fn start_with(n: u64, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let addrs: BTreeMap<u64, String> = (1..=n)
             .map(|id| (id, format!("127.0.0.1:{}", free_port())))
             .collect();
-        let mut c = Cluster {
-            dir,
+        let mut args = vec!["--snapshot-every".to_string(), "16".to_string()];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let nodes = LocalCluster::start_on(
+            Path::new(env!("CARGO_BIN_EXE_telegraft")),
             addrs,
-            children: BTreeMap::new(),
-            extra: extra.iter().map(|a| a.to_string()).collect(),
-        };
-        for id in 1..=n {
-            c.spawn(id);
-        }
-        c
+            dir.path(),
+            &args,
+        )
+        .expect("start telegraft nodes");
+        Cluster { nodes, _dir: dir }
     }
 
-    fn data_dir(&self, id: u64) -> PathBuf {
-        self.dir.path().join(format!("node-{id}"))
-    }
-
-    fn spawn(&mut self, id: u64) {
-        let peers: Vec<String> = self.addrs.iter().map(|(i, a)| format!("{i}={a}")).collect();
-        let dir = self.data_dir(id);
-        std::fs::create_dir_all(&dir).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("node.log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_telegraft"))
-            .args([
-                "node",
-                "--id",
-                &id.to_string(),
-                "--listen",
-                &self.addrs[&id],
-                "--peers",
-                &peers.join(","),
-            ])
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(["--snapshot-every", "16"])
-            .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start telegraft node");
-        self.children.insert(id, child);
+    fn addr(&self, id: u64) -> &str {
+        &self.nodes.addrs[&id]
     }
 
     /// SIGKILL: no chance to flush anything.
     fn kill(&mut self, id: u64) {
-        let mut child = self.children.remove(&id).expect("running");
-        child.kill().unwrap();
-        child.wait().unwrap();
+        self.nodes.kill(id).expect("kill a running node");
+    }
+
+    /// Starts a killed node again on its data directory.
+    fn restart(&mut self, id: u64) {
+        self.nodes.restart(id).expect("restart a killed node");
+    }
+
+    fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.nodes.log_path(id)).unwrap()
     }
 
     async fn chat(&self, id: u64) -> ChatClient<Channel> {
-        let ep = format!("http://{}", self.addrs[&id]);
+        let ep = format!("http://{}", self.addr(id));
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match ChatClient::connect(ep.clone()).await {
@@ -105,29 +88,16 @@ impl Cluster {
         }
     }
 
-    async fn status(&self, id: u64) -> Option<StatusResponse> {
-        let ep = format!("http://{}", self.addrs[&id]);
-        let mut c = AdminClient::connect(ep).await.ok()?;
-        c.status(StatusRequest {})
-            .await
-            .ok()
-            .map(|r| r.into_inner())
+    async fn status(&self, id: u64) -> Option<NodeView> {
+        admin::status(self.addr(id)).await.ok()
     }
 
-    /// Waits (bounded) for a leader among the running nodes; returns its id.
+    /// Waits (bounded) until the running nodes agree on a leader; returns its id.
     async fn leader(&self) -> u64 {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            for &id in self.children.keys() {
-                if let Some(s) = self.status(id).await
-                    && s.role == "leader"
-                {
-                    return id;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("no leader within 15 s");
+        admin::wait_for_leader(&self.nodes.running_addrs(), Duration::from_secs(15))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .node_id
     }
 
     /// Waits (bounded) until every running node applied the same index and reports the same
@@ -138,7 +108,7 @@ impl Cluster {
         while Instant::now() < deadline {
             let mut seen = BTreeSet::new();
             last.clear();
-            for &id in self.children.keys() {
+            for id in self.nodes.running() {
                 match self.status(id).await {
                     Some(s) => {
                         seen.insert((s.applied_index, s.state_digest.clone()));
@@ -158,25 +128,6 @@ impl Cluster {
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for child in self.children.values_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn now() -> prost_types::Timestamp {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    prost_types::Timestamp {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
-    }
-}
-
 /// Retries a write on UNAVAILABLE/DEADLINE_EXCEEDED for a bounded time, with the same write
 /// id, so that a retry after a failover is applied at most once.
 async fn send(
@@ -192,7 +143,7 @@ async fn send(
             user_id: user,
             chat_id: chat,
             content: content.into(),
-            sent_time: Some(now()),
+            sent_time: Some(time::now()),
             write_id: Some(write_id),
         };
         match c.send_message(req).await {
@@ -376,7 +327,7 @@ async fn writes_and_reads_through_every_node_and_invalid_requests_change_nothing
         user_id: bob,
         chat_id: chat,
         content: "hi".into(),
-        sent_time: Some(now()),
+        sent_time: Some(time::now()),
         write_id: None,
     };
     assert_eq!(
@@ -387,7 +338,7 @@ async fn writes_and_reads_through_every_node_and_invalid_requests_change_nothing
         user_id: user,
         chat_id: chat,
         content: "x".repeat(64 * 1024 + 1),
-        sent_time: Some(now()),
+        sent_time: Some(time::now()),
         write_id: None,
     };
     assert_eq!(
@@ -432,7 +383,7 @@ async fn survives_kill_9_of_the_leader_and_of_every_node() {
 
     // Kill the leader: a survivor takes over and accepts writes.
     cluster.kill(leader);
-    let survivor = *cluster.children.keys().next().unwrap();
+    let survivor = cluster.nodes.running()[0];
     let mut c = cluster.chat(survivor).await;
     send_padded(&mut c, user, chat, 20..40, &mut acked).await;
     let new_leader = cluster.leader().await;
@@ -440,11 +391,11 @@ async fn survives_kill_9_of_the_leader_and_of_every_node() {
 
     // The killed node restarts and catches up: from a snapshot, since the others compacted
     // their logs past the point where it stopped (they snapshot every 16 entries).
-    cluster.spawn(leader);
+    cluster.restart(leader);
     cluster.converged().await;
     let mut c = cluster.chat(leader).await;
     assert_eq!(messages(&mut c, user, true).await, acked);
-    let log = std::fs::read_to_string(cluster.data_dir(leader).join("node.log")).unwrap();
+    let log = cluster.log(leader);
     assert!(
         log.contains("installing a snapshot from the leader"),
         "caught up by snapshot:\n{log}"
@@ -455,7 +406,7 @@ async fn survives_kill_9_of_the_leader_and_of_every_node() {
         cluster.kill(id);
     }
     for id in 1..=3 {
-        cluster.spawn(id);
+        cluster.restart(id);
     }
     cluster.leader().await;
     let digest = cluster.converged().await;
@@ -489,7 +440,7 @@ async fn a_node_whose_log_tail_is_torn_restarts_cleanly() {
     cluster.converged().await;
     cluster.kill(victim);
     // Cut the last record of the newest log segment in half.
-    let seg = newest_segment(&cluster.data_dir(victim).join("raft/log"));
+    let seg = newest_segment(&cluster.nodes.node_dir(victim).join("raft/log"));
     let len = std::fs::metadata(&seg).unwrap().len();
     assert!(len > 10, "segment has records");
     std::fs::OpenOptions::new()
@@ -498,11 +449,11 @@ async fn a_node_whose_log_tail_is_torn_restarts_cleanly() {
         .unwrap()
         .set_len(len - 3)
         .unwrap();
-    cluster.spawn(victim);
+    cluster.restart(victim);
     let digest = cluster.converged().await;
     let mut c = cluster.chat(victim).await;
     assert_eq!(messages(&mut c, user, true).await.len(), 10);
-    let log = std::fs::read_to_string(cluster.data_dir(victim).join("node.log")).unwrap();
+    let log = cluster.log(victim);
     assert!(
         log.contains("torn write"),
         "the truncation is logged:\n{log}"
@@ -528,7 +479,7 @@ async fn reflection_lists_the_services() {
 
     let cluster = Cluster::start(1);
     cluster.leader().await;
-    let channel = Channel::from_shared(format!("http://{}", cluster.addrs[&1]))
+    let channel = Channel::from_shared(format!("http://{}", cluster.addr(1)))
         .unwrap()
         .connect()
         .await
@@ -593,6 +544,7 @@ async fn cluster_command_and_status_json() {
         if out.status.success() {
             let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
             let arr = v.as_array().unwrap().clone();
+            // The JSON carries the role by name: that is the command's documented output.
             if arr.iter().any(|s| s["role"] == "leader") {
                 break arr;
             }
@@ -620,16 +572,15 @@ async fn cluster_command_and_status_json() {
         .iter()
         .map(|s| s["pid"].as_i64().unwrap() as i32)
         .collect();
-    // SAFETY: signalling the child we started.
-    unsafe { libc::kill(cluster.id() as i32, libc::SIGTERM) };
+    kill(Pid::from_raw(cluster.id() as i32), Signal::SIGTERM).unwrap();
     let status = cluster.wait().unwrap();
     assert!(
         status.success(),
         "cluster exits cleanly on SIGTERM: {status:?}"
     );
     for pid in pids {
-        // SAFETY: signal 0 only checks whether the process exists.
-        let alive = unsafe { libc::kill(pid, 0) } == 0;
+        // No signal: only asks whether the process exists.
+        let alive = kill(Pid::from_raw(pid), None).is_ok();
         assert!(
             !alive,
             "node pid {pid} still running after the cluster stopped"
@@ -651,12 +602,8 @@ fn free_port_block(n: u16) -> u16 {
     panic!("no block of {n} free ports");
 }
 
-async fn set_partition(cluster: &Cluster, id: u64, blocked: Vec<u64>) -> Result<(), tonic::Status> {
-    let ep = format!("http://{}", cluster.addrs[&id]);
-    let mut c = AdminClient::connect(ep).await.unwrap();
-    c.set_partition(SetPartitionRequest { blocked })
-        .await
-        .map(drop)
+async fn set_partition(cluster: &Cluster, id: u64, blocked: Vec<u64>) -> Result<(), AdminError> {
+    admin::set_partition(cluster.addr(id), blocked).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -665,7 +612,10 @@ async fn a_partition_needs_the_flag_and_cuts_the_leader_off_until_healed() {
     let plain = Cluster::start(1);
     plain.leader().await;
     let err = set_partition(&plain, 1, vec![2]).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+    assert!(
+        matches!(&err, AdminError::Call { status, .. } if status.code() == Code::PermissionDenied),
+        "{err}"
+    );
     drop(plain);
 
     let cluster = Cluster::start_with(3, &["--enable-fault-injection"]);
@@ -679,18 +629,16 @@ async fn a_partition_needs_the_flag_and_cuts_the_leader_off_until_healed() {
     }
     // The majority elects a new leader in a later term; the old one cannot commit.
     let deadline = Instant::now() + Duration::from_secs(10);
+    let majority: Vec<String> = others
+        .iter()
+        .map(|id| cluster.addr(*id).to_string())
+        .collect();
     let new = loop {
-        let mut found = None;
-        for &id in &others {
-            if let Some(s) = cluster.status(id).await
-                && s.role == "leader"
-                && s.term > old_term
-            {
-                found = Some(id);
-            }
-        }
-        if let Some(id) = found {
-            break id;
+        let views = admin::statuses(&majority).await;
+        if let Some(leader) = admin::newest_leader(&views)
+            && leader.term > old_term
+        {
+            break leader.node_id;
         }
         assert!(
             Instant::now() < deadline,
