@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{
+use super::command::{
     ApplyResult, ChatError, ChatId, Command, MessageId, Outcome, SessionSeq, UserId, Write,
 };
 use crate::raft::{Entry, Index};

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use crate::raft::{Entry, Index};
 
-use super::StorageError;
+use super::error::StorageError;
 
 const HEADER: usize = 8;
 const MAX_RECORD: u32 = 256 << 20;

@@ -14,7 +14,8 @@
 //! This module must not decide anything about roles or terms beyond what it reads from disk;
 //! what it returns is the core's [`Restored`] starting point.
 
-use super::{Loaded, RaftStorage, StorageError};
+use super::error::StorageError;
+use super::raft_storage::{Loaded, RaftStorage};
 use crate::raft::{Index, Restored, Snapshot, Term};
 
 /// What reconciliation needs from the durable state machine.
