@@ -1,24 +1,30 @@
 //! Telegraft's load generator.
 //!
-//! - [`scenario`]: the YAML workload files, their checks and `--set` overrides;
-//! - [`schedule`]: the open model's intended send times;
-//! - [`world`]: the dataset and the model of users, chats and members calls are drawn from;
-//! - [`client`]: gRPC connections, leader discovery, what a failed call counts as;
-//! - [`runner`]: the Goose load (pacing, recording, progress);
-//! - [`record`]: per-operation HDR latency recording (corrected and service time);
-//! - [`results`]: the results folder contract and the end-of-run table;
-//! - [`report`]: HTML pages per run and across runs (polars, plotters, minijinja);
-//! - [`check`]: the history checker (lost, phantom, duplicate, reordered, stale, non-monotonic);
-//! - [`bench`]: one whole run, from scenario file to results folder.
+//! # Layout
+//!
+//! - [`scenario`]: the YAML workload files, their validation and `--set` overrides;
+//! - [`load`]: the load itself: the open model's schedule, the population calls draw
+//!   their arguments from, the operations (one small trait, one implementation each), the
+//!   Goose runner, latency recording and the progress line;
+//! - `control`: cluster control: starting and stopping a local cluster, the leader watch,
+//!   faults, the final reads after the load;
+//! - [`history`]: the history of a run's calls, its checker and its Elle export;
+//! - [`results`]: every file of a run's results folder, `summary.json`'s typed contract and
+//!   its JSON Schema;
+//! - [`report`]: HTML pages per run and across runs (polars, plotters, minijinja), and the
+//!   end-of-run text;
+//! - `bench`: one whole run, from scenario file to results folder ([`bench()`]).
+//!
+//! Modules are private unless another program (the `loadgen` binary, the tests) needs them;
+//! inside each folder, files are private and its `mod.rs` chooses what to re-export.
 
-pub mod bench;
-pub mod check;
-pub mod client;
-pub mod faults;
-pub mod record;
+mod bench;
+mod control;
+pub mod history;
+pub mod load;
 pub mod report;
 pub mod results;
-pub mod runner;
 pub mod scenario;
-pub mod schedule;
-pub mod world;
+
+pub use bench::{BenchArgs, BenchOutcome, bench};
+pub use scenario::{Op, Scenario, ScenarioError};

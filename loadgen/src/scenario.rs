@@ -5,7 +5,7 @@
 //! 1. YAML to a tree, with `--set path=value` overrides applied to the tree;
 //! 2. the tree to [`Scenario`] (unknown keys and wrong types are rejected by serde, the field
 //!    path comes from `serde_path_to_error`);
-//! 3. semantic checks across fields ([`Scenario::check`]): weights that are all zero, a
+//! 3. semantic checks across fields ([`Scenario::validate`]): weights that are all zero, a
 //!    warm-up longer than the run, a rate schedule that makes no sense.
 //!
 //! The schema is documented field by field in `scenarios/README.md`; keep the two in step.
@@ -248,7 +248,7 @@ pub struct Slo {
     pub max: Option<Dur>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// SIGKILL the target replica.
@@ -259,6 +259,30 @@ pub enum Action {
     Pause,
     /// Cut the target's side off from the other replicas for `for`, in both directions.
     Partition,
+}
+
+impl Action {
+    /// The action as a scenario names it (`kill`, `partition`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Kill => "kill",
+            Action::Restart => "restart",
+            Action::Pause => "pause",
+            Action::Partition => "partition",
+        }
+    }
+
+    /// Whether this action can hit `target`: a restart needs a replica that was killed, a
+    /// kill or a pause one replica, and a partition any side but `killed`.
+    pub fn can_target(self, target: Target) -> bool {
+        match self {
+            Action::Restart => matches!(target, Target::Killed | Target::Node(_)),
+            Action::Kill | Action::Pause => {
+                matches!(target, Target::Leader | Target::Follower | Target::Node(_))
+            }
+            Action::Partition => !matches!(target, Target::Killed),
+        }
+    }
 }
 
 /// Which replica a fault hits, resolved when the fault fires.
@@ -416,87 +440,103 @@ impl Scenario {
                 at(&path, message)
             }
         })?;
-        if let Some((path, message)) = scenario.check().into_iter().next() {
+        if let Some((path, message)) = scenario.validate().into_iter().next() {
             return Err(at(&path, message));
         }
         Ok(scenario)
     }
 
-    /// Checks across fields. Returns (field path, message) for each problem.
-    pub fn check(&self) -> Vec<(String, String)> {
-        let mut errs = Vec::new();
-        let mut err = |p: &str, m: String| errs.push((p.to_string(), m));
+    /// Checks across fields. Returns (field path, message) for each problem, in the order of
+    /// the file's sections.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut p = Problems::default();
+        self.validate_identity(&mut p);
+        self.validate_dataset(&mut p);
+        self.validate_load(&mut p);
+        self.validate_calls(&mut p);
+        self.validate_slos(&mut p);
+        self.validate_faults(&mut p);
+        p.0
+    }
+
+    fn validate_identity(&self, p: &mut Problems) {
         if self.name.trim().is_empty() {
-            err("name", "must not be empty".into());
+            p.add("name", "must not be empty");
         }
         if self.replicas == 0 || self.replicas > 15 {
-            err(
+            p.add(
                 "replicas",
                 format!("expected 1 to 15 replicas, got {}", self.replicas),
             );
         }
+    }
+
+    fn validate_dataset(&self, p: &mut Problems) {
         let d = &self.dataset;
         if d.users == 0 {
-            err("dataset.users", "expected at least one user".into());
+            p.add("dataset.users", "expected at least one user");
         }
         if d.chats == 0 {
-            err("dataset.chats", "expected at least one chat".into());
+            p.add("dataset.chats", "expected at least one chat");
         }
         if d.members_per_chat == 0 || d.members_per_chat > d.users {
-            err(
+            p.add(
                 "dataset.members_per_chat",
                 format!("expected 1 to dataset.users ({}) members", d.users),
             );
         }
+    }
+
+    /// The load model's fields fit together, and the measured window is longer than zero
+    /// and than the warm-up.
+    fn validate_load(&self, p: &mut Problems) {
         let l = &self.load;
         if l.users == 0 {
-            err("load.users", "expected at least one user".into());
+            p.add("load.users", "expected at least one user");
         }
         match l.model {
             Model::Open => {
                 match (l.rate.is_some(), l.steps.is_empty()) {
-                    (false, true) => {
-                        err("load.rate", "the open model needs a rate (or steps)".into())
-                    }
-                    (true, false) => err(
+                    (false, true) => p.add("load.rate", "the open model needs a rate (or steps)"),
+                    (true, false) => p.add(
                         "load.steps",
-                        "give either load.rate or load.steps, not both".into(),
+                        "give either load.rate or load.steps, not both",
                     ),
                     _ => {}
                 }
                 if !l.steps.is_empty() && l.duration.is_some() {
-                    err(
+                    p.add(
                         "load.duration",
-                        "with load.steps the duration is the sum of the steps".into(),
+                        "with load.steps the duration is the sum of the steps",
                     );
                 }
                 if l.think_time.0 > Duration::ZERO {
-                    err(
+                    p.add(
                         "load.think_time",
-                        "think time applies to the closed model only".into(),
+                        "think time applies to the closed model only",
                     );
                 }
             }
             Model::Closed => {
                 if l.rate.is_some() || !l.steps.is_empty() {
-                    err(
+                    p.add(
                         "load.rate",
-                        "the closed model has no rate: set load.users and load.think_time".into(),
+                        "the closed model has no rate: set load.users and load.think_time",
                     );
                 }
             }
         }
         if l.timeout.0.is_zero() {
-            err("load.timeout", "expected a timeout longer than zero".into());
+            p.add("load.timeout", "expected a timeout longer than zero");
         }
         let duration = self.duration();
         if duration.is_zero() {
-            err(
+            p.add(
                 "load.duration",
-                "expected a measured duration longer than zero".into(),
+                "expected a measured duration longer than zero",
             );
         } else if l.warmup.0 > duration {
-            err(
+            p.add(
                 "load.warmup",
                 format!(
                     "warm-up ({}) is longer than the measured duration ({})",
@@ -505,41 +545,51 @@ impl Scenario {
                 ),
             );
         }
+    }
+
+    /// The mix and the message sizes.
+    fn validate_calls(&self, p: &mut Problems) {
         if self.mix.values().all(|w| *w == 0) {
-            err(
+            p.add(
                 "mix",
-                "weights are all zero: at least one operation needs a positive weight".into(),
+                "weights are all zero: at least one operation needs a positive weight",
             );
         }
         if self.message_size.min > self.message_size.max {
-            err("message_size.min", "min is larger than max".into());
+            p.add("message_size.min", "min is larger than max");
         }
         if self.message_size.max > 64 * 1024 {
-            err(
+            p.add(
                 "message_size.max",
-                "the cluster accepts at most 65536 bytes of content".into(),
+                "the cluster accepts at most 65536 bytes of content",
             );
         }
+    }
+
+    fn validate_slos(&self, p: &mut Problems) {
         for (op, slo) in &self.slo {
             let set = [slo.p50, slo.p90, slo.p99, slo.p999, slo.p9999, slo.max];
+            let at = format!("slo.{}", op.name());
             if set.iter().all(Option::is_none) {
-                err(
-                    &format!("slo.{}", op.name()),
-                    "expected at least one of p50, p90, p99, p999, p9999, max".into(),
+                p.add(
+                    &at,
+                    "expected at least one of p50, p90, p99, p999, p9999, max",
                 );
             }
             if self.mix.get(op).copied().unwrap_or(0) == 0 {
-                err(
-                    &format!("slo.{}", op.name()),
-                    "this operation has no weight in mix".into(),
-                );
+                p.add(&at, "this operation has no weight in mix");
             }
         }
-        let end = self.load.warmup.0 + duration;
+    }
+
+    /// Each fault fires inside the run, lasts when it must, and names a target its action can
+    /// hit.
+    fn validate_faults(&self, p: &mut Problems) {
+        let end = self.load.warmup.0 + self.duration();
         for (i, f) in self.faults.iter().enumerate() {
             let at = format!("faults.{i}");
             if f.at.0 >= end {
-                err(
+                p.add(
                     &at,
                     format!(
                         "at {} is after the run ends ({} with warm-up)",
@@ -550,48 +600,28 @@ impl Scenario {
             }
             match f.action {
                 Action::Pause | Action::Partition if f.duration.is_none_or(|d| d.0.is_zero()) => {
-                    err(
-                        &at,
-                        "a pause or a partition needs `for`, how long it lasts".into(),
-                    )
+                    p.add(&at, "a pause or a partition needs `for`, how long it lasts")
                 }
                 Action::Kill | Action::Restart if f.duration.is_some() => {
-                    err(&at, "`for` applies to pause and partition only".into())
+                    p.add(&at, "`for` applies to pause and partition only")
                 }
                 _ => {}
             }
-            let ok_target = match f.action {
-                Action::Restart => matches!(f.target, Target::Killed | Target::Node(_)),
-                Action::Kill | Action::Pause => {
-                    matches!(
-                        f.target,
-                        Target::Leader | Target::Follower | Target::Node(_)
-                    )
-                }
-                Action::Partition => !matches!(f.target, Target::Killed),
-            };
-            if !ok_target {
-                err(
+            if !f.action.can_target(f.target) {
+                p.add(
                     &at,
-                    format!(
-                        "{} cannot target {}",
-                        serde_yaml_ng::to_string(&f.action)
-                            .unwrap_or_default()
-                            .trim(),
-                        f.target
-                    ),
+                    format!("{} cannot target {}", f.action.name(), f.target),
                 );
             }
             if let Target::Node(n) = f.target
                 && n > u64::from(self.replicas)
             {
-                err(
+                p.add(
                     &at,
                     format!("node {n} does not exist with {} replicas", self.replicas),
                 );
             }
         }
-        errs
     }
 
     /// The measured duration: `load.duration`, or the sum of `load.steps`.
@@ -606,6 +636,16 @@ impl Scenario {
     /// The effective scenario, as YAML (what a results folder records).
     pub fn to_yaml(&self) -> String {
         serde_yaml_ng::to_string(self).expect("scenarios serialize")
+    }
+}
+
+/// What [`Scenario::validate`] found: (field path, message), in the order found.
+#[derive(Default)]
+struct Problems(Vec<(String, String)>);
+
+impl Problems {
+    fn add(&mut self, path: &str, message: impl Into<String>) {
+        self.0.push((path.to_string(), message.into()));
     }
 }
 
@@ -642,6 +682,9 @@ fn set_path(tree: &mut Value, path: &str, value: Value) -> Result<(), String> {
 
 /// Finds the line and column (1-based) of a dotted field path in YAML text, following block
 /// indentation and `{a: 1, b: 2}` flow mappings. Falls back to the nearest parent found.
+/// Hand-written: errors found after parsing (in the tree, with `--set` applied, or by
+/// [`Scenario::validate`]) have a field path but no position, and serde_yaml_ng keeps no
+/// spans to look one up.
 pub fn locate(text: &str, path: &str) -> (usize, usize) {
     let parts: Vec<&str> = path
         .split('.')

@@ -12,16 +12,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use loadgen::runner::{self, RunOutput, RunPlan};
-use loadgen::scenario::{Op, Scenario};
-use loadgen::world::{ChatInfo, World};
+use loadgen::load::{self, ChatInfo, Population, RunOutput, RunPlan};
+use loadgen::{Op, Scenario};
 
 mod common;
 use common::serve;
 
 async fn run(addr: &str, yaml: &str) -> RunOutput {
     let scenario = Scenario::parse("pacing.yaml", yaml, &[]).unwrap();
-    let world = World::new(
+    let population = Population::new(
         vec![1, 2],
         vec![ChatInfo {
             chat_id: 1,
@@ -29,11 +28,11 @@ async fn run(addr: &str, yaml: &str) -> RunOutput {
             joining: vec![],
         }],
     );
-    runner::run(RunPlan {
+    load::run(RunPlan {
         scenario,
         endpoints: vec![addr.to_string()],
         leader: None,
-        world: Arc::new(world),
+        population: Arc::new(population),
         tag: "t".into(),
         client_base: 1 << 20,
         goose_reports: vec![],

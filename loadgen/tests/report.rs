@@ -8,15 +8,16 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use loadgen::check;
-use loadgen::record::Recorder;
+use loadgen::history::{self, Event, Outcome};
+use loadgen::load::Recorder;
 use loadgen::report::{self, data};
 use loadgen::results::{
-    self, CheckSummary, Cluster, Generator, LeaderChange, Machine, RateStep, Summary, Versions,
+    self, CheckSummary, ClusterEnd, Generator, LeaderChange, Machine, RateStep, RunDir, Summary,
+    Versions,
 };
-use loadgen::scenario::{Op, Scenario};
+use loadgen::{Op, Scenario};
 
 /// Writes one run folder; latencies are `base_ms` times a per-op factor, spread over 3 s.
 fn fixture_run(root: &Path, id: &str, scenario: &str, replicas: u32, base_ms: u64, per_s: u64) {
@@ -88,7 +89,7 @@ fn fixture_run(root: &Path, id: &str, scenario: &str, replicas: u32, base_ms: u6
             warning: None,
             connect_failures: 0,
         },
-        cluster: Cluster {
+        cluster: ClusterEnd {
             kind: "local".into(),
             endpoints: vec!["127.0.0.1:1".into()],
             leader_at_start: Some("127.0.0.1:1".into()),
@@ -112,19 +113,19 @@ fn fixture_run(root: &Path, id: &str, scenario: &str, replicas: u32, base_ms: u6
         faults: vec![],
         // One run's check found a lost message; the others have none to show.
         check: id.contains("100100Z").then(|| {
-            CheckSummary::of(&check::check(&[
-                check::Event::Send {
+            CheckSummary::of(&history::check(&[
+                Event::Send {
                     client: 1,
                     invoke_us: 1,
                     complete_us: 2,
-                    outcome: check::Outcome::Ok,
+                    outcome: Outcome::Ok,
                     chat: 4,
                     user: 1,
                     key: "k1-1".into(),
                     sent_us: 1,
                     message_id: Some(9),
                 },
-                check::Event::Final {
+                Event::Final {
                     replica: "127.0.0.1:1".into(),
                     chat: 4,
                     messages: vec![],
@@ -132,8 +133,10 @@ fn fixture_run(root: &Path, id: &str, scenario: &str, replicas: u32, base_ms: u6
             ]))
         }),
     };
-    let dir = root.join(id);
-    results::write(&dir, &summary, &s, &rec, &rows, 1_800_000_000.0).unwrap();
+    let measured_start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    RunDir::open(&root.join(id))
+        .write_measurements(&summary, &s, &rec, &rows, measured_start)
+        .unwrap();
 }
 
 fn fixture() -> tempfile::TempDir {

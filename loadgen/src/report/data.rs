@@ -18,7 +18,7 @@ use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use polars::prelude::*;
 use polars_io::prelude::{CsvReadOptions, CsvWriter, ParquetWriter, SerReader, SerWriter};
 
-use crate::results::Summary;
+use crate::results::{Summary, files};
 
 /// Operations that change state (the rest are reads).
 pub const WRITES: [&str; 4] = ["send_message", "join_chat", "create_chat", "create_user"];
@@ -40,14 +40,14 @@ pub struct Run {
 impl Run {
     /// Reads a run folder (one that has a `summary.json`).
     pub fn load(dir: &Path) -> anyhow::Result<Run> {
-        let path = dir.join("summary.json");
+        let path = dir.join(files::SUMMARY);
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
         let summary: Summary =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        let scenario_yaml = std::fs::read_to_string(dir.join("scenario.yaml")).unwrap_or_default();
+        let scenario_yaml = std::fs::read_to_string(dir.join(files::SCENARIO)).unwrap_or_default();
         let yaml_hash = format!("{:08x}", crc32fast::hash(scenario_yaml.as_bytes()));
-        let csv = dir.join("timeseries.csv");
+        let csv = dir.join(files::TIMESERIES);
         let timeseries = CsvReadOptions::default()
             .with_has_header(true)
             .try_into_reader_with_file_path(Some(csv.clone()))
@@ -55,7 +55,7 @@ impl Run {
             .map_err(|e| anyhow::anyhow!("reading {}: {e}", csv.display()))?;
         let mut distributions = BTreeMap::new();
         for op in summary.ops.keys() {
-            let hlog = dir.join(format!("{op}.hdr.hlog"));
+            let hlog = dir.join(files::hlog(op));
             if let Some(h) = merged_histogram(&hlog)? {
                 distributions.insert(op.clone(), percentile_curve(&h));
             }
@@ -76,13 +76,13 @@ impl Run {
 pub fn find_runs(paths: &[PathBuf]) -> Vec<PathBuf> {
     let mut runs = Vec::new();
     for p in paths {
-        if p.join("summary.json").is_file() {
+        if p.join(files::SUMMARY).is_file() {
             runs.push(p.clone());
         } else if let Ok(entries) = std::fs::read_dir(p) {
             let mut found: Vec<PathBuf> = entries
                 .flatten()
                 .map(|e| e.path())
-                .filter(|d| d.join("summary.json").is_file())
+                .filter(|d| d.join(files::SUMMARY).is_file())
                 .collect();
             found.sort();
             runs.extend(found);

@@ -12,7 +12,7 @@
 //! HdrHistogram interval log (`<op>.hdr.hlog`) that other HdrHistogram tools read.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::V2DeflateSerializer;
@@ -31,8 +31,18 @@ fn micros(d: Duration) -> u64 {
     (d.as_micros() as u64).clamp(1, MAX_US)
 }
 
-/// Latency percentiles in milliseconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+/// Latency percentiles in milliseconds (microsecond resolution), as recorded and as
+/// `summary.json` holds them.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 pub struct Percentiles {
     pub p50: f64,
     pub p90: f64,
@@ -57,6 +67,19 @@ impl Percentiles {
             p9999: ms(0.9999),
             max: h.max() as f64 / 1000.0,
         }
+    }
+
+    /// One of them by name (`p50`, `p90`, `p99`, `p999`, `p9999`, `max`), as SLOs name them.
+    pub fn get(&self, metric: &str) -> Option<f64> {
+        Some(match metric {
+            "p50" => self.p50,
+            "p90" => self.p90,
+            "p99" => self.p99,
+            "p999" => self.p999,
+            "p9999" => self.p9999,
+            "max" => self.max,
+            _ => return None,
+        })
     }
 }
 
@@ -177,17 +200,17 @@ impl Recorder {
     }
 
     /// Writes an operation's closed intervals as an HdrHistogram interval log (`.hlog`).
-    /// `start_unix_s` is when the measured window began, in seconds since the Unix epoch.
+    /// `start` is when the measured window began.
     pub fn write_hlog(
         &self,
         op: Op,
         out: &mut impl std::io::Write,
-        start_unix_s: f64,
+        start: SystemTime,
     ) -> std::io::Result<()> {
         let mut serializer = V2DeflateSerializer::new();
         let mut writer = IntervalLogWriterBuilder::new()
-            .with_start_time(std::time::UNIX_EPOCH + Duration::from_secs_f64(start_unix_s))
-            .with_base_time(std::time::UNIX_EPOCH + Duration::from_secs_f64(start_unix_s))
+            .with_start_time(start)
+            .with_base_time(start)
             .with_max_value_divisor(1000.0)
             .begin_log_with(out, &mut serializer)?;
         let tag = Tag::new(op.name());
@@ -266,8 +289,12 @@ mod tests {
             r.close_interval(s);
         }
         let mut buf = Vec::new();
-        r.write_hlog(Op::SendMessage, &mut buf, 1_800_000_000.0)
-            .unwrap();
+        r.write_hlog(
+            Op::SendMessage,
+            &mut buf,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        )
+        .unwrap();
         let text = String::from_utf8(buf.clone()).unwrap();
         assert!(text.contains("#[StartTime: "), "{text}");
         let intervals = IntervalLogIterator::new(&buf)

@@ -5,10 +5,10 @@
 //! the same data, `pause` is SIGSTOP and, `for` later, SIGCONT. A `partition` goes through
 //! each replica's fault hook (Admin.SetPartition, enabled by `--enable-fault-injection`, which
 //! the launcher passes only when the scenario has partitions): the cut-off side drops every
-//! Raft message from the rest and the rest from it, until `for` later every replica heals. Targets are resolved when a
-//! fault fires: `leader` is the replica that calls itself leader in the highest term (asked
-//! over Admin.Status), `follower` the lowest-numbered other running replica, `killed` the
-//! replica the latest kill hit.
+//! Raft message from the rest and the rest from it, until `for` later every replica heals.
+//! Targets are resolved when a fault fires: `leader` is the leader among the running
+//! replicas ([`super::leader::running_leader`]), `follower` the lowest-numbered other running
+//! replica, `killed` the replica the latest kill hit.
 //!
 //! Each fault is recorded with its time; after the run, its unavailability window is measured
 //! from the history: from the fault to the first acknowledgement of a write sent after it
@@ -22,12 +22,12 @@ use serde::{Deserialize, Serialize};
 use telegraft::admin;
 use telegraft::launcher::LocalCluster;
 
-use crate::check::{Event, Outcome};
-use crate::client;
+use super::leader;
+use crate::history::{Event, Outcome};
 use crate::scenario::{Action, Fault, Target};
 
 /// A fault as it happened.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FaultRecord {
     /// Seconds from the start of the measured window (negative during warm-up).
     pub at_s: f64,
@@ -47,26 +47,8 @@ pub struct FaultRecord {
     pub at_us: u64,
 }
 
-/// The current leader among the running replicas, waiting up to 5 s for one.
-async fn leader(cluster: &Mutex<LocalCluster>) -> Option<u64> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let addrs: Vec<String> = {
-            let c = cluster.lock().unwrap();
-            c.running().iter().map(|id| c.addrs[id].clone()).collect()
-        };
-        if let Some(v) = admin::newest_leader(&admin::statuses(&addrs).await) {
-            return Some(v.node_id);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Carries out `faults` against `cluster`, each at its time from the run's `start`, and
-/// returns what happened. Pauses are lifted before this returns.
+/// returns what happened. Pauses and partitions are lifted before this returns.
 pub async fn inject(
     cluster: Arc<Mutex<LocalCluster>>,
     faults: Vec<Fault>,
@@ -76,78 +58,82 @@ pub async fn inject(
     while start.get().is_none() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let start = *start.get().unwrap();
+    let mut injector = Injector {
+        cluster,
+        start: *start.get().unwrap(),
+        warmup,
+        killed: None,
+        lifts: Vec::new(),
+    };
     let mut faults = faults;
     faults.sort_by_key(|f| f.at.0);
-    let mut killed: Option<u64> = None;
     let mut records = Vec::new();
-    let mut resumes = Vec::new();
     for f in faults {
-        tokio::time::sleep_until((start + f.at.0).into()).await;
-        let node = match f.target {
-            Target::Leader => leader(&cluster).await,
+        tokio::time::sleep_until((injector.start + f.at.0).into()).await;
+        records.push(match f.action {
+            Action::Partition => injector.partition(&f).await,
+            Action::Kill | Action::Restart | Action::Pause => injector.signal(&f).await,
+        });
+    }
+    for lift in injector.lifts {
+        let _ = lift.await;
+    }
+    records
+}
+
+/// The state of one run's fault injection.
+struct Injector {
+    cluster: Arc<Mutex<LocalCluster>>,
+    /// The run's zero, and the warm-up (fault times are reported from the measured window).
+    start: Instant,
+    warmup: Duration,
+    /// The replica the latest kill hit.
+    killed: Option<u64>,
+    /// Tasks that lift a pause or a partition after its `for`.
+    lifts: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Injector {
+    /// The replica a kill, restart or pause hits, resolved now.
+    async fn resolve(&self, target: Target) -> Option<u64> {
+        match target {
+            Target::Leader => leader::running_leader(&self.cluster).await,
             Target::Follower => {
-                let lead = leader(&cluster).await;
-                let running = cluster.lock().unwrap().running();
+                let lead = leader::running_leader(&self.cluster).await;
+                let running = self.cluster.lock().unwrap().running();
                 running.into_iter().find(|id| Some(*id) != lead)
             }
             Target::Node(n) => Some(n),
-            Target::Killed => killed,
+            Target::Killed => self.killed,
             Target::Minority | Target::Majority => None,
-        };
-        if f.action == Action::Partition {
-            let result = partition(&cluster, f.target).await;
-            // The cut is in place once every replica has its blocked set.
-            let fired = start.elapsed();
-            let at_s = fired.as_secs_f64() - warmup.as_secs_f64();
-            match &result {
-                Ok(side) => eprintln!("loadgen: {at_s:.1} s: partition {side:?} from the rest"),
-                Err(e) => eprintln!("loadgen: {at_s:.1} s: partition {}: {e}", f.target),
-            }
-            if let (Ok(_), Some(d)) = (&result, f.duration) {
-                let cluster = cluster.clone();
-                resumes.push(tokio::spawn(async move {
-                    tokio::time::sleep(d.0).await;
-                    let addrs: Vec<String> =
-                        cluster.lock().unwrap().addrs.values().cloned().collect();
-                    for a in addrs {
-                        let _ = admin::set_partition(&a, vec![]).await;
-                    }
-                }));
-            }
-            records.push(FaultRecord {
-                at_s: (at_s * 1000.0).round() / 1000.0,
-                action: f.action,
-                target: f.target.to_string(),
-                node: result.as_ref().ok().and_then(|side| side.first().copied()),
-                unavailable_ms: None,
-                error: result.err(),
-                at_us: fired.as_micros() as u64,
-            });
-            continue;
         }
-        let fired = start.elapsed();
+    }
+
+    /// A kill (SIGKILL), restart, or pause (SIGSTOP, and SIGCONT `for` later).
+    async fn signal(&mut self, f: &Fault) -> FaultRecord {
+        let node = self.resolve(f.target).await;
+        let fired = self.start.elapsed();
         let result = match node {
             None => Err(format!("no replica is {}", f.target)),
             Some(id) => {
-                let mut c = cluster.lock().unwrap();
+                let mut c = self.cluster.lock().unwrap();
                 match f.action {
-                    Action::Kill => c.kill(id).map(|_| killed = Some(id)),
+                    Action::Kill => c.kill(id).map(|_| self.killed = Some(id)),
                     Action::Restart => c.restart(id),
                     Action::Pause => c.pause(id, true),
-                    Action::Partition => Err(std::io::Error::other("partitions are not available")),
+                    Action::Partition => Err(std::io::Error::other("not a signal")),
                 }
                 .map_err(|e| e.to_string())
             }
         };
         if let (Ok(()), Action::Pause, Some(id), Some(d)) = (&result, f.action, node, f.duration) {
-            let cluster = cluster.clone();
-            resumes.push(tokio::spawn(async move {
+            let cluster = self.cluster.clone();
+            self.lifts.push(tokio::spawn(async move {
                 tokio::time::sleep(d.0).await;
                 let _ = cluster.lock().unwrap().pause(id, false);
             }));
         }
-        let at_s = fired.as_secs_f64() - warmup.as_secs_f64();
+        let at_s = self.at_s(fired);
         match &result {
             Ok(()) => eprintln!(
                 "loadgen: {at_s:.1} s: {:?} node {}",
@@ -156,7 +142,7 @@ pub async fn inject(
             ),
             Err(e) => eprintln!("loadgen: {at_s:.1} s: {:?} {}: {e}", f.action, f.target),
         }
-        records.push(FaultRecord {
+        FaultRecord {
             at_s: (at_s * 1000.0).round() / 1000.0,
             action: f.action,
             target: f.target.to_string(),
@@ -164,12 +150,44 @@ pub async fn inject(
             unavailable_ms: None,
             error: result.err(),
             at_us: fired.as_micros() as u64,
-        });
+        }
     }
-    for r in resumes {
-        let _ = r.await;
+
+    /// A partition, healed on every replica `for` later.
+    async fn partition(&mut self, f: &Fault) -> FaultRecord {
+        let result = partition(&self.cluster, f.target).await;
+        // The cut is in place once every replica has its blocked set.
+        let fired = self.start.elapsed();
+        let at_s = self.at_s(fired);
+        match &result {
+            Ok(side) => eprintln!("loadgen: {at_s:.1} s: partition {side:?} from the rest"),
+            Err(e) => eprintln!("loadgen: {at_s:.1} s: partition {}: {e}", f.target),
+        }
+        if let (Ok(_), Some(d)) = (&result, f.duration) {
+            let cluster = self.cluster.clone();
+            self.lifts.push(tokio::spawn(async move {
+                tokio::time::sleep(d.0).await;
+                let addrs: Vec<String> = cluster.lock().unwrap().addrs.values().cloned().collect();
+                for a in addrs {
+                    let _ = admin::set_partition(&a, vec![]).await;
+                }
+            }));
+        }
+        FaultRecord {
+            at_s: (at_s * 1000.0).round() / 1000.0,
+            action: f.action,
+            target: f.target.to_string(),
+            node: result.as_ref().ok().and_then(|side| side.first().copied()),
+            unavailable_ms: None,
+            error: result.err(),
+            at_us: fired.as_micros() as u64,
+        }
     }
-    records
+
+    /// Seconds from the start of the measured window to `fired` (from the run's start).
+    fn at_s(&self, fired: Duration) -> f64 {
+        fired.as_secs_f64() - self.warmup.as_secs_f64()
+    }
 }
 
 /// Cuts one side off from the rest: `leader`, `follower` or `node N` alone; `minority`, the
@@ -178,7 +196,7 @@ pub async fn inject(
 async fn partition(cluster: &Mutex<LocalCluster>, target: Target) -> Result<Vec<u64>, String> {
     let all: Vec<u64> = cluster.lock().unwrap().addrs.keys().copied().collect();
     let n = all.len();
-    let lead = leader(cluster).await;
+    let lead = leader::running_leader(cluster).await;
     let side: Vec<u64> = match target {
         Target::Node(id) => vec![id],
         Target::Leader => vec![lead.ok_or("no leader")?],

@@ -1,0 +1,146 @@
+//! The cluster a run drives: a fresh local one `loadgen` starts on free loopback ports (and
+//! stops), or a running one given with `--target`.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use telegraft::launcher::LocalCluster;
+
+/// The replicas of one run.
+pub struct Replicas {
+    endpoints: Vec<String>,
+    /// Set when `loadgen` started them: faults go through it, and it is stopped at the end.
+    local: Option<Arc<Mutex<LocalCluster>>>,
+}
+
+/// What is left of a local cluster once stopped: its replicas' logs and its data.
+pub struct Stopped {
+    /// Each replica's log file (`node.log` in its data directory).
+    pub logs: Vec<(u64, PathBuf)>,
+    pub data_dir: PathBuf,
+}
+
+impl Stopped {
+    /// Removes the replicas' data directories.
+    pub fn remove_data(&self) -> anyhow::Result<()> {
+        std::fs::remove_dir_all(&self.data_dir)
+            .with_context(|| format!("removing {}", self.data_dir.display()))
+    }
+}
+
+impl Replicas {
+    /// A running cluster, at these addresses.
+    pub fn given(endpoints: Vec<String>) -> Replicas {
+        Replicas {
+            endpoints,
+            local: None,
+        }
+    }
+
+    /// Starts `replicas` replicas of `exe` with their data under `data_dir`. Partitions go
+    /// through an admin RPC each replica refuses unless started with fault injection on.
+    pub fn start(
+        exe: &Path,
+        replicas: u32,
+        data_dir: &Path,
+        fault_injection: bool,
+    ) -> anyhow::Result<Replicas> {
+        let base = free_ports(replicas as u16)?;
+        let extra: Vec<String> = fault_injection
+            .then(|| "--enable-fault-injection".to_string())
+            .into_iter()
+            .collect();
+        let c = LocalCluster::start(exe, u64::from(replicas), base, data_dir, &extra)
+            .with_context(|| format!("starting {replicas} replicas of {}", exe.display()))?;
+        Ok(Replicas {
+            endpoints: c.addrs.values().cloned().collect(),
+            local: Some(Arc::new(Mutex::new(c))),
+        })
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// The local cluster, when `loadgen` started it.
+    pub fn local(&self) -> Option<Arc<Mutex<LocalCluster>>> {
+        self.local.clone()
+    }
+
+    /// `local` (started by loadgen) or `external` (`--target`), as `summary.json` says.
+    pub fn kind(&self) -> &'static str {
+        if self.local.is_some() {
+            "local"
+        } else {
+            "external"
+        }
+    }
+
+    /// Stops a local cluster (SIGTERM, then SIGKILL after `grace`); `None` for a given one.
+    pub async fn stop(self, grace: Duration) -> anyhow::Result<Option<Stopped>> {
+        let Some(c) = self.local else {
+            return Ok(None);
+        };
+        let stopped = tokio::task::spawn_blocking(move || {
+            let mut c = c.lock().unwrap();
+            c.stop(grace);
+            Stopped {
+                logs: c
+                    .addrs
+                    .keys()
+                    .map(|id| (*id, c.node_dir(*id).join("node.log")))
+                    .collect(),
+                data_dir: c.data_dir.clone(),
+            }
+        })
+        .await?;
+        Ok(Some(stopped))
+    }
+}
+
+/// The `telegraft` binary: `--telegraft`, or the one built next to `loadgen`.
+pub fn find_telegraft(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = given {
+        if p.is_file() {
+            return Ok(p.to_path_buf());
+        }
+        bail!("--telegraft {}: no such file", p.display());
+    }
+    let exe = std::env::current_exe().context("locating loadgen")?;
+    let mut dirs: Vec<PathBuf> = exe.parent().map(Path::to_path_buf).into_iter().collect();
+    // Test binaries live one level down, in `deps/`.
+    if let Some(up) = exe.parent().and_then(Path::parent) {
+        dirs.push(up.to_path_buf());
+    }
+    dirs.into_iter()
+        .map(|d| d.join("telegraft"))
+        .find(|p| p.is_file())
+        .with_context(|| {
+            format!(
+                "cannot find the telegraft binary next to {}: build it with \
+                 `cargo build --release --bin telegraft` or pass --telegraft PATH",
+                exe.display()
+            )
+        })
+}
+
+/// A base port with `n` free consecutive loopback ports after it. Hand-written: the
+/// launcher needs a consecutive block (replica `i` listens on `base + i - 1`), which port
+/// pickers that hand out one port at a time do not offer.
+fn free_ports(n: u16) -> anyhow::Result<u16> {
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    for attempt in 0..200u32 {
+        let base = 20_000 + ((seed / 7 + attempt * 7_919) % 30_000) as u16;
+        let free = (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if free {
+            return Ok(base);
+        }
+    }
+    bail!("no {n} free consecutive loopback ports found")
+}

@@ -1,0 +1,21 @@
+//! Cluster control: everything a run does to the cluster rather than through it.
+//!
+//! - [`lifecycle`]: start a fresh local cluster (or take a running one), stop it;
+//! - [`leader`]: wait for a leader, find the one a fault should hit, watch it change;
+//! - [`faults`]: kill, restart, pause and partition replicas on the scenario's schedule, and
+//!   each fault's unavailability from the history;
+//! - [`final_state`]: after the load, each replica's state digest and every chat read whole.
+//!
+//! Who leads is always the cluster crate's answer ([`telegraft::admin`]); this module never
+//! writes a file (the replicas' logs are handed to [`crate::results`]).
+
+mod faults;
+mod final_state;
+mod leader;
+mod lifecycle;
+
+pub use faults::FaultRecord;
+pub(crate) use faults::{inject, measure_unavailability};
+pub(crate) use final_state::read_final;
+pub(crate) use leader::{LeaderSeen, LeaderWatch, wait_for_leader};
+pub(crate) use lifecycle::{Replicas, find_telegraft};

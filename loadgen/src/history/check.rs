@@ -1,0 +1,746 @@
+//! The history checker: did the chats keep every acknowledged message, once, in one order?
+//!
+//! From a history ([`Event`]s) the checker reports:
+//! - **lost**: an acknowledged message missing from its chat's final list;
+//! - **phantom**: a message in a read or a final list that no client sent, or whose send
+//!   definitely failed;
+//! - **duplicate**: a message twice in one list;
+//! - **reordered**: a read whose messages of one chat are not in the final list's order;
+//! - **stale**: a linearizable read missing a message of one of the reader's chats that was
+//!   acknowledged before the read began and falls inside the read's window;
+//! - **non-monotonic**: a reader missing a message that an earlier read of the same reader
+//!   (completed before this one began) returned, and that falls inside this read's window;
+//! - **divergent**: replicas whose final lists of a chat (or whose state digests) differ;
+//! - **stale_local**: what would be stale, in a `local` read. Local reads may be stale by
+//!   design, so these are listed and counted but do not fail the verdict.
+//!
+//! Sends with an indeterminate outcome (a timeout, a lost connection) may appear or not, but
+//! at most once.
+//!
+//! The check runs in phases, each a method of [`Checker`]: count the sends, compare the final
+//! lists (which fixes each chat's order), compare the digests, find the lost messages, then
+//! go through the reads in completion order.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Event, Outcome, Seen};
+
+/// The kind of an anomaly.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Lost,
+    Phantom,
+    Duplicate,
+    Reordered,
+    Stale,
+    NonMonotonic,
+    Divergent,
+    /// Stale, but by a `local` read, which the consistency asked for allows: listed, and
+    /// not a failure.
+    StaleLocal,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 8] = [
+        Kind::Lost,
+        Kind::Phantom,
+        Kind::Duplicate,
+        Kind::Reordered,
+        Kind::Stale,
+        Kind::NonMonotonic,
+        Kind::Divergent,
+        Kind::StaleLocal,
+    ];
+
+    /// The kind as `summary.json` and `check.json` name it (`non_monotonic`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Lost => "lost",
+            Kind::Phantom => "phantom",
+            Kind::Duplicate => "duplicate",
+            Kind::Reordered => "reordered",
+            Kind::Stale => "stale",
+            Kind::NonMonotonic => "non_monotonic",
+            Kind::Divergent => "divergent",
+            Kind::StaleLocal => "stale_local",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Anomaly {
+    pub kind: Kind,
+    pub chat: u64,
+    /// The message concerned, by key.
+    pub key: String,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Counts {
+    pub sends_ok: u64,
+    pub sends_failed: u64,
+    pub sends_unknown: u64,
+    pub reads: u64,
+    pub final_messages: u64,
+    /// Anomalies by kind (`lost`, `stale_local`, ...).
+    pub anomalies: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// `pass` or `fail`.
+    pub verdict: String,
+    pub counts: Counts,
+    /// Every anomaly found (in order of kind, then chat).
+    pub anomalies: Vec<Anomaly>,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.verdict == "pass"
+    }
+}
+
+/// Checks a history.
+pub fn check(history: &[Event]) -> Report {
+    let mut c = Checker::new(history);
+    c.compare_finals();
+    c.compare_digests();
+    c.find_lost();
+    c.check_reads();
+    c.verdict()
+}
+
+/// A send as the checker remembers it.
+struct Sent {
+    outcome: Outcome,
+    chat: u64,
+    sent_us: i64,
+    complete_us: u64,
+}
+
+/// The state of one check: the sends by key, each chat's final order, what was found.
+struct Checker<'a> {
+    history: &'a [Event],
+    sent: HashMap<&'a str, Sent>,
+    /// Per chat: each message's position in the (first replica's) final list.
+    order: BTreeMap<u64, HashMap<&'a str, usize>>,
+    counts: Counts,
+    found: Vec<Anomaly>,
+}
+
+impl<'a> Checker<'a> {
+    /// Starts a check by counting and remembering every send.
+    fn new(history: &'a [Event]) -> Checker<'a> {
+        let mut counts = Counts::default();
+        let mut sent = HashMap::new();
+        for e in history {
+            if let Event::Send {
+                outcome,
+                chat,
+                key,
+                sent_us,
+                complete_us,
+                ..
+            } = e
+            {
+                match outcome {
+                    Outcome::Ok => counts.sends_ok += 1,
+                    Outcome::Fail => counts.sends_failed += 1,
+                    Outcome::Unknown => counts.sends_unknown += 1,
+                }
+                sent.insert(
+                    key.as_str(),
+                    Sent {
+                        outcome: *outcome,
+                        chat: *chat,
+                        sent_us: *sent_us,
+                        complete_us: *complete_us,
+                    },
+                );
+            }
+        }
+        Checker {
+            history,
+            sent,
+            order: BTreeMap::new(),
+            counts,
+            found: Vec::new(),
+        }
+    }
+
+    fn report(&mut self, kind: Kind, chat: u64, key: &str, detail: String) {
+        self.found.push(Anomaly {
+            kind,
+            chat,
+            key: key.to_string(),
+            detail,
+        });
+    }
+
+    /// Final lists: one per chat per replica; they must agree, and the first replica's list
+    /// is the order every read is held to.
+    fn compare_finals(&mut self) {
+        let mut finals: BTreeMap<u64, Vec<(&str, &[Seen])>> = BTreeMap::new();
+        for e in self.history {
+            if let Event::Final {
+                replica,
+                chat,
+                messages,
+            } = e
+            {
+                finals.entry(*chat).or_default().push((replica, messages));
+            }
+        }
+        let keys = |l: &[Seen]| l.iter().map(|m| m.key.clone()).collect::<Vec<_>>();
+        for (chat, lists) in finals {
+            let (first_replica, reference) = lists[0];
+            self.counts.final_messages += reference.len() as u64;
+            for (replica, list) in &lists[1..] {
+                if keys(list) != keys(reference) {
+                    let detail = format!(
+                        "{replica} has {} messages, {first_replica} has {}",
+                        list.len(),
+                        reference.len()
+                    );
+                    self.report(Kind::Divergent, chat, "", detail);
+                }
+            }
+            self.check_list(chat, reference, &format!("final list ({first_replica})"));
+            let positions = reference
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (m.key.as_str(), i))
+                .collect();
+            self.order.insert(chat, positions);
+        }
+    }
+
+    /// The replicas' whole states must be equal too.
+    fn compare_digests(&mut self) {
+        let digests: Vec<(&str, u64, &str)> = self
+            .history
+            .iter()
+            .filter_map(|e| match e {
+                Event::Digest {
+                    replica,
+                    applied_index,
+                    digest,
+                } => Some((replica.as_str(), *applied_index, digest.as_str())),
+                _ => None,
+            })
+            .collect();
+        let Some(first) = digests.first() else {
+            return;
+        };
+        for d in &digests[1..] {
+            if (d.1, d.2) != (first.1, first.2) {
+                let detail = format!(
+                    "state digest of {} at index {} is {}, of {} at index {} is {}",
+                    d.0, d.1, d.2, first.0, first.1, first.2
+                );
+                self.report(Kind::Divergent, 0, "", detail);
+            }
+        }
+    }
+
+    /// Lost: acknowledged, but not in the final list of its chat.
+    fn find_lost(&mut self) {
+        let mut lost: Vec<(&str, u64, u64)> = self
+            .sent
+            .iter()
+            .filter(|(_, s)| s.outcome == Outcome::Ok)
+            .filter(|(k, s)| self.order.get(&s.chat).is_some_and(|o| !o.contains_key(*k)))
+            .map(|(k, s)| (*k, s.chat, s.complete_us))
+            .collect();
+        lost.sort_by_key(|(k, _, _)| *k);
+        for (key, chat, complete_us) in lost {
+            let detail = format!("acknowledged at {complete_us} µs, missing from the final list");
+            self.report(Kind::Lost, chat, key, detail);
+        }
+    }
+
+    /// Every successful read, in completion order: its lists, its order, its staleness and
+    /// whether its reader saw less than before.
+    fn check_reads(&mut self) {
+        let mut reads: Vec<&'a Event> = self
+            .history
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::Read {
+                        outcome: Outcome::Ok,
+                        ..
+                    }
+                )
+            })
+            .collect();
+        reads.sort_by_key(|e| match e {
+            Event::Read { complete_us, .. } => *complete_us,
+            _ => 0,
+        });
+        let mut earlier: HashMap<Reader, Vec<Earlier<'a>>> = HashMap::new();
+        for e in reads {
+            let Event::Read {
+                client,
+                invoke_us,
+                complete_us,
+                user,
+                after_us,
+                linearizable,
+                chats,
+                messages,
+                ..
+            } = e
+            else {
+                continue;
+            };
+            self.counts.reads += 1;
+            let read = ReadView {
+                what: format!("read by client {client} (user {user}) at {invoke_us} µs"),
+                invoke_us: *invoke_us,
+                after_us: *after_us,
+                linearizable: *linearizable,
+                chats,
+                returned: messages.iter().map(|m| m.key.as_str()).collect(),
+            };
+            self.check_read_lists(&read, messages);
+            self.find_stale(&read);
+            let before = earlier.entry((*client, *user)).or_default();
+            self.find_non_monotonic(&read, before);
+            before.push((*complete_us, messages));
+        }
+    }
+
+    /// Phantoms and duplicates in each chat's part of a read, and its order against the
+    /// final order.
+    fn check_read_lists(&mut self, read: &ReadView, messages: &[Seen]) {
+        let mut by_chat: BTreeMap<u64, Vec<Seen>> = BTreeMap::new();
+        for m in messages {
+            by_chat.entry(m.chat).or_default().push(m.clone());
+        }
+        for (chat, list) in &by_chat {
+            self.check_list(*chat, list, &read.what);
+            let reordered = self.order.get(chat).and_then(|o| {
+                let positions: Vec<usize> = list
+                    .iter()
+                    .filter_map(|m| o.get(m.key.as_str()).copied())
+                    .collect();
+                let w = positions.windows(2).find(|w| w[0] > w[1])?;
+                let key = list
+                    .iter()
+                    .find(|m| o.get(m.key.as_str()) == Some(&w[1]))
+                    .map(|m| m.key.clone())
+                    .unwrap_or_default();
+                let detail = format!("{} has final positions {} before {}", read.what, w[0], w[1]);
+                Some((key, detail))
+            });
+            if let Some((key, detail)) = reordered {
+                self.report(Kind::Reordered, *chat, &key, detail);
+            }
+        }
+    }
+
+    /// Stale: acknowledged before this read began, in its window, but not returned. A local
+    /// read may be stale by design: those are listed as `stale_local`.
+    fn find_stale(&mut self, read: &ReadView) {
+        let mut missing: Vec<(&str, u64, u64)> = self
+            .sent
+            .iter()
+            .filter(|(k, s)| {
+                s.outcome == Outcome::Ok
+                    && s.complete_us < read.invoke_us
+                    && read.in_window(s.chat, s.sent_us)
+                    && !read.returned.contains(*k)
+            })
+            .map(|(k, s)| (*k, s.chat, s.complete_us))
+            .collect();
+        missing.sort_by_key(|(k, _, _)| *k);
+        let kind = if read.linearizable {
+            Kind::Stale
+        } else {
+            Kind::StaleLocal
+        };
+        for (key, chat, complete_us) in missing {
+            let detail = format!("{} misses it, acknowledged at {complete_us} µs", read.what);
+            self.report(kind, chat, key, detail);
+        }
+    }
+
+    /// Non-monotonic: an earlier read of this reader (finished before this one began)
+    /// returned a message in this read's window that this read lacks.
+    fn find_non_monotonic(&mut self, read: &ReadView, before: &[Earlier]) {
+        let mut reported = BTreeSet::new();
+        for (done, earlier) in before {
+            if *done >= read.invoke_us {
+                continue;
+            }
+            for m in earlier.iter() {
+                if read.in_window(m.chat, m.sent_us)
+                    && !read.returned.contains(m.key.as_str())
+                    && reported.insert(m.key.clone())
+                {
+                    let detail = format!(
+                        "{} no longer shows it; a read finished at {done} µs did",
+                        read.what
+                    );
+                    self.report(Kind::NonMonotonic, m.chat, &m.key, detail);
+                }
+            }
+        }
+    }
+
+    /// Phantoms and duplicates within one list.
+    fn check_list(&mut self, chat: u64, list: &[Seen], what: &str) {
+        let mut seen = HashSet::new();
+        for m in list {
+            if !seen.insert(m.key.as_str()) {
+                self.report(
+                    Kind::Duplicate,
+                    chat,
+                    &m.key,
+                    format!("twice in the {what}"),
+                );
+            }
+            let phantom = match self.sent.get(m.key.as_str()) {
+                None => Some(format!("in the {what}, but no client sent it")),
+                Some(s) if s.outcome == Outcome::Fail => {
+                    Some(format!("in the {what}, but its send definitely failed"))
+                }
+                Some(s) if s.chat != chat => Some(format!(
+                    "in the {what} of chat {chat}, but it was sent to chat {}",
+                    s.chat
+                )),
+                _ => None,
+            };
+            if let Some(detail) = phantom {
+                self.report(Kind::Phantom, chat, &m.key, detail);
+            }
+        }
+    }
+
+    /// Sorts what was found, counts it by kind, and gives the verdict: any anomaly but
+    /// `stale_local` fails.
+    fn verdict(mut self) -> Report {
+        self.found
+            .sort_by(|a, b| (a.kind, a.chat, &a.key).cmp(&(b.kind, b.chat, &b.key)));
+        for a in &self.found {
+            *self
+                .counts
+                .anomalies
+                .entry(a.kind.name().to_string())
+                .or_insert(0) += 1;
+        }
+        let failed = self.found.iter().any(|a| a.kind != Kind::StaleLocal);
+        Report {
+            verdict: if failed { "fail" } else { "pass" }.into(),
+            counts: self.counts,
+            anomalies: self.found,
+        }
+    }
+}
+
+/// A reader: (client, user).
+type Reader = (u64, u64);
+
+/// An earlier read of a reader: its completion time and the messages it returned.
+type Earlier<'a> = (u64, &'a [Seen]);
+
+/// One read, as the staleness and monotonicity checks look at it.
+struct ReadView<'a> {
+    /// How anomalies name it: `read by client C (user U) at T µs`.
+    what: String,
+    invoke_us: u64,
+    after_us: i64,
+    linearizable: bool,
+    /// The chats the reader was a member of.
+    chats: &'a [u64],
+    /// The keys it returned.
+    returned: HashSet<&'a str>,
+}
+
+impl ReadView<'_> {
+    /// Whether a message of `chat` sent at `sent_us` is one this read should return.
+    fn in_window(&self, chat: u64, sent_us: i64) -> bool {
+        self.chats.contains(&chat) && sent_us > self.after_us
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{key_of, message_key, to_elle};
+
+    fn send(key: &str, chat: u64, sent_us: i64, done: u64, outcome: Outcome) -> Event {
+        Event::Send {
+            client: 1,
+            invoke_us: done.saturating_sub(10),
+            complete_us: done,
+            outcome,
+            chat,
+            user: 1,
+            key: key.into(),
+            sent_us,
+            message_id: None,
+        }
+    }
+
+    fn seen(chat: u64, keys: &[(&str, i64)]) -> Vec<Seen> {
+        keys.iter()
+            .enumerate()
+            .map(|(i, (k, t))| Seen {
+                chat,
+                id: i as u64 + 1,
+                key: k.to_string(),
+                sent_us: *t,
+            })
+            .collect()
+    }
+
+    fn read(client: u64, at: u64, after_us: i64, messages: Vec<Seen>) -> Event {
+        Event::Read {
+            client,
+            invoke_us: at,
+            complete_us: at + 5,
+            outcome: Outcome::Ok,
+            user: 7,
+            after_us,
+            linearizable: true,
+            chats: vec![1],
+            messages,
+        }
+    }
+
+    fn fin(replica: &str, messages: Vec<Seen>) -> Event {
+        Event::Final {
+            replica: replica.into(),
+            chat: 1,
+            messages,
+        }
+    }
+
+    /// A clean history: two acknowledged sends, an unknown one that happened, reads that
+    /// see a growing prefix, and agreeing replicas.
+    fn clean() -> Vec<Event> {
+        vec![
+            send("a", 1, 100, 110, Outcome::Ok),
+            send("b", 1, 200, 210, Outcome::Ok),
+            send("c", 1, 300, 310, Outcome::Unknown),
+            send("d", 1, 400, 410, Outcome::Fail),
+            read(9, 150, 0, seen(1, &[("a", 100)])),
+            read(9, 250, 0, seen(1, &[("a", 100), ("b", 200)])),
+            read(9, 350, 150, seen(1, &[("b", 200), ("c", 300)])),
+            fin("r1", seen(1, &[("a", 100), ("b", 200), ("c", 300)])),
+            fin("r2", seen(1, &[("a", 100), ("b", 200), ("c", 300)])),
+        ]
+    }
+
+    fn kinds(history: &[Event]) -> Vec<Kind> {
+        check(history).anomalies.iter().map(|a| a.kind).collect()
+    }
+
+    #[test]
+    fn a_clean_history_passes() {
+        let r = check(&clean());
+        assert_eq!(r.verdict, "pass", "{:?}", r.anomalies);
+        assert_eq!(
+            (
+                r.counts.sends_ok,
+                r.counts.sends_unknown,
+                r.counts.sends_failed
+            ),
+            (2, 1, 1)
+        );
+        assert_eq!((r.counts.reads, r.counts.final_messages), (3, 3));
+        // The unknown send may also not have happened.
+        let mut h = clean();
+        h.retain(|e| !matches!(e, Event::Final { .. }));
+        h.push(fin("r1", seen(1, &[("a", 100), ("b", 200)])));
+        h.retain(
+            |e| !matches!(e, Event::Read { messages, .. } if messages.iter().any(|m| m.key == "c")),
+        );
+        assert_eq!(check(&h).verdict, "pass");
+    }
+
+    #[test]
+    fn an_acknowledged_message_missing_at_the_end_is_lost() {
+        let mut h = clean();
+        h.retain(|e| !matches!(e, Event::Final { .. }));
+        h.push(fin("r1", seen(1, &[("a", 100), ("c", 300)])));
+        h.retain(|e| {
+            !matches!(
+                e,
+                Event::Read {
+                    invoke_us: 250 | 350,
+                    ..
+                }
+            )
+        });
+        assert_eq!(kinds(&h), vec![Kind::Lost]);
+        assert_eq!(check(&h).anomalies[0].key, "b");
+    }
+
+    #[test]
+    fn unsent_and_failed_messages_are_phantoms() {
+        let mut h = clean();
+        h.push(read(
+            8,
+            500,
+            0,
+            seen(1, &[("a", 100), ("b", 200), ("zz", 450)]),
+        ));
+        assert_eq!(kinds(&h), vec![Kind::Phantom]);
+        let mut h = clean();
+        h.push(read(
+            8,
+            500,
+            0,
+            seen(1, &[("a", 100), ("b", 200), ("d", 400)]),
+        ));
+        let r = check(&h);
+        assert_eq!(kinds(&h), vec![Kind::Phantom]);
+        assert!(r.anomalies[0].detail.contains("definitely failed"));
+    }
+
+    #[test]
+    fn a_message_twice_is_a_duplicate_even_when_its_send_was_indeterminate() {
+        let mut h = clean();
+        h.retain(|e| !matches!(e, Event::Final { .. }));
+        let twice = seen(1, &[("a", 100), ("b", 200), ("c", 300), ("c", 300)]);
+        h.push(fin("r1", twice.clone()));
+        h.push(fin("r2", twice));
+        assert_eq!(kinds(&h), vec![Kind::Duplicate]);
+    }
+
+    #[test]
+    fn reads_out_of_the_final_order_are_reordered() {
+        let mut h = clean();
+        h.push(read(
+            9,
+            500,
+            0,
+            seen(1, &[("b", 200), ("a", 100), ("c", 300)]),
+        ));
+        assert_eq!(kinds(&h), vec![Kind::Reordered]);
+    }
+
+    #[test]
+    fn a_linearizable_read_missing_an_acknowledged_message_is_stale() {
+        let mut h = clean();
+        // b was acknowledged at 210; a read beginning at 260 sees only a.
+        h.push(read(8, 260, 0, seen(1, &[("a", 100)])));
+        let r = check(&h);
+        assert_eq!(kinds(&h), vec![Kind::Stale], "{:?}", r.anomalies);
+        assert_eq!(r.anomalies[0].key, "b");
+        // Outside the read's window (sent before `after`), or a local read: not stale.
+        let mut h = clean();
+        h.push(read(8, 260, 250, seen(1, &[])));
+        assert_eq!(kinds(&h), vec![]);
+        // A local read missing it is listed as stale_local, and the verdict still passes.
+        let mut h = clean();
+        let mut local = read(8, 260, 0, seen(1, &[("a", 100)]));
+        if let Event::Read { linearizable, .. } = &mut local {
+            *linearizable = false;
+        }
+        h.push(local);
+        assert_eq!(kinds(&h), vec![Kind::StaleLocal]);
+        assert_eq!(check(&h).verdict, "pass");
+    }
+
+    #[test]
+    fn a_reader_seeing_less_than_before_is_non_monotonic() {
+        let mut h = clean();
+        // A local read (so not stale) by the same reader after it saw a, b and c.
+        let mut later = read(9, 600, 0, seen(1, &[("a", 100), ("c", 300)]));
+        if let Event::Read { linearizable, .. } = &mut later {
+            *linearizable = false;
+        }
+        h.push(later);
+        let r = check(&h);
+        // (It is also a stale local read: b was acknowledged before it began.)
+        assert_eq!(
+            kinds(&h),
+            vec![Kind::NonMonotonic, Kind::StaleLocal],
+            "{:?}",
+            r.anomalies
+        );
+        assert_eq!(r.anomalies[0].key, "b");
+    }
+
+    #[test]
+    fn replicas_that_disagree_are_divergent() {
+        let mut h = clean();
+        h.retain(|e| !matches!(e, Event::Final { replica, .. } if replica == "r2"));
+        h.push(fin("r2", seen(1, &[("a", 100), ("c", 300), ("b", 200)])));
+        assert_eq!(kinds(&h), vec![Kind::Divergent]);
+    }
+
+    #[test]
+    fn the_elle_export_pairs_every_invocation_with_its_completion() {
+        let ops = to_elle(&clean());
+        // 4 sends and 2 final reads, each an invocation and a completion.
+        assert_eq!(ops.len(), 12);
+        let kinds: Vec<&str> = ops.iter().map(|o| o["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds.iter().filter(|k| **k == "invoke").count(), 6);
+        assert_eq!(
+            kinds.iter().filter(|k| **k == "info").count(),
+            1,
+            "the unknown send"
+        );
+        assert_eq!(kinds.iter().filter(|k| **k == "fail").count(), 1);
+        let last = &ops[11];
+        assert_eq!(last["value"], serde_json::json!([["r", 1, [1, 2, 3]]]));
+        assert!(
+            ops.windows(2)
+                .all(|w| w[0]["time"].as_u64() <= w[1]["time"].as_u64())
+        );
+    }
+
+    #[test]
+    fn replicas_with_different_state_digests_are_divergent() {
+        let digest = |replica: &str, d: &str| Event::Digest {
+            replica: replica.into(),
+            applied_index: 40,
+            digest: d.into(),
+        };
+        let mut h = clean();
+        h.push(digest("r1", "abc"));
+        h.push(digest("r2", "abc"));
+        assert_eq!(kinds(&h), vec![]);
+        h.push(digest("r3", "abd"));
+        assert_eq!(kinds(&h), vec![Kind::Divergent]);
+    }
+
+    #[test]
+    fn kinds_are_counted_under_their_serialized_names() {
+        for k in Kind::ALL {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.name());
+        }
+    }
+
+    #[test]
+    fn histories_round_trip_through_json_lines() {
+        for e in clean() {
+            let line = serde_json::to_string(&e).unwrap();
+            assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), e);
+        }
+        assert_eq!(key_of(&format!("{} hello", message_key(3, 9))), "k3-9");
+    }
+}

@@ -1,0 +1,103 @@
+//! The history of a run: every call the checker follows, as it happened, and what becomes of
+//! it.
+//!
+//! Each chat is an append-only list. `SendMessage` appends a message; the generator puts a
+//! unique key (`k<client>-<sequence>`) at the start of every message's content, so a message
+//! can be recognised wherever it shows up. `GetMessages` reads part of the lists of the
+//! reader's chats: the messages whose (client-chosen) send time is after the read's `after`
+//! time, in the cluster's order. After the load, every chat's whole list is read from every
+//! replica (a `Final` event each), and each replica's state digest is recorded.
+//!
+//! - this module: the events (one line of `history.jsonl` each) and the message keys;
+//! - [`calls`]: how a finished call becomes an event (its outcome, what a read returned);
+//! - [`check`]: the checker (lost, phantom, duplicate, reordered, stale, non-monotonic,
+//!   divergent);
+//! - [`elle`]: the same history in Elle's list-append form.
+//!
+//! The history knows nothing of files: the results folder writes and reads it
+//! ([`crate::results`]).
+
+mod calls;
+mod check;
+mod elle;
+
+pub(crate) use calls::{CallTimes, read_event, seen, send_event};
+pub use check::{Anomaly, Counts, Kind, Report, check};
+pub use elle::to_elle;
+
+use serde::{Deserialize, Serialize};
+
+/// How a call ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// It succeeded (and its result is recorded).
+    Ok,
+    /// The cluster definitely did not do it.
+    Fail,
+    /// It may or may not have happened (no answer, or the cluster could not tell).
+    Unknown,
+}
+
+/// A message as a read returned it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    pub chat: u64,
+    pub id: u64,
+    /// The key at the start of the content, or the whole content when it has none.
+    pub key: String,
+    pub sent_us: i64,
+}
+
+/// One entry of `history.jsonl`. Times are microseconds since the run began.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    Send {
+        client: u64,
+        invoke_us: u64,
+        complete_us: u64,
+        outcome: Outcome,
+        chat: u64,
+        user: u64,
+        key: String,
+        /// The send time written into the message (microseconds since the Unix epoch).
+        sent_us: i64,
+        message_id: Option<u64>,
+    },
+    Read {
+        client: u64,
+        invoke_us: u64,
+        complete_us: u64,
+        outcome: Outcome,
+        user: u64,
+        /// The read asked for messages sent after this time (µs since the Unix epoch).
+        after_us: i64,
+        linearizable: bool,
+        /// The chats the reader was a member of when the read began (joins acknowledged).
+        chats: Vec<u64>,
+        messages: Vec<Seen>,
+    },
+    /// A chat's whole list, read from one replica after the load.
+    Final {
+        replica: String,
+        chat: u64,
+        messages: Vec<Seen>,
+    },
+    /// A replica's state digest after the load, once the replicas applied the same entries.
+    Digest {
+        replica: String,
+        applied_index: u64,
+        digest: String,
+    },
+}
+
+/// The key a generator puts at the start of message content: `k<client>-<sequence>`.
+pub fn message_key(client: u64, sequence: u64) -> String {
+    format!("k{client}-{sequence}")
+}
+
+/// The key of a message's content: its first word.
+pub fn key_of(content: &str) -> String {
+    content.split(' ').next().unwrap_or_default().to_string()
+}

@@ -1,0 +1,33 @@
+//! The load itself: from a scenario to calls against the cluster, measured.
+//!
+//! - [`schedule`]: the open model's intended send times;
+//! - [`population`]: the users, chats and members calls draw their arguments from, and
+//!   [`dataset`], which creates them before the load;
+//! - [`ops`]: the chat operations, one implementation each of one small interface;
+//! - [`client`]: gRPC connections and what a failed call counts as;
+//! - [`runner`]: the Goose attack (users, pacing) that makes the calls;
+//! - [`meter`] and [`record`]: what the calls measured (per-operation HDR histograms,
+//!   corrected and service time, lateness), and [`timeseries`], the per-second clock that
+//!   closes intervals;
+//! - [`progress`]: the live progress line, apart from the work loop.
+//!
+//! What a run writes is not decided here: [`crate::results`] owns every file.
+
+mod client;
+mod dataset;
+mod meter;
+mod ops;
+mod population;
+mod progress;
+mod record;
+mod runner;
+mod schedule;
+mod timeseries;
+
+pub(crate) use client::{Failure, connect, with_timeout};
+pub(crate) use dataset::create_dataset;
+pub use meter::{LATE, Pacing};
+pub use population::{ChatInfo, JoinOutcome, Population};
+pub use record::{Interval, OpSummary, Percentiles, Recorder};
+pub use runner::{RunOutput, RunPlan, run};
+pub use schedule::Schedule;

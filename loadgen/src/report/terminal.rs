@@ -1,0 +1,179 @@
+//! What a run prints at its end: the headline, a table per operation, the SLO verdicts, the
+//! history check, the generator's cost. Text only; `main` decides when to print it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use comfy_table::{CellAlignment, Table, presets};
+
+use crate::history::{Anomaly, Counts};
+use crate::results::Summary;
+
+/// The end of `loadgen bench`, up to the line naming the results folder.
+pub fn bench_summary(s: &Summary, dir: &Path) -> String {
+    let mut out = String::new();
+    let offered = s
+        .offered_rate
+        .map_or(String::new(), |r| format!(" at {r} ops/s offered"));
+    let _ = writeln!(
+        out,
+        "\n{} · {} replicas · {} model{offered} · {} s measured",
+        s.scenario, s.replicas, s.model, s.duration_s
+    );
+    let _ = writeln!(out, "{}", table(s));
+    out.push_str(&slo_lines(s));
+    if let Some(w) = &s.generator.warning {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    match &s.check {
+        Some(c) => {
+            let _ = writeln!(out, "history check: {}", check_line(&c.verdict, &c.counts));
+            out.push_str(&anomaly_lines(&c.anomalies, 5));
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "history check: not run (the target does not answer Admin.Status)"
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "generator: {} calls, {:.1} µs CPU per call",
+        s.generator.calls, s.generator.cpu_us_per_call
+    );
+    let _ = writeln!(out, "results: {}", dir.display());
+    out
+}
+
+/// One row per operation: successful calls, errors, ops/s, corrected percentiles, the
+/// service-time p99 and the errors by code. Markdown, so it pastes into a README.
+pub fn table(s: &Summary) -> Table {
+    let mut t = Table::new();
+    t.load_preset(presets::ASCII_MARKDOWN);
+    t.set_header([
+        "operation",
+        "ok",
+        "errors",
+        "ops/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "svc p99 ms",
+        "errors by code",
+    ]);
+    for (op, r) in &s.ops {
+        let l = &r.latency_ms;
+        let ms = |v: f64| format!("{v:.2}");
+        let codes: Vec<String> = r
+            .errors_by_code
+            .iter()
+            .map(|(c, n)| format!("{c} {n}"))
+            .collect();
+        t.add_row([
+            op.clone(),
+            r.count.to_string(),
+            r.errors.to_string(),
+            format!("{:.1}", r.throughput),
+            ms(l.p50),
+            ms(l.p90),
+            ms(l.p99),
+            ms(l.p999),
+            ms(l.max),
+            ms(r.service_time_ms.p99),
+            codes.join(", "),
+        ]);
+    }
+    for i in 1..=9 {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    t
+}
+
+/// `SLO send_message p99 <= 5 ms: MISSED (7.10 ms)`, one line per objective.
+fn slo_lines(s: &Summary) -> String {
+    let mut out = String::new();
+    for slo in &s.slo {
+        let actual = slo
+            .actual_ms
+            .map_or("no successful calls".to_string(), |a| format!("{a:.2} ms"));
+        let _ = writeln!(
+            out,
+            "SLO {} {} <= {} ms: {} ({actual})",
+            slo.op,
+            slo.metric,
+            slo.limit_ms,
+            if slo.pass { "pass" } else { "MISSED" },
+        );
+    }
+    out
+}
+
+/// `PASS (120 sends acknowledged, 0 indeterminate, 300 reads, 120 messages in the final
+/// state; anomalies: stale_local 4 (allowed by local reads))`.
+pub fn check_line(verdict: &str, counts: &Counts) -> String {
+    format!(
+        "{} ({} sends acknowledged, {} indeterminate, {} reads, {} messages in the final state{})",
+        verdict.to_uppercase(),
+        counts.sends_ok,
+        counts.sends_unknown,
+        counts.reads,
+        counts.final_messages,
+        anomaly_counts(&counts.anomalies)
+    )
+}
+
+/// The first `n` anomalies, one indented line each.
+pub fn anomaly_lines(anomalies: &[Anomaly], n: usize) -> String {
+    let mut out = String::new();
+    for a in anomalies.iter().take(n) {
+        let _ = writeln!(
+            out,
+            "  {:?} in chat {}: {} {}",
+            a.kind, a.chat, a.key, a.detail
+        );
+    }
+    out
+}
+
+/// `; anomalies: lost 2, stale_local 40 (allowed by local reads)`, or nothing.
+fn anomaly_counts(counts: &BTreeMap<String, u64>) -> String {
+    if counts.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = counts
+        .iter()
+        .map(|(k, n)| {
+            if k == "stale_local" {
+                format!("{k} {n} (allowed by local reads)")
+            } else {
+                format!("{k} {n}")
+            }
+        })
+        .collect();
+    format!("; anomalies: {}", parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anomaly_counts_say_which_ones_local_reads_allow() {
+        let mut counts = Counts::default();
+        assert!(check_line("pass", &counts).ends_with("final state)"));
+        counts.anomalies.insert("lost".into(), 2);
+        counts.anomalies.insert("stale_local".into(), 40);
+        assert!(
+            check_line("fail", &counts)
+                .ends_with("; anomalies: lost 2, stale_local 40 (allowed by local reads))"),
+            "{}",
+            check_line("fail", &counts)
+        );
+    }
+}

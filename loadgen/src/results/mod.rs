@@ -1,0 +1,379 @@
+//! The results folder of one run, `results/<run-id>/`: every file of the contract is written
+//! here, and nowhere else. The folder is what the reports (and anyone else's tools) read:
+//! - `scenario.yaml`: the effective scenario, after `--set` overrides;
+//! - `summary.json`: the [`Summary`] (run metadata, per-operation counts and latency
+//!   percentiles, SLO verdicts, how well the generator kept its schedule, the cluster at the
+//!   end, the faults, the check's verdict); its JSON Schema is [`schema`];
+//! - `<op>.hdr.hlog`: per-second HDR histograms of corrected latency, as a standard
+//!   HdrHistogram interval log (microseconds; other HdrHistogram tools read it);
+//! - `timeseries.csv`: one row per second per operation;
+//! - `history.jsonl`, `history.elle.jsonl`: every call the checker follows, and the same
+//!   history in Elle's list-append form;
+//! - `check.json`: the history checker's whole report;
+//! - `goose-report.html`, `goose-report.json`: Goose's own report (Goose writes them, to the
+//!   paths given here);
+//! - `nodes/node-N.log`: each replica's log, when `loadgen` started the cluster;
+//! - `data/`: the replicas' data while the run lasts (removed unless `--keep-data`).
+//!
+//! `results/README.md` documents the contract for readers; keep the two in step.
+
+mod provenance;
+mod summary;
+
+pub use crate::control::FaultRecord;
+pub use provenance::Machine;
+pub use summary::{
+    CheckSummary, ClusterEnd, Generator, LeaderChange, NodeEnd, OpResult, RateStep, RunFacts,
+    SloResult, Summary, Versions, evaluate_slos, op_results, schema,
+};
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::history::{self, Event, Report};
+use crate::load::{Interval, Recorder};
+use crate::scenario::Scenario;
+
+/// The file names of the contract.
+pub mod files {
+    pub const SUMMARY: &str = "summary.json";
+    pub const SCENARIO: &str = "scenario.yaml";
+    pub const TIMESERIES: &str = "timeseries.csv";
+    pub const HISTORY: &str = "history.jsonl";
+    pub const ELLE: &str = "history.elle.jsonl";
+    pub const CHECK: &str = "check.json";
+    pub const GOOSE_HTML: &str = "goose-report.html";
+    pub const GOOSE_JSON: &str = "goose-report.json";
+    /// The replicas' logs (a folder).
+    pub const NODES: &str = "nodes";
+    /// The replicas' data while the run lasts (a folder).
+    pub const DATA: &str = "data";
+
+    /// One operation's interval log: `send_message.hdr.hlog`.
+    pub fn hlog(op: &str) -> String {
+        format!("{op}.hdr.hlog")
+    }
+}
+
+/// One run's folder.
+#[derive(Clone, Debug)]
+pub struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    /// Creates a new run folder under `root`, named `<UTC start>-<scenario>-r<replicas>` (so
+    /// names sort by time), with `-2`, `-3`, ... when that name is taken.
+    pub fn create(
+        root: &Path,
+        started: SystemTime,
+        scenario: &str,
+        replicas: u32,
+    ) -> anyhow::Result<RunDir> {
+        let id = run_id(started, scenario, replicas);
+        let mut path = root.join(&id);
+        let mut n = 1;
+        while path.exists() {
+            n += 1;
+            path = root.join(format!("{id}-{n}"));
+        }
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(RunDir { path })
+    }
+
+    /// An existing run folder.
+    pub fn open(path: &Path) -> RunDir {
+        RunDir {
+            path: path.to_path_buf(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The folder's name, which is the run's id.
+    pub fn run_id(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default()
+    }
+
+    /// Where a local cluster keeps its replicas' data during the run.
+    pub fn data_dir(&self) -> PathBuf {
+        self.path.join(files::DATA)
+    }
+
+    /// Where Goose writes its reports.
+    pub fn goose_reports(&self) -> Vec<String> {
+        [files::GOOSE_HTML, files::GOOSE_JSON]
+            .iter()
+            .map(|f| self.path.join(f).display().to_string())
+            .collect()
+    }
+
+    fn put(&self, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+        let path = self.path.join(name);
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// `summary.json`, `scenario.yaml`, `timeseries.csv` and the `.hdr.hlog` files (whose
+    /// times count from `measured_start`).
+    pub fn write_measurements(
+        &self,
+        summary: &Summary,
+        scenario: &Scenario,
+        recorder: &Recorder,
+        timeseries: &[Interval],
+        measured_start: SystemTime,
+    ) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.path)
+            .with_context(|| format!("creating {}", self.path.display()))?;
+        self.put(files::SCENARIO, scenario.to_yaml().as_bytes())?;
+        self.put(files::SUMMARY, pretty(summary)?.as_bytes())?;
+        self.put(files::TIMESERIES, timeseries_csv(timeseries)?.as_bytes())?;
+        for op in recorder.ops() {
+            let mut buf = Vec::new();
+            recorder.write_hlog(op, &mut buf, measured_start)?;
+            self.put(&files::hlog(op.name()), &buf)?;
+        }
+        Ok(())
+    }
+
+    /// `history.jsonl` (one event per line) and `history.elle.jsonl`.
+    pub fn write_history(&self, history: &[Event]) -> anyhow::Result<()> {
+        let mut lines = String::new();
+        for e in history {
+            lines.push_str(&serde_json::to_string(e)?);
+            lines.push('\n');
+        }
+        self.put(files::HISTORY, lines.as_bytes())?;
+        let mut elle = String::new();
+        for op in history::to_elle(history) {
+            elle.push_str(&op.to_string());
+            elle.push('\n');
+        }
+        self.put(files::ELLE, elle.as_bytes())
+    }
+
+    /// The events of `history.jsonl`.
+    pub fn read_history(&self) -> anyhow::Result<Vec<Event>> {
+        let path = self.path.join(files::HISTORY);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, line)| {
+                serde_json::from_str(line)
+                    .with_context(|| format!("{}:{}: not a history event", path.display(), i + 1))
+            })
+            .collect()
+    }
+
+    /// `check.json`: the checker's whole report.
+    pub fn write_check(&self, report: &Report) -> anyhow::Result<()> {
+        self.put(files::CHECK, pretty(report)?.as_bytes())
+    }
+
+    /// Copies each replica's log to `nodes/node-N.log` (a replica that never wrote one is
+    /// skipped).
+    pub fn keep_node_logs(&self, logs: &[(u64, PathBuf)]) -> anyhow::Result<()> {
+        let nodes = self.path.join(files::NODES);
+        std::fs::create_dir_all(&nodes)?;
+        for (id, log) in logs {
+            if log.exists() {
+                std::fs::copy(log, nodes.join(format!("node-{id}.log")))
+                    .with_context(|| format!("keeping {}", log.display()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `<UTC start>-<scenario>-r<replicas>`, with anything but letters, digits, `-` and `_` in the
+/// scenario's name made a `-`.
+fn run_id(started: SystemTime, name: &str, replicas: u32) -> String {
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("{}-{name}-r{replicas}", provenance::utc_compact(started))
+}
+
+/// Pretty JSON with a final newline.
+fn pretty(value: &impl Serialize) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(value)? + "\n")
+}
+
+/// One row of `timeseries.csv`.
+#[derive(Serialize)]
+struct TimeseriesRow<'a> {
+    second: u64,
+    op: &'a str,
+    count: u64,
+    errors: u64,
+    #[serde(serialize_with = "milliseconds")]
+    p50_ms: f64,
+    #[serde(serialize_with = "milliseconds")]
+    p99_ms: f64,
+    #[serde(serialize_with = "milliseconds")]
+    max_ms: f64,
+}
+
+/// Milliseconds always with three decimals (`3.000`, microsecond resolution), as the
+/// contract has always written them; the csv crate alone would write `3.0`.
+fn milliseconds<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("{v:.3}"))
+}
+
+/// `timeseries.csv`: a header, then one row per interval.
+pub fn timeseries_csv(rows: &[Interval]) -> anyhow::Result<String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for r in rows {
+        w.serialize(TimeseriesRow {
+            second: r.second,
+            op: r.op.name(),
+            count: r.count,
+            errors: r.errors,
+            p50_ms: r.p50_ms,
+            p99_ms: r.p99_ms,
+            max_ms: r.max_ms,
+        })?;
+    }
+    if rows.is_empty() {
+        // The csv writer writes the header with the first row: an empty run still gets it.
+        w.write_record([
+            "second", "op", "count", "errors", "p50_ms", "p99_ms", "max_ms",
+        ])?;
+    }
+    Ok(String::from_utf8(w.into_inner()?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Op;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn scenario() -> Scenario {
+        Scenario::parse(
+            "t.yaml",
+            "name: t\ndataset: {users: 2, chats: 1, members_per_chat: 1}\n\
+             load: {model: open, rate: 10, users: 1, duration: 2s}\n\
+             mix: {send_message: 1, get_messages: 1}\n\
+             slo: {send_message: {p99: 5ms, max: 101ms}, get_messages: {p50: 1ms}}\n",
+            &[],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn slos_pass_and_fail_on_corrected_latency() {
+        let mut r = Recorder::new();
+        for ms in 1..=100u64 {
+            // Service time is always 1 ms; corrected latency grows to 100 ms.
+            r.ok(
+                Op::SendMessage,
+                Duration::from_millis(ms),
+                Duration::from_millis(1),
+            );
+        }
+        let ops = op_results(&r, 2.0);
+        assert_eq!(ops["send_message"].count, 100);
+        assert_eq!(ops["send_message"].throughput, 50.0);
+        let slo = evaluate_slos(&scenario(), &ops);
+        let verdict = |op: &str, m: &str| {
+            slo.iter()
+                .find(|s| s.op == op && s.metric == m)
+                .map(|s| (s.pass, s.actual_ms))
+                .unwrap()
+        };
+        assert!(!verdict("send_message", "p99").0, "p99 is 99 ms > 5 ms");
+        // HDR reports the top of the 3-significant-digit bucket: 100 ms reads as 100.06.
+        assert!(verdict("send_message", "max").0);
+        // No successful get_messages call: the objective cannot be met.
+        assert_eq!(verdict("get_messages", "p50"), (false, None));
+    }
+
+    #[test]
+    fn timeseries_has_a_header_and_a_row_per_interval() {
+        let mut r = Recorder::new();
+        r.ok(
+            Op::SendMessage,
+            Duration::from_millis(3),
+            Duration::from_millis(2),
+        );
+        r.error(Op::SendMessage, "Unavailable");
+        let rows = r.close_interval(1);
+        assert_eq!(
+            timeseries_csv(&rows).unwrap(),
+            "second,op,count,errors,p50_ms,p99_ms,max_ms\n1,send_message,1,1,3.001,3.001,3.001\n"
+        );
+        r.ok(
+            Op::SendMessage,
+            Duration::from_millis(2),
+            Duration::from_millis(2),
+        );
+        assert!(
+            timeseries_csv(&r.close_interval(2))
+                .unwrap()
+                .ends_with("\n2,send_message,1,0,2.000,2.000,2.000\n"),
+            "three decimals, always"
+        );
+        assert_eq!(
+            timeseries_csv(&[]).unwrap(),
+            "second,op,count,errors,p50_ms,p99_ms,max_ms\n"
+        );
+    }
+
+    #[test]
+    fn run_ids_sort_by_time_and_name_the_run() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert_eq!(
+            run_id(t, "chat default", 5),
+            "20270115T080000Z-chat-default-r5"
+        );
+        let later = run_id(t + Duration::from_secs(1), "a", 1);
+        assert!(run_id(t, "z", 9) < later);
+    }
+
+    #[test]
+    fn the_history_round_trips_through_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::create(dir.path(), UNIX_EPOCH, "t", 1).unwrap();
+        let again = RunDir::create(dir.path(), UNIX_EPOCH, "t", 1).unwrap();
+        assert_eq!(again.run_id(), format!("{}-2", run.run_id()));
+        let history = vec![Event::Final {
+            replica: "r1".into(),
+            chat: 1,
+            messages: vec![],
+        }];
+        run.write_history(&history).unwrap();
+        assert_eq!(run.read_history().unwrap(), history);
+        assert!(run.path().join(files::ELLE).is_file());
+    }
+
+    /// The checked-in `results/summary.schema.json` is the schema of [`Summary`]: when the
+    /// types change, regenerate it with `loadgen schema > results/summary.schema.json`.
+    #[test]
+    fn the_checked_in_schema_is_the_summary_types_schema() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/summary.schema.json");
+        let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            checked_in == schema(),
+            "{} is stale: run `loadgen schema > results/summary.schema.json`",
+            path.display()
+        );
+    }
+}

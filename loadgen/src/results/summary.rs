@@ -1,0 +1,393 @@
+//! `summary.json`: one run in one document, as typed structs. The JSON Schema of the file is
+//! generated from these types ([`schema`], `loadgen schema`, checked in as
+//! `results/summary.schema.json` and compared in tests), so the contract cannot drift from
+//! the code silently.
+//!
+//! Latencies are in milliseconds with microsecond resolution. `latency_ms` is measured from
+//! the intended send time (open model) and `service_time_ms` from the actual send.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use telegraft::admin::NodeView;
+
+use super::provenance::{self, Machine};
+use crate::control::{FaultRecord, LeaderSeen};
+use crate::history::{Anomaly, Counts, Report};
+use crate::load::{OpSummary, Percentiles, Recorder, RunOutput, Schedule};
+use crate::scenario::{Model, Op, Scenario};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Summary {
+    pub run_id: String,
+    pub scenario: String,
+    pub scenario_file: String,
+    pub description: String,
+    pub replicas: u32,
+    /// `open` or `closed`.
+    pub model: String,
+    /// Mean offered ops/s over the measured window (open model); `None` for closed.
+    pub offered_rate: Option<f64>,
+    /// The open model's offered rate over the measured window; empty for closed.
+    #[serde(default)]
+    pub offered_schedule: Vec<RateStep>,
+    pub users: u32,
+    pub seed: u64,
+    pub warmup_s: f64,
+    pub duration_s: f64,
+    /// UTC, to the second (`2026-11-27T12:45:01Z`).
+    pub started_at: String,
+    /// The commit the generator ran from, `-dirty` when the tree had changes.
+    pub git_rev: Option<String>,
+    pub machine: Machine,
+    /// Per operation, by name (`send_message`).
+    pub ops: BTreeMap<String, OpResult>,
+    pub slo: Vec<SloResult>,
+    pub generator: Generator,
+    pub cluster: ClusterEnd,
+    #[serde(default)]
+    pub versions: Versions,
+    /// The history checker's verdict; `None` when the target could not be checked.
+    #[serde(default)]
+    pub check: Option<CheckSummary>,
+    /// The faults injected, with their unavailability windows.
+    #[serde(default)]
+    pub faults: Vec<FaultRecord>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OpResult {
+    /// Successful calls in the measured window.
+    pub count: u64,
+    pub errors: u64,
+    /// Errors by gRPC code name, or `Timeout`.
+    pub errors_by_code: BTreeMap<String, u64>,
+    /// Successful calls per second of the measured window.
+    pub throughput: f64,
+    /// From the intended send time (coordinated-omission corrected).
+    pub latency_ms: Percentiles,
+    /// From the actual send.
+    pub service_time_ms: Percentiles,
+}
+
+/// One constant-rate stretch of the open model's schedule, in seconds from the start of the
+/// measured window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RateStep {
+    pub start_s: f64,
+    pub end_s: f64,
+    pub rate: f64,
+}
+
+/// One latency objective of the scenario, judged on the corrected latency.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SloResult {
+    pub op: String,
+    /// `p50`, `p90`, `p99`, `p999`, `p9999` or `max`.
+    pub metric: String,
+    pub limit_ms: f64,
+    /// `None` when the operation had no successful call to measure.
+    pub actual_ms: Option<f64>,
+    pub pass: bool,
+}
+
+/// How well the open model's schedule was kept, and what the generator cost.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Generator {
+    /// Calls made, warm-up included.
+    pub calls: u64,
+    pub cpu_s: f64,
+    /// Generator CPU time per call, in microseconds.
+    pub cpu_us_per_call: f64,
+    /// Open model: sends intended in the measured window, and how many went out.
+    pub intended: Option<u64>,
+    pub sent: Option<u64>,
+    /// Sends more than 10 ms late, and the lateness distribution.
+    pub late: Option<u64>,
+    pub lateness_ms: Option<Percentiles>,
+    /// Set when the generator did not keep the schedule.
+    pub warning: Option<String>,
+    pub connect_failures: u64,
+}
+
+/// One replica as seen at the end of the run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeEnd {
+    pub node_id: u64,
+    pub addr: String,
+    /// `leader`, `follower` or `candidate`.
+    pub role: String,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub state_digest: String,
+}
+
+/// A leader seen during the run, from `at_s` seconds after the measured window began
+/// (negative: during warm-up or setup).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LeaderChange {
+    pub at_s: f64,
+    pub node: u64,
+    pub term: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Versions {
+    pub loadgen: String,
+}
+
+/// The cluster a run drove, as it ended (`cluster` in `summary.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ClusterEnd {
+    /// `local` (started by loadgen) or `external` (`--target`).
+    pub kind: String,
+    pub endpoints: Vec<String>,
+    pub leader_at_start: Option<String>,
+    pub nodes_at_end: Vec<NodeEnd>,
+    /// Every leader seen while the load ran, in order (the first is the leader at the start).
+    #[serde(default)]
+    pub leader_changes: Vec<LeaderChange>,
+}
+
+/// What summary.json keeps of the checker's report: the verdict, the counts, and the first
+/// anomalies (all of them are in `check.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CheckSummary {
+    /// `pass` or `fail`.
+    pub verdict: String,
+    pub counts: Counts,
+    pub anomalies: Vec<Anomaly>,
+    pub anomalies_total: usize,
+}
+
+impl CheckSummary {
+    pub const KEPT: usize = 50;
+
+    pub fn of(r: &Report) -> CheckSummary {
+        CheckSummary {
+            verdict: r.verdict.clone(),
+            counts: r.counts.clone(),
+            anomalies: r.anomalies.iter().take(Self::KEPT).cloned().collect(),
+            anomalies_total: r.anomalies.len(),
+        }
+    }
+
+    pub fn passed(&self) -> bool {
+        self.verdict == "pass"
+    }
+}
+
+impl Summary {
+    pub fn slo_pass(&self) -> bool {
+        self.slo.iter().all(|s| s.pass)
+    }
+
+    /// Sums up a run from what its parts handed over.
+    pub fn of(run: RunFacts) -> Summary {
+        let s = run.scenario;
+        let duration_s = s.duration().as_secs_f64();
+        let ops = op_results(&run.load.recorder, duration_s);
+        let slo = evaluate_slos(s, &ops);
+        Summary {
+            run_id: run.run_id.to_string(),
+            scenario: s.name.clone(),
+            scenario_file: run.scenario_file.display().to_string(),
+            description: s.description.clone(),
+            replicas: run.replicas,
+            model: match s.load.model {
+                Model::Open => "open",
+                Model::Closed => "closed",
+            }
+            .into(),
+            offered_rate: run
+                .load
+                .pacing
+                .as_ref()
+                .map(|p| round_to(p.intended as f64 / duration_s, 1)),
+            offered_schedule: offered_schedule(s),
+            users: s.load.users,
+            seed: s.seed,
+            warmup_s: s.load.warmup.0.as_secs_f64(),
+            duration_s,
+            started_at: provenance::utc_seconds(run.started),
+            git_rev: provenance::git_rev(),
+            machine: Machine::detect(run.results_root),
+            ops,
+            slo,
+            generator: Generator::of(run.load),
+            cluster: run.cluster,
+            versions: Versions {
+                loadgen: env!("CARGO_PKG_VERSION").into(),
+            },
+            check: run.check.map(CheckSummary::of),
+            faults: run.faults,
+        }
+    }
+}
+
+/// What a run hands over to be summed up in `summary.json`.
+pub struct RunFacts<'a> {
+    pub run_id: &'a str,
+    pub scenario: &'a Scenario,
+    /// The scenario file as given on the command line.
+    pub scenario_file: &'a Path,
+    pub replicas: u32,
+    /// When the run began (before the cluster started).
+    pub started: SystemTime,
+    /// The folder of run folders: its file system is the machine's `disk`.
+    pub results_root: &'a Path,
+    pub load: &'a RunOutput,
+    pub cluster: ClusterEnd,
+    pub check: Option<&'a Report>,
+    pub faults: Vec<FaultRecord>,
+}
+
+impl ClusterEnd {
+    /// The cluster at the end: every replica that answered, and every leader seen, timed
+    /// from the start of the measured window `measured_start`.
+    pub fn new(
+        kind: &str,
+        endpoints: &[String],
+        leader_at_start: Option<String>,
+        nodes_at_end: Vec<NodeView>,
+        leaders: Vec<LeaderSeen>,
+        measured_start: SystemTime,
+    ) -> ClusterEnd {
+        ClusterEnd {
+            kind: kind.into(),
+            endpoints: endpoints.to_vec(),
+            leader_at_start,
+            nodes_at_end: nodes_at_end
+                .into_iter()
+                .map(|v| NodeEnd {
+                    node_id: v.node_id,
+                    role: v.role_name().to_string(),
+                    addr: v.addr,
+                    term: v.term,
+                    commit_index: v.commit_index,
+                    applied_index: v.applied_index,
+                    state_digest: v.state_digest,
+                })
+                .collect(),
+            leader_changes: leaders
+                .into_iter()
+                .map(|l| LeaderChange {
+                    at_s: seconds_between(measured_start, l.at),
+                    node: l.node,
+                    term: l.term,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Generator {
+    fn of(out: &RunOutput) -> Generator {
+        let pacing = out.pacing.as_ref();
+        Generator {
+            calls: out.calls,
+            cpu_s: out.cpu.as_secs_f64(),
+            cpu_us_per_call: round_to(out.cpu.as_secs_f64() * 1e6 / out.calls.max(1) as f64, 1),
+            intended: pacing.map(|p| p.intended),
+            sent: pacing.map(|p| p.sent),
+            late: pacing.map(|p| p.late),
+            lateness_ms: pacing.map(|p| p.lateness_ms),
+            warning: pacing.and_then(|p| p.warning()),
+            connect_failures: out.connect_failures,
+        }
+    }
+}
+
+/// The open model's rate steps over the measured window; empty for the closed model.
+fn offered_schedule(s: &Scenario) -> Vec<RateStep> {
+    Schedule::from_scenario(s)
+        .map(|sch| {
+            sch.measured_segments(s.load.warmup.0)
+                .into_iter()
+                .map(|(a, b, rate)| RateStep {
+                    start_s: a.as_secs_f64(),
+                    end_s: b.as_secs_f64(),
+                    rate,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `v` rounded to `decimals` places.
+fn round_to(v: f64, decimals: i32) -> f64 {
+    let f = 10f64.powi(decimals);
+    (v * f).round() / f
+}
+
+/// `to - from` in seconds (to the millisecond), negative when `to` is earlier.
+fn seconds_between(from: SystemTime, to: SystemTime) -> f64 {
+    let r = |d: Duration| round_to(d.as_secs_f64(), 3);
+    match to.duration_since(from) {
+        Ok(d) => r(d),
+        Err(e) => -r(e.duration()),
+    }
+}
+
+/// Per-operation results over a measured window of `duration_s`.
+pub fn op_results(recorder: &Recorder, duration_s: f64) -> BTreeMap<String, OpResult> {
+    recorder
+        .ops()
+        .filter_map(|op| Some((op, recorder.summary(op)?)))
+        .map(|(op, s): (Op, OpSummary)| {
+            (
+                op.name().to_string(),
+                OpResult {
+                    count: s.count,
+                    errors: s.errors,
+                    errors_by_code: s.errors_by_code,
+                    throughput: round_to(s.count as f64 / duration_s, 1),
+                    latency_ms: s.latency_ms,
+                    service_time_ms: s.service_time_ms,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Checks the scenario's objectives against the corrected latencies.
+pub fn evaluate_slos(scenario: &Scenario, ops: &BTreeMap<String, OpResult>) -> Vec<SloResult> {
+    let mut out = Vec::new();
+    for (op, slo) in &scenario.slo {
+        let limits = [
+            ("p50", slo.p50),
+            ("p90", slo.p90),
+            ("p99", slo.p99),
+            ("p999", slo.p999),
+            ("p9999", slo.p9999),
+            ("max", slo.max),
+        ];
+        for (metric, limit) in limits {
+            let Some(limit) = limit else { continue };
+            let limit_ms = limit.0.as_secs_f64() * 1000.0;
+            let actual_ms = ops
+                .get(op.name())
+                .filter(|r| r.count > 0)
+                .and_then(|r| r.latency_ms.get(metric));
+            out.push(SloResult {
+                op: op.name().to_string(),
+                metric: metric.to_string(),
+                limit_ms,
+                actual_ms,
+                pass: actual_ms.is_some_and(|a| a <= limit_ms),
+            });
+        }
+    }
+    out
+}
+
+/// The JSON Schema of `summary.json`, generated from [`Summary`], as the checked-in
+/// `results/summary.schema.json` holds it (pretty, with a final newline).
+pub fn schema() -> String {
+    let schema = schemars::schema_for!(Summary);
+    serde_json::to_string_pretty(&schema).expect("a schema serializes") + "\n"
+}
