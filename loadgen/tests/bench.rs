@@ -1,15 +1,19 @@
 //! End to end: `loadgen bench` as a user runs it, against 3 real `telegraft` replicas it
-//! starts itself, writing a results folder that must meet the contract (results.rs).
+//! starts itself, writing a results folder that must meet the contract (`results/README.md`,
+//! the typed `Summary` and its JSON Schema).
 //!
 //! The scenario sets an objective no cluster can meet (p50 under 1 µs), so the run must also
-//! exit with status 3 and record the verdict. A second test drives a given server
-//! (`--target`) with the closed model.
+//! exit with status 3 and record the verdict. Another test drives a given server
+//! (`--target`) with the closed model; two more inject faults.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use base64::Engine;
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+use loadgen::results::{self, Summary};
 
 /// The `telegraft` binary of this build, built first when this package's tests run alone.
 fn telegraft() -> PathBuf {
@@ -31,42 +35,130 @@ fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// `loadgen bench --scenario FILE` from the workspace root, writing to a fresh results
+/// folder, without the progress line.
+struct Bench {
+    cmd: Command,
+    results: tempfile::TempDir,
+}
+
+/// A finished `loadgen bench`: its exit status, what it printed, its one run folder and
+/// that folder's `summary.json`.
+struct Ran {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    dir: PathBuf,
+    summary: serde_json::Value,
+    _results: tempfile::TempDir,
+}
+
+impl Bench {
+    fn new(scenario: &str) -> Bench {
+        let results = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_loadgen"));
+        cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+            .args(["bench", "--scenario", scenario, "--no-progress"])
+            .arg("--results")
+            .arg(results.path());
+        Bench { cmd, results }
+    }
+
+    /// `--set path=value` for each.
+    fn set(mut self, overrides: &[&str]) -> Bench {
+        for o in overrides {
+            self.cmd.args(["--set", o]);
+        }
+        self
+    }
+
+    fn args(mut self, args: &[&str]) -> Bench {
+        self.cmd.args(args);
+        self
+    }
+
+    /// Against a local cluster of this build's `telegraft`.
+    fn local(mut self) -> Bench {
+        self.cmd.arg("--telegraft").arg(telegraft());
+        self
+    }
+
+    /// Without reports.
+    fn no_report(self) -> Bench {
+        self.args(&["--no-report"])
+    }
+
+    fn run(mut self) -> Ran {
+        let out = self.cmd.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        let runs: Vec<PathBuf> = std::fs::read_dir(self.results.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(
+            runs.len(),
+            1,
+            "one run folder: {runs:?}\n{stdout}\n{stderr}"
+        );
+        let dir = runs[0].clone();
+        let summary = typed_summary(&dir.join(results::files::SUMMARY));
+        Ran {
+            code: out.status.code(),
+            stdout,
+            stderr,
+            dir,
+            summary,
+            _results: self.results,
+        }
+    }
+}
+
+impl Ran {
+    /// What it printed, for assertion messages.
+    fn printed(&self) -> String {
+        format!("stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// A run's `summary.json`, checked against the contract: it reads into the typed
+/// [`Summary`] and writes back the same JSON (so it has no key or type the type does not),
+/// and it has every key the JSON Schema requires.
+fn typed_summary(path: &Path) -> serde_json::Value {
+    let json = read_json(path);
+    let typed: Summary = serde_path_to_error::deserialize(&json)
+        .unwrap_or_else(|e| panic!("{}: not a Summary: {e}", path.display()));
+    assert_eq!(
+        serde_json::to_value(&typed).unwrap(),
+        json,
+        "{} has keys or values the typed Summary does not",
+        path.display()
+    );
+    let schema: serde_json::Value = serde_json::from_str(&results::schema()).unwrap();
+    for key in schema["required"].as_array().unwrap() {
+        let key = key.as_str().unwrap();
+        assert!(json.get(key).is_some(), "summary.json lacks {key}");
+    }
+    json
+}
+
 #[test]
 fn a_short_bench_against_three_replicas_writes_the_results_contract() {
-    let results = tempfile::tempdir().unwrap();
     let reports = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .current_dir(&root)
-        .args([
-            "bench",
-            "--scenario",
-            "scenarios/chat.yaml",
-            "--replicas",
-            "3",
-        ])
-        .args(["--set", "load.duration=3s", "--set", "load.warmup=1s"])
-        .args(["--set", "load.rate=150", "--set", "load.users=10"])
-        .args([
-            "--set",
+    let ran = Bench::new("scenarios/chat.yaml")
+        .args(&["--replicas", "3"])
+        .set(&[
+            "load.duration=3s",
+            "load.warmup=1s",
+            "load.rate=150",
+            "load.users=10",
             "slo={send_message: {p50: 1us}, get_messages: {p99: 10s}}",
         ])
-        .arg("--results")
-        .arg(results.path())
-        .arg("--reports")
-        .arg(reports.path())
-        .arg("--telegraft")
-        .arg(telegraft())
-        .arg("--no-progress")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "a missed SLO exits 3\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+        .args(&["--reports", reports.path().to_str().unwrap()])
+        .local()
+        .run();
+    let stdout = &ran.stdout;
+    assert_eq!(ran.code, Some(3), "a missed SLO exits 3\n{}", ran.printed());
     assert!(
         stdout.contains("SLO send_message p50 <= 0.001 ms: MISSED"),
         "{stdout}"
@@ -77,12 +169,7 @@ fn a_short_bench_against_three_replicas_writes_the_results_contract() {
     );
 
     // One run folder, named <time>-<scenario>-r<replicas>.
-    let runs: Vec<PathBuf> = std::fs::read_dir(results.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(runs.len(), 1, "{runs:?}");
-    let dir = &runs[0];
+    let dir = &ran.dir;
     let name = dir.file_name().unwrap().to_string_lossy().to_string();
     assert!(name.ends_with("-chat-default-r3"), "{name}");
     assert!(
@@ -91,7 +178,7 @@ fn a_short_bench_against_three_replicas_writes_the_results_contract() {
     );
 
     // summary.json: the keys the contract names.
-    let s = read_json(&dir.join("summary.json"));
+    let s = &ran.summary;
     for key in [
         "run_id",
         "scenario",
@@ -257,8 +344,6 @@ fn a_short_bench_against_three_replicas_writes_the_results_contract() {
     );
 }
 
-mod common;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_bench_drives_a_given_target() {
     let addr = common::serve(
@@ -266,41 +351,24 @@ async fn a_closed_bench_drives_a_given_target() {
         std::time::Duration::from_millis(5),
     )
     .await;
-    let results = tempfile::tempdir().unwrap();
-    let dir = results.path().to_path_buf();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = addr.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_loadgen"))
-            .current_dir(&root)
-            .args(["bench", "--scenario", "scenarios/closed.yaml"])
-            .args(["--target", &target])
-            .args(["--set", "load.duration=2s", "--set", "load.warmup=0s"])
-            .args(["--set", "load.users=4", "--set", "load.think_time=20ms"])
-            .args(["--set", "dataset={users: 8, chats: 2, members_per_chat: 2}"])
-            .arg("--results")
-            .arg(&dir)
-            .arg("--no-report")
-            .arg("--no-progress")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "no SLO, so exit 0\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    let run = std::fs::read_dir(results.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let bench = Bench::new("scenarios/closed.yaml")
+        .args(&["--target", &addr])
+        .set(&[
+            "load.duration=2s",
+            "load.warmup=0s",
+            "load.users=4",
+            "load.think_time=20ms",
+            "dataset={users: 8, chats: 2, members_per_chat: 2}",
+        ])
+        .no_report();
+    // The fake server runs on this test's runtime: run loadgen beside it.
+    let ran = tokio::task::spawn_blocking(move || bench.run())
+        .await
+        .unwrap();
+    assert_eq!(ran.code, Some(0), "no SLO, so exit 0\n{}", ran.printed());
+    let run = &ran.dir;
     assert!(run.to_string_lossy().ends_with("-closed-r1"), "{run:?}");
-    let s = read_json(&run.join("summary.json"));
+    let s = &ran.summary;
     assert_eq!(s["model"], "closed");
     assert!(s["offered_rate"].is_null());
     assert_eq!(s["cluster"]["kind"], "external");
@@ -331,35 +399,22 @@ async fn a_closed_bench_drives_a_given_target() {
 
 #[test]
 fn killing_the_leader_under_load_loses_nothing_acknowledged() {
-    let results = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .current_dir(&root)
-        .args(["bench", "--scenario", "scenarios/failover.yaml"])
-        .args(["--set", "load.duration=7s", "--set", "load.warmup=1s"])
-        .args([
-            "--set",
+    let ran = Bench::new("scenarios/failover.yaml")
+        .set(&[
+            "load.duration=7s",
+            "load.warmup=1s",
             "faults=[{at: 2s, action: kill, target: leader}, {at: 5s, action: restart, target: killed}]",
         ])
-        .arg("--results")
-        .arg(results.path())
-        .args(["--no-report", "--no-progress", "--telegraft"])
-        .arg(telegraft())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "no SLO and a clean history: exit 0\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        .no_report()
+        .local()
+        .run();
+    assert_eq!(
+        ran.code,
+        Some(0),
+        "no SLO and a clean history: exit 0\n{}",
+        ran.printed()
     );
-    let run = std::fs::read_dir(results.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let s = read_json(&run.join("summary.json"));
+    let s = &ran.summary;
     assert_eq!(s["check"]["verdict"], "pass", "{}", s["check"]);
     let faults = s["faults"].as_array().unwrap();
     assert_eq!(faults.len(), 2, "{faults:?}");
@@ -384,36 +439,23 @@ fn killing_the_leader_under_load_loses_nothing_acknowledged() {
 
 #[test]
 fn local_reads_under_a_partition_are_flagged_stale() {
-    let results = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .current_dir(&root)
-        .args(["bench", "--scenario", "scenarios/partition.yaml"])
-        .args(["--set", "load.duration=8s", "--set", "load.warmup=1s"])
-        .args(["--set", "reads.consistency=local"])
-        .args([
-            "--set",
+    let ran = Bench::new("scenarios/partition.yaml")
+        .set(&[
+            "load.duration=8s",
+            "load.warmup=1s",
+            "reads.consistency=local",
             "faults=[{at: 3s, action: partition, target: leader, for: 3s}]",
         ])
-        .arg("--results")
-        .arg(results.path())
-        .args(["--no-report", "--no-progress", "--telegraft"])
-        .arg(telegraft())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "stale local reads do not fail the run\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        .no_report()
+        .local()
+        .run();
+    assert_eq!(
+        ran.code,
+        Some(0),
+        "stale local reads do not fail the run\n{}",
+        ran.printed()
     );
-    let run = std::fs::read_dir(results.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let s = read_json(&run.join("summary.json"));
+    let (s, stdout) = (&ran.summary, &ran.stdout);
     let check = &s["check"];
     // The cut-off leader kept serving its old state to the clients connected to it.
     assert!(
