@@ -10,6 +10,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use telegraft::launcher::LocalCluster;
 use telegraft::proto::chat::{self as api, chat_client::ChatClient};
+use telegraft::proto::text::escape_hidden;
 use telegraft::proto::time;
 use telegraft::{NodeConfig, admin, run};
 use tokio::sync::watch;
@@ -269,7 +270,9 @@ async fn chat(endpoint: &str, rpc: ChatCmd) -> Result<()> {
             api::Consistency::Linearizable
         }) as i32
     };
-    let fail = |s: tonic::Status| anyhow!("{:?}: {}", s.code(), s.message());
+    // Everything a server sends back is printed through `escape_hidden`: a name or message
+    // can never move the cursor, recolour the terminal or reorder the text around it.
+    let fail = |s: tonic::Status| anyhow!("{:?}: {}", s.code(), escape_hidden(s.message()));
     match rpc {
         ChatCmd::CreateUser { username } => {
             let r = c
@@ -342,7 +345,7 @@ async fn chat(endpoint: &str, rpc: ChatCmd) -> Result<()> {
                     m.user_id,
                     us.div_euclid(1_000_000),
                     us.rem_euclid(1_000_000),
-                    m.content
+                    escape_hidden(&m.content)
                 );
             }
         }
@@ -358,7 +361,7 @@ async fn chat(endpoint: &str, rpc: ChatCmd) -> Result<()> {
                 .into_inner()
                 .users
             {
-                println!("{} {}", u.user_id, u.username);
+                println!("{} {}", u.user_id, escape_hidden(&u.username));
             }
         }
     }

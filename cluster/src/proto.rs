@@ -1,5 +1,5 @@
-//! Generated gRPC code for the three services one replica port serves, and the timestamp
-//! conversions every caller shares.
+//! Generated gRPC code for the three services one replica port serves, and what every
+//! caller shares: timestamp conversions and the escaping of untrusted text.
 //!
 //! `chat` and `admin` are public (clients, the load generator); `raft`, the peer transport,
 //! is only the replica's own business.
@@ -14,6 +14,12 @@ pub(crate) mod raft {
 
 pub mod admin {
     tonic::include_proto!("telegraft.admin.v1");
+}
+
+/// Untrusted text from the API (names, message content) on a terminal: which characters a
+/// name refuses, and the escaping every printer uses (the CLI, the load generator).
+pub mod text {
+    pub use crate::chat::{escape_hidden, is_hidden};
 }
 
 /// The encoded descriptors of every service, for gRPC server reflection.

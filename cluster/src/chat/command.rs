@@ -90,6 +90,13 @@ fn check_name(what: &str, name: &str) -> Result<(), ChatError> {
             name.len()
         )));
     }
+    // The message names the character by its code point, never echoes it.
+    if let Some((at, c)) = super::text::first_hidden(name) {
+        return Err(ChatError::InvalidArgument(format!(
+            "{what} contains a control or invisible character (U+{:04X}) at byte {at}",
+            c as u32
+        )));
+    }
     Ok(())
 }
 
@@ -148,6 +155,42 @@ impl Write {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_refuse_control_and_invisible_characters() {
+        let user = |u: &str| Command::CreateUser { username: u.into() }.validate();
+        let chat = |n: &str| {
+            Command::CreateChat {
+                user_id: 1,
+                name: n.into(),
+            }
+            .validate()
+        };
+        for bad in [
+            "ann\n",
+            "\tann",
+            "a\x1b[2Jb",
+            "a\u{7f}",
+            "an\u{200b}n",
+            "\u{202e}nna",
+            "a\u{2060}b",
+            "\u{feff}ann",
+            "a\u{2028}b",
+            "\u{200b}",
+            "a\u{e0041}",
+        ] {
+            for r in [user(bad), chat(bad)] {
+                let Err(ChatError::InvalidArgument(m)) = r else {
+                    panic!("{bad:?} accepted: {r:?}")
+                };
+                assert!(!m.chars().any(super::super::is_hidden), "{m:?}");
+            }
+        }
+        for good in ["ann", "Zoë", "日本語", "a b", "😀 party"] {
+            assert_eq!(user(good), Ok(()));
+            assert_eq!(chat(good), Ok(()));
+        }
+    }
 
     #[test]
     fn a_session_seq_encodes_as_the_pair_it_replaced() {

@@ -10,11 +10,15 @@
 //!   its outcome per client live in the same transaction as the change, so a retried write
 //!   returns the first outcome instead of applying twice.
 //!
-//! Static checks (lengths, empty names) are also run before proposing, so bad requests fail
+//! Names are shown to people, so they refuse control and invisible characters (`text.rs`).
+//!
+//! Static checks (lengths, empty names, hidden characters) are also run before proposing, so bad requests fail
 //! fast without costing a log entry; they are repeated here because the log is the authority.
 
 mod command;
 mod store;
+mod text;
 
 pub use command::{ChatError, Command, Outcome, SessionSeq, Write};
 pub use store::{ChatStore, StoreError, StoredMessage};
+pub use text::{escape_hidden, is_hidden};
