@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::hash::{COMMAND_KEY, siphash24};
+
 /// Longest username or chat name, in bytes.
 pub const MAX_NAME_BYTES: usize = 64;
 /// Largest message content, in bytes (documented in the API: 64 KiB).
@@ -139,6 +141,16 @@ impl Command {
                 Ok(())
             }
         }
+    }
+}
+
+impl Command {
+    /// A 64-bit hash of the command (SipHash-2-4 of its encoding), stored with a client's
+    /// latest sequence so that a retry is recognised as the same command and a reused write
+    /// id is not.
+    pub fn fingerprint(&self) -> u64 {
+        let bytes = postcard::to_allocvec(self).expect("commands encode");
+        siphash24(COMMAND_KEY, &bytes)
     }
 }
 

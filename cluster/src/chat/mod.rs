@@ -6,9 +6,12 @@
 //!   it, the same on every replica (the seed project's replica-local counters were not);
 //! - validation that depends on state (unknown user, not a member, duplicate name) happens
 //!   here, at apply time, and a rejected command changes nothing on any replica;
-//! - exactly-once writes: a command may carry a [`SessionSeq`] (client id, sequence); the latest sequence and
-//!   its outcome per client live in the same transaction as the change, so a retried write
-//!   returns the first outcome instead of applying twice.
+//! - exactly-once writes: a command may carry a [`SessionSeq`] (client id, sequence); the
+//!   latest sequence per client, a hash of the command it carried and its outcome live in the
+//!   same transaction as the change. A retry (same sequence, same command) returns the first
+//!   outcome instead of applying twice; the same sequence with a different command is
+//!   refused (FAILED_PRECONDITION), never answered with another command's outcome.
+//!   Sequences and client ids use the whole `u64` range.
 //!
 //! Names are shown to people, so they refuse control and invisible characters (`text.rs`).
 //!
@@ -16,6 +19,7 @@
 //! fast without costing a log entry; they are repeated here because the log is the authority.
 
 mod command;
+mod hash;
 mod store;
 mod text;
 

@@ -29,6 +29,10 @@ pub enum StoreError {
     },
     #[error("log entry {index} does not decode as a chat write: {reason}")]
     BadEntry { index: Index, reason: String },
+    #[error(
+        "{path} has schema version {version}; this build reads versions up to {SCHEMA_VERSION}"
+    )]
+    NewerSchema { path: PathBuf, version: i64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,17 +49,24 @@ pub struct ChatStore {
     conn: Connection,
 }
 
+/// The schema this build writes (SQLite's `user_version`). Version 1 is the schema before
+/// versions were recorded (`user_version` 0 with tables present); [`migrate_v1`] upgrades it.
+const SCHEMA_VERSION: i64 = 2;
+
+/// Integers are SQLite's signed 64-bit integers. Ids, client ids and sequences are `u64`s
+/// stored as their bit pattern (`as i64`, read back `as u64`): equality holds over the whole
+/// range, and ordering is always compared after reading back as `u64`, never in SQL.
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS users (user_id INTEGER PRIMARY KEY, username TEXT NOT NULL UNIQUE);
-CREATE TABLE IF NOT EXISTS chats (chat_id INTEGER PRIMARY KEY, name TEXT NOT NULL, created_by INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS members (chat_id INTEGER NOT NULL, user_id INTEGER NOT NULL, PRIMARY KEY (chat_id, user_id)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS members_by_user ON members (user_id, chat_id);
-CREATE TABLE IF NOT EXISTS messages (message_id INTEGER PRIMARY KEY, chat_id INTEGER NOT NULL, user_id INTEGER NOT NULL, content TEXT NOT NULL, sent_time INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS messages_by_chat_time ON messages (chat_id, sent_time);
-CREATE TABLE IF NOT EXISTS sessions (client_id INTEGER PRIMARY KEY, sequence INTEGER NOT NULL, outcome BLOB NOT NULL);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('applied_index', 0);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('applied_term', 0);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE users (user_id INTEGER PRIMARY KEY, username TEXT NOT NULL UNIQUE);
+CREATE TABLE chats (chat_id INTEGER PRIMARY KEY, name TEXT NOT NULL, created_by INTEGER NOT NULL);
+CREATE TABLE members (chat_id INTEGER NOT NULL, user_id INTEGER NOT NULL, PRIMARY KEY (chat_id, user_id)) WITHOUT ROWID;
+CREATE INDEX members_by_user ON members (user_id, chat_id);
+CREATE TABLE messages (message_id INTEGER PRIMARY KEY, chat_id INTEGER NOT NULL, user_id INTEGER NOT NULL, content TEXT NOT NULL, sent_time INTEGER NOT NULL);
+CREATE INDEX messages_by_chat_time ON messages (chat_id, sent_time);
+CREATE TABLE sessions (client_id INTEGER PRIMARY KEY, sequence INTEGER NOT NULL, command_hash INTEGER, outcome BLOB NOT NULL);
+INSERT INTO meta (key, value) VALUES ('applied_index', 0);
+INSERT INTO meta (key, value) VALUES ('applied_term', 0);
 ";
 
 impl ChatStore {
@@ -64,12 +75,36 @@ impl ChatStore {
             path: path.to_path_buf(),
             source,
         };
-        let conn = Connection::open(path).map_err(sq)?;
+        let mut conn = Connection::open(path).map_err(sq)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(sq)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sq)?;
-        conn.execute_batch(SCHEMA).map_err(sq)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(sq)?;
+        let has_tables: bool = conn
+            .query_row(
+                "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(sq)?;
+        match (version, has_tables) {
+            (0, false) => {
+                let create =
+                    format!("BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;");
+                conn.execute_batch(&create).map_err(sq)?;
+            }
+            (0, true) => migrate_v1(&mut conn).map_err(sq)?,
+            (SCHEMA_VERSION, _) => {}
+            (version, _) => {
+                return Err(StoreError::NewerSchema {
+                    path: path.to_path_buf(),
+                    version,
+                });
+            }
+        }
         Ok(ChatStore {
             path: path.to_path_buf(),
             conn,
@@ -327,29 +362,50 @@ impl crate::storage::StateMachine for ChatStore {
     }
 }
 
+/// The schema of version 1 had no command hash in `sessions`: its rows keep a NULL hash, and
+/// a retry of such a client's last write is trusted to be the same command (as version 1
+/// did) until the client's next write stores a hash.
+fn migrate_v1(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    tx.execute_batch(&format!(
+        "ALTER TABLE sessions ADD COLUMN command_hash INTEGER;
+         PRAGMA user_version = {SCHEMA_VERSION};"
+    ))?;
+    tx.commit()
+}
+
+/// Applies one write: first the exactly-once check of its write id, then the command.
 fn apply_write(
     tx: &rusqlite::Transaction,
     index: Index,
     write: &Write,
 ) -> rusqlite::Result<ApplyResult> {
-    if let Some(SessionSeq {
-        client_id: client,
-        sequence: seq,
-    }) = write.session
-    {
-        let prev: Option<(i64, Vec<u8>)> = tx
+    let session = write
+        .session
+        .map(|s| (s.client_id, s.sequence, write.command.fingerprint()));
+    if let Some((client, seq, hash)) = session {
+        let prev: Option<(i64, Option<i64>, Vec<u8>)> = tx
             .query_row(
-                "SELECT sequence, outcome FROM sessions WHERE client_id = ?1",
+                "SELECT sequence, command_hash, outcome FROM sessions WHERE client_id = ?1",
                 [client as i64],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
-        if let Some((last_seq, outcome)) = prev {
-            if seq as i64 == last_seq {
+        if let Some((last_seq, last_hash, outcome)) = prev {
+            let last_seq = last_seq as u64;
+            if seq == last_seq {
+                if last_hash.is_some_and(|h| h as u64 != hash) {
+                    // Answering with the first command's outcome would hand this command
+                    // another command's result (a chat id as a message id).
+                    return Ok(Err(ChatError::FailedPrecondition(format!(
+                        "write id reused for a different command: client {client} already \
+                         used sequence {seq} for another write"
+                    ))));
+                }
                 // A retry of the last write: answer as the first time, change nothing.
-                return Ok(postcard::from_bytes(&outcome).expect("stored outcome decodes"));
+                return decode_outcome(&outcome);
             }
-            if (seq as i64) < last_seq {
+            if seq < last_seq {
                 return Ok(Err(ChatError::FailedPrecondition(format!(
                     "write sequence {seq} of client {client} is older than its latest ({last_seq})"
                 ))));
@@ -357,19 +413,23 @@ fn apply_write(
         }
     }
     let result = apply_command(tx, index, &write.command)?;
-    if let Some(SessionSeq {
-        client_id: client,
-        sequence: seq,
-    }) = write.session
-    {
+    if let Some((client, seq, hash)) = session {
         let outcome = postcard::to_allocvec(&result).expect("outcomes encode");
         tx.execute(
-            "INSERT INTO sessions (client_id, sequence, outcome) VALUES (?1, ?2, ?3)
-             ON CONFLICT (client_id) DO UPDATE SET sequence = excluded.sequence, outcome = excluded.outcome",
-            params![client as i64, seq as i64, outcome],
+            "INSERT INTO sessions (client_id, sequence, command_hash, outcome) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (client_id) DO UPDATE SET sequence = excluded.sequence,
+                 command_hash = excluded.command_hash, outcome = excluded.outcome",
+            params![client as i64, seq as i64, hash as i64, outcome],
         )?;
     }
     Ok(result)
+}
+
+/// A stored outcome; one that does not decode is a corrupt database (a failed apply).
+fn decode_outcome(bytes: &[u8]) -> rusqlite::Result<ApplyResult> {
+    postcard::from_bytes(bytes).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Blob, Box::new(e))
+    })
 }
 
 /// Whether `sql` (a query selecting one integer column) finds a row.
@@ -661,5 +721,130 @@ mod tests {
         other.restore(&snap).unwrap();
         assert_eq!(other.digest().unwrap(), digest);
         assert_eq!(other.applied_index().unwrap(), 1);
+    }
+
+    fn user(name: &str) -> Command {
+        Command::CreateUser {
+            username: name.into(),
+        }
+    }
+
+    #[test]
+    fn a_write_id_reused_for_another_command_is_refused_not_answered() {
+        let (_d, mut s) = store();
+        let w = Some((5, 1));
+        let r = s
+            .apply(&[
+                entry(1, user("ann"), None),
+                entry(
+                    2,
+                    Command::CreateChat {
+                        user_id: 1,
+                        name: "general".into(),
+                    },
+                    w,
+                ),
+                // The same write id on a different command: today's clients' bug.
+                entry(
+                    3,
+                    Command::SendMessage {
+                        user_id: 1,
+                        chat_id: 2,
+                        content: "hi".into(),
+                        sent_time_us: 7,
+                    },
+                    w,
+                ),
+                // A true retry still gets the first answer.
+                entry(
+                    4,
+                    Command::CreateChat {
+                        user_id: 1,
+                        name: "general".into(),
+                    },
+                    w,
+                ),
+            ])
+            .unwrap();
+        assert_eq!(r[1].1, Ok(Outcome::Created(2)));
+        let Err(ChatError::FailedPrecondition(m)) = &r[2].1 else {
+            panic!("the chat id came back as a message id: {:?}", r[2].1)
+        };
+        assert!(m.contains("write id reused for a different command"), "{m}");
+        assert_eq!(r[3].1, Ok(Outcome::Created(2)));
+        assert!(s.get_messages(1, 0).unwrap().unwrap().is_empty());
+    }
+
+    #[test]
+    fn sequences_and_client_ids_use_the_whole_u64_range() {
+        let (_d, mut s) = store();
+        let c = u64::MAX;
+        let half = i64::MAX as u64 + 1;
+        let r = s
+            .apply(&[
+                entry(1, user("a"), Some((c, 1))),
+                entry(2, user("b"), Some((c, half))),
+                entry(3, user("c"), Some((c, u64::MAX))),
+                entry(4, user("c"), Some((c, u64::MAX))),
+                entry(5, user("d"), Some((c, half + 1))),
+                entry(6, user("e"), Some((half, u64::MAX))),
+            ])
+            .unwrap();
+        assert_eq!(r[0].1, Ok(Outcome::Created(1)));
+        assert_eq!(r[1].1, Ok(Outcome::Created(2)), "2^63 is newer than 1");
+        assert_eq!(
+            r[2].1,
+            Ok(Outcome::Created(3)),
+            "u64::MAX is newer than 2^63"
+        );
+        assert_eq!(r[3].1, Ok(Outcome::Created(3)), "a retry at u64::MAX");
+        assert!(
+            matches!(&r[4].1, Err(ChatError::FailedPrecondition(m)) if m.contains("older")),
+            "{:?}",
+            r[4].1
+        );
+        assert_eq!(r[5].1, Ok(Outcome::Created(6)), "another client");
+    }
+
+    /// A database written before schema versions: the sessions table gains its hash column,
+    /// and an old session row's retry is still answered.
+    #[test]
+    fn a_version_1_database_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chat.sqlite");
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(
+                "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+                 CREATE TABLE users (user_id INTEGER PRIMARY KEY, username TEXT NOT NULL UNIQUE);
+                 CREATE TABLE chats (chat_id INTEGER PRIMARY KEY, name TEXT NOT NULL, created_by INTEGER NOT NULL);
+                 CREATE TABLE members (chat_id INTEGER NOT NULL, user_id INTEGER NOT NULL, PRIMARY KEY (chat_id, user_id)) WITHOUT ROWID;
+                 CREATE INDEX members_by_user ON members (user_id, chat_id);
+                 CREATE TABLE messages (message_id INTEGER PRIMARY KEY, chat_id INTEGER NOT NULL, user_id INTEGER NOT NULL, content TEXT NOT NULL, sent_time INTEGER NOT NULL);
+                 CREATE INDEX messages_by_chat_time ON messages (chat_id, sent_time);
+                 CREATE TABLE sessions (client_id INTEGER PRIMARY KEY, sequence INTEGER NOT NULL, outcome BLOB NOT NULL);
+                 INSERT INTO meta VALUES ('applied_index', 1), ('applied_term', 1);
+                 INSERT INTO users VALUES (1, 'ann');",
+            )
+            .unwrap();
+            let outcome = postcard::to_allocvec(&ApplyResult::Ok(Outcome::Created(1))).unwrap();
+            old.execute("INSERT INTO sessions VALUES (9, 1, ?1)", params![outcome])
+                .unwrap();
+        }
+        let mut s = ChatStore::open(&path).unwrap();
+        assert_eq!(s.applied_index().unwrap(), 1);
+        let r = s
+            .apply(&[
+                entry(2, user("ann"), Some((9, 1))),
+                entry(3, user("bob"), Some((9, 2))),
+                entry(4, user("ann"), Some((9, 2))),
+            ])
+            .unwrap();
+        assert_eq!(r[0].1, Ok(Outcome::Created(1)), "an old row's retry");
+        assert_eq!(r[1].1, Ok(Outcome::Created(3)));
+        assert!(matches!(&r[2].1, Err(ChatError::FailedPrecondition(_))));
+        drop(s);
+        // Opening again finds the current version: nothing to migrate.
+        assert_eq!(ChatStore::open(&path).unwrap().applied_index().unwrap(), 4);
     }
 }
