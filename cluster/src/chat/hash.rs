@@ -11,6 +11,8 @@
 
 /// Key for [`super::Command`] hashes (exactly-once: the command a write id carried).
 pub(crate) const COMMAND_KEY: (u64, u64) = (0x7465_6c65_6772_6166, 0x636f_6d6d_616e_6473);
+/// Key for row hashes in the running state digest.
+pub(crate) const ROW_KEY: (u64, u64) = (0x7465_6c65_6772_6166, 0x7374_6174_6572_6f77);
 
 /// SipHash-2-4 of `data` under `key`.
 pub(crate) fn siphash24(key: (u64, u64), data: &[u8]) -> u64 {

@@ -13,12 +13,16 @@
 //!   refused (FAILED_PRECONDITION), never answered with another command's outcome.
 //!   Sequences and client ids use the whole `u64` range.
 //!
+//! The state digest (`digest.rs`) is kept up to date as entries apply, so status reads no
+//! table; every replica that applied the same entries has the same digest.
+//!
 //! Names are shown to people, so they refuse control and invisible characters (`text.rs`).
 //!
 //! Static checks (lengths, empty names, hidden characters) are also run before proposing, so bad requests fail
 //! fast without costing a log entry; they are repeated here because the log is the authority.
 
 mod command;
+mod digest;
 mod hash;
 mod store;
 mod text;

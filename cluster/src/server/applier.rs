@@ -109,9 +109,10 @@ fn query_store(
             .get_messages(user_id, after_us)?
             .map(QueryOutput::Messages),
         Query::ChatUsers { chat_id } => store.get_chat_users(chat_id)?.map(QueryOutput::ChatUsers),
+        // Kept up to date as entries apply: no table is read.
         Query::Digest => Ok(QueryOutput::Digest {
             applied_index: store.applied_index()?,
-            digest: store.digest()?,
+            digest: store.digest().to_string(),
         }),
     })
 }
