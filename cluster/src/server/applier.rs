@@ -6,7 +6,12 @@
 //! Every `snapshot_every` applied entries it snapshots the database and reports
 //! [`Completion::SnapshotTaken`], after which the core actor compacts the log behind it.
 //!
-//! A SQLite error is fatal (the applied state could no longer be trusted to match the log).
+//! Failures are split by what they can damage:
+//! - a failed write (apply, snapshot, restore) is fatal: the applied state could no longer be
+//!   trusted to match the log (exit 70, `fatal.rs`);
+//! - a failed read (an SQLite error, a full temporary store) changed nothing, so it fails
+//!   that request alone, with [`RequestError::Internal`], and the applier goes on.
+//!
 //! Must not: know who listens to its reports, or touch the Raft storage.
 
 use std::sync::mpsc;
@@ -53,8 +58,7 @@ impl Applier {
                             }
                         }
                         ApplierMsg::Query { query, reply } => {
-                            let out = query_store(&store, query).unwrap_or_else(|e| fatal::stop(e));
-                            let _ = reply.send(out.map_err(RequestError::Rejected));
+                            let _ = reply.send(read(&store, query));
                         }
                         ApplierMsg::Restore { data, done } => {
                             store.restore(&data).unwrap_or_else(|e| fatal::stop(e));
@@ -99,7 +103,18 @@ fn apply(store: &mut ChatStore, entries: &[Entry], replies: Vec<(Index, ProposeR
     }
 }
 
-/// Runs a query. The outer error is the store failing (fatal); the inner one a rejection.
+/// Runs a query: its rows, a rejection, or INTERNAL if the store failed to read.
+fn read(store: &ChatStore, query: Query) -> Result<QueryOutput, RequestError> {
+    match query_store(store, query) {
+        Ok(out) => out.map_err(RequestError::Rejected),
+        Err(e) => {
+            tracing::warn!("a read failed (answered INTERNAL): {e}");
+            Err(RequestError::Internal(format!("the read failed: {e}")))
+        }
+    }
+}
+
+/// Runs a query. The outer error is the store failing to read; the inner one a rejection.
 fn query_store(
     store: &ChatStore,
     query: Query,
@@ -115,4 +130,60 @@ fn query_store(
             digest: store.digest().to_string(),
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::{Command, Outcome, Write};
+
+    fn create_user(index: Index, username: &str) -> Entry {
+        let write = Write {
+            session: None,
+            command: Command::CreateUser {
+                username: username.into(),
+            },
+        };
+        Entry {
+            index,
+            term: 1,
+            command: Some(write.encode()),
+        }
+    }
+
+    /// A read that fails inside SQLite (here, a table dropped behind the store's back, as a
+    /// corrupted query would) answers INTERNAL, where it used to stop the process; the store
+    /// keeps serving reads and applying writes.
+    #[test]
+    fn a_failed_read_answers_internal_and_the_store_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chat.sqlite");
+        let mut store = ChatStore::open(&path).unwrap();
+        store.apply(&[create_user(1, "ann")]).unwrap();
+
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.execute_batch("DROP TABLE messages").unwrap();
+        let messages = || Query::Messages {
+            user_id: 1,
+            after_us: 0,
+        };
+        match read(&store, messages()) {
+            Err(RequestError::Internal(m)) => assert!(m.contains("no such table"), "{m}"),
+            other => panic!("expected INTERNAL, got {:?}", other.map(|_| ())),
+        }
+        // Reads that work still work, and so do writes.
+        assert!(matches!(
+            read(&store, Query::ChatUsers { chat_id: 9 }),
+            Err(RequestError::Rejected(ChatError::NotFound(_)))
+        ));
+        let applied = store.apply(&[create_user(2, "bob")]).unwrap();
+        assert_eq!(applied, vec![(2, Ok(Outcome::Created(2)))]);
+        assert!(matches!(
+            read(&store, Query::Digest),
+            Ok(QueryOutput::Digest {
+                applied_index: 2,
+                ..
+            })
+        ));
+    }
 }
