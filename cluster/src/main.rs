@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use telegraft::launcher::LocalCluster;
 use telegraft::proto::chat::{self as api, chat_client::ChatClient};
 use telegraft::proto::text::escape_hidden;
-use telegraft::proto::time;
+use telegraft::proto::{MAX_CHAT_REQUEST_BYTES, MAX_CHAT_RESPONSE_BYTES, time};
 use telegraft::{NodeConfig, admin, run};
 use tokio::sync::watch;
 
@@ -94,11 +94,16 @@ enum ChatCmd {
         chat_id: u64,
         content: String,
     },
+    /// Every message of the user's chats, in commit order, page by page.
     GetMessages {
         user_id: u64,
-        /// Only messages sent after this many microseconds since the Unix epoch.
+        /// Only messages committed after this many microseconds since the Unix epoch (a
+        /// message's `committed_at`, printed after "at").
+        #[arg(long)]
+        after_us: Option<i64>,
+        /// Messages per request (0: the server's default, 1,000; at most 10,000).
         #[arg(long, default_value_t = 0)]
-        after_us: i64,
+        page_size: u32,
         /// Read this replica's own state instead of a linearizable read.
         #[arg(long)]
         local: bool,
@@ -262,7 +267,9 @@ async fn status(endpoints: &str, json: bool) -> Result<()> {
 async fn chat(endpoint: &str, rpc: ChatCmd) -> Result<()> {
     let mut c = ChatClient::connect(format!("http://{endpoint}"))
         .await
-        .with_context(|| format!("connecting to {endpoint}"))?;
+        .with_context(|| format!("connecting to {endpoint}"))?
+        .max_decoding_message_size(MAX_CHAT_RESPONSE_BYTES)
+        .max_encoding_message_size(MAX_CHAT_REQUEST_BYTES);
     let consistency = |local: bool| {
         (if local {
             api::Consistency::Local
@@ -323,30 +330,38 @@ async fn chat(endpoint: &str, rpc: ChatCmd) -> Result<()> {
         ChatCmd::GetMessages {
             user_id,
             after_us,
+            page_size,
             local,
         } => {
-            let req = api::GetMessagesRequest {
-                user_id,
-                messages_after: Some(time::from_micros(after_us)),
-                consistency: consistency(local),
-            };
-            for m in c
-                .get_messages(req)
-                .await
-                .map_err(fail)?
-                .into_inner()
-                .messages
-            {
-                let us = m.sent_time.as_ref().map_or(0, time::micros);
-                println!(
-                    "[{}] chat {} user {} at {}.{:06}: {}",
-                    m.message_id,
-                    m.chat_id,
-                    m.user_id,
-                    us.div_euclid(1_000_000),
-                    us.rem_euclid(1_000_000),
-                    escape_hidden(&m.content)
-                );
+            // Page through everything: ask again after the last message's committed_at
+            // while the server says more follow.
+            let mut after = after_us.map(time::from_micros);
+            loop {
+                let req = api::GetMessagesRequest {
+                    user_id,
+                    messages_after: after,
+                    consistency: consistency(local),
+                    limit: page_size,
+                };
+                let page = c.get_messages(req).await.map_err(fail)?.into_inner();
+                for m in &page.messages {
+                    let at = m.committed_at.as_ref().map_or(0, time::micros);
+                    let sent = m.sent_time.as_ref().map_or(String::new(), |t| {
+                        format!(" (sent {})", seconds(time::micros(t)))
+                    });
+                    println!(
+                        "[{}] chat {} user {} at {}{sent}: {}",
+                        m.message_id,
+                        m.chat_id,
+                        m.user_id,
+                        seconds(at),
+                        escape_hidden(&m.content)
+                    );
+                }
+                match page.messages.last() {
+                    Some(last) if page.has_more => after = last.committed_at,
+                    _ => break,
+                }
             }
         }
         ChatCmd::GetChatUsers { chat_id, local } => {
@@ -366,4 +381,13 @@ async fn chat(endpoint: &str, rpc: ChatCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Microseconds since the epoch as `seconds.micros`.
+fn seconds(us: i64) -> String {
+    format!(
+        "{}.{:06}",
+        us.div_euclid(1_000_000),
+        us.rem_euclid(1_000_000)
+    )
 }

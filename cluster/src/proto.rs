@@ -16,6 +16,18 @@ pub mod admin {
     tonic::include_proto!("telegraft.admin.v1");
 }
 
+/// The largest encoded chat request a replica accepts, and a client or a forwarding replica
+/// sends: a `SendMessage` holds at most 64 KiB of content and a few ids, so 1 MiB is ample,
+/// and a request never costs a replica more than this to decode. (A Raft entry holds one
+/// such request's command, so a peer batch limit must allow at least this per entry.)
+pub const MAX_CHAT_REQUEST_BYTES: usize = 1 << 20;
+
+/// The largest encoded chat response a replica sends and a client accepts. A page of
+/// messages stops after about 4 MiB of content plus one message (`GetMessagesRequest.limit`
+/// and the page byte budget); the rest is headroom for `GetChatUsers` (about 200,000
+/// members of 64-byte names).
+pub const MAX_CHAT_RESPONSE_BYTES: usize = 16 << 20;
+
 /// Untrusted text from the API (names, message content) on a terminal: which characters a
 /// name refuses, and the escaping every printer uses (the CLI, the load generator).
 pub mod text {

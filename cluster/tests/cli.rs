@@ -106,3 +106,35 @@ async fn the_cli_refuses_hidden_names_and_escapes_what_it_prints() {
     let users = node.ok(&["get-chat-users", &chat]);
     assert_eq!(users.trim(), format!("{user} ann"));
 }
+
+/// `get-messages` pages through the whole of a user's chats, in commit order, however small
+/// the pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_messages_pages_through_everything() {
+    let node = Node::start().await;
+    let user = id(&node.ok(&["create-user", "ann"]));
+    let chat = id(&node.ok(&["create-chat", &user, "general"]));
+    for i in 0..25 {
+        node.ok(&["send-message", &user, &chat, &format!("m{i}")]);
+    }
+    let out = node.ok(&["get-messages", &user, "--page-size", "10"]);
+    let contents: Vec<&str> = out
+        .lines()
+        .map(|l| l.rsplit(": ").next().unwrap())
+        .collect();
+    let want: Vec<String> = (0..25).map(|i| format!("m{i}")).collect();
+    assert_eq!(contents, want, "{out}");
+    // After the 20th message's commit time, the last five.
+    let line = out.lines().nth(19).unwrap();
+    let at = line
+        .split(" at ")
+        .nth(1)
+        .unwrap()
+        .split([' ', ':'])
+        .next()
+        .unwrap();
+    let (secs, micros) = at.split_once('.').unwrap();
+    let us = secs.parse::<i64>().unwrap() * 1_000_000 + micros.parse::<i64>().unwrap();
+    let tail = node.ok(&["get-messages", &user, "--after-us", &us.to_string()]);
+    assert_eq!(tail.lines().count(), 5, "{tail}");
+}

@@ -219,6 +219,7 @@ async fn messages(c: &mut ChatClient<Channel>, user: u64, local: bool) -> Vec<St
         user_id: user,
         messages_after: None,
         consistency,
+        limit: 0,
     };
     c.get_messages(req)
         .await
@@ -350,6 +351,7 @@ async fn writes_and_reads_through_every_node_and_invalid_requests_change_nothing
             user_id: 999_999,
             messages_after: None,
             consistency: 0,
+            limit: 0,
         })
         .await
         .unwrap_err();

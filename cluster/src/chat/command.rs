@@ -1,6 +1,10 @@
 //! What goes through the log: a [`Write`] (a [`Command`] with its optional exactly-once
-//! [`SessionSeq`]), what applying one returns ([`Outcome`], [`ChatError`]), and the checks
-//! that need no state.
+//! [`SessionSeq`] and the leader's clock), what applying one returns ([`Outcome`],
+//! [`ChatError`]), and the checks that need no state.
+//!
+//! A log entry holds a write's encoding, which changed once: the first byte of today's is
+//! [`WRITE_FORMAT`] (2); an entry written before (no format byte: its first byte is the
+//! `Option` tag of the session, 0 or 1) still decodes, as [`legacy`] describes.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +19,9 @@ pub type UserId = u64;
 pub type ChatId = u64;
 pub type MessageId = u64;
 
+/// The first byte of an encoded [`Write`] (see the module docs).
+pub const WRITE_FORMAT: u8 = 2;
+
 /// A write, as stored in a log entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Write {
@@ -22,6 +29,11 @@ pub struct Write {
     /// at-least-once.
     pub session: Option<SessionSeq>,
     pub command: Command,
+    /// The wall clock of the leader that proposed the write, in microseconds since the Unix
+    /// epoch. A message's `committed_at` is derived from it at apply time (`store.rs`), so it
+    /// is fixed by the log and the same on every replica. Not part of the command: a retry
+    /// proposed later is still the same command.
+    pub proposed_at_us: i64,
 }
 
 /// A write's exactly-once key: the client's id and its sequence number within its session
@@ -54,7 +66,8 @@ pub enum Command {
         user_id: UserId,
         chat_id: ChatId,
         content: String,
-        sent_time_us: i64,
+        /// As the client sent it, if it did: shown back, never used to order or select.
+        sent_time_us: Option<i64>,
     },
 }
 
@@ -156,11 +169,86 @@ impl Command {
 
 impl Write {
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).expect("writes encode")
+        let mut bytes = vec![WRITE_FORMAT];
+        postcard::to_io(self, &mut bytes).expect("writes encode");
+        bytes
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Write, postcard::Error> {
-        postcard::from_bytes(bytes)
+        match bytes.split_first() {
+            Some((&WRITE_FORMAT, rest)) => postcard::from_bytes(rest),
+            _ => postcard::from_bytes::<legacy::Write>(bytes).map(Write::from),
+        }
+    }
+}
+
+/// The encoding of a write before [`WRITE_FORMAT`]: no format byte, no proposal time, and a
+/// message's `sent_time` stored as 0 when the client sent none.
+pub mod legacy {
+    use serde::{Deserialize, Serialize};
+
+    use super::{ChatId, SessionSeq, UserId};
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Write {
+        pub session: Option<SessionSeq>,
+        pub command: Command,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub enum Command {
+        CreateUser {
+            username: String,
+        },
+        CreateChat {
+            user_id: UserId,
+            name: String,
+        },
+        JoinChat {
+            user_id: UserId,
+            chat_id: ChatId,
+        },
+        SendMessage {
+            user_id: UserId,
+            chat_id: ChatId,
+            content: String,
+            sent_time_us: i64,
+        },
+    }
+}
+
+/// An old entry: its proposal time is its message's `sent_time` (what ordered messages
+/// then), or 0, so that replaying an old log still gives every replica the same
+/// `committed_at`.
+impl From<legacy::Write> for Write {
+    fn from(old: legacy::Write) -> Write {
+        let mut proposed_at_us = 0;
+        let command = match old.command {
+            legacy::Command::CreateUser { username } => Command::CreateUser { username },
+            legacy::Command::CreateChat { user_id, name } => Command::CreateChat { user_id, name },
+            legacy::Command::JoinChat { user_id, chat_id } => {
+                Command::JoinChat { user_id, chat_id }
+            }
+            legacy::Command::SendMessage {
+                user_id,
+                chat_id,
+                content,
+                sent_time_us,
+            } => {
+                proposed_at_us = sent_time_us;
+                Command::SendMessage {
+                    user_id,
+                    chat_id,
+                    content,
+                    sent_time_us: (sent_time_us != 0).then_some(sent_time_us),
+                }
+            }
+        };
+        Write {
+            session: old.session,
+            command,
+            proposed_at_us,
+        }
     }
 }
 
@@ -205,18 +293,66 @@ mod tests {
     }
 
     #[test]
-    fn a_session_seq_encodes_as_the_pair_it_replaced() {
+    fn a_write_round_trips_behind_its_format_byte() {
         let w = Write {
             session: Some(SessionSeq {
-                client_id: 7,
+                client_id: u64::MAX,
                 sequence: 300,
             }),
-            command: Command::CreateUser {
+            command: Command::SendMessage {
+                user_id: 1,
+                chat_id: 2,
+                content: "hi".into(),
+                sent_time_us: None,
+            },
+            proposed_at_us: 1_700_000_000_000_000,
+        };
+        let bytes = w.encode();
+        assert_eq!(bytes[0], WRITE_FORMAT);
+        assert_eq!(Write::decode(&bytes).unwrap(), w);
+    }
+
+    /// Entries written before the format byte (a `(session, command)` pair, the session
+    /// encoded as the `(u64, u64)` pair it once was) still decode.
+    #[test]
+    fn an_entry_written_before_the_format_byte_still_decodes() {
+        let old = |session: Option<(u64, u64)>, command: legacy::Command| {
+            postcard::to_allocvec(&(session, command)).unwrap()
+        };
+        let user = old(
+            Some((7, 300)),
+            legacy::Command::CreateUser {
                 username: "ann".into(),
             },
-        };
-        let pair: (Option<(u64, u64)>, Command) = (Some((7, 300)), w.command.clone());
-        assert_eq!(w.encode(), postcard::to_allocvec(&pair).unwrap());
-        assert_eq!(Write::decode(&w.encode()).unwrap(), w);
+        );
+        assert_eq!(
+            Write::decode(&user).unwrap(),
+            Write {
+                session: Some(SessionSeq {
+                    client_id: 7,
+                    sequence: 300
+                }),
+                command: Command::CreateUser {
+                    username: "ann".into()
+                },
+                proposed_at_us: 0,
+            }
+        );
+        for (sent, want) in [(0, None), (5_000_000, Some(5_000_000))] {
+            let message = old(
+                None,
+                legacy::Command::SendMessage {
+                    user_id: 1,
+                    chat_id: 2,
+                    content: "hi".into(),
+                    sent_time_us: sent,
+                },
+            );
+            let w = Write::decode(&message).unwrap();
+            assert_eq!(w.proposed_at_us, sent);
+            assert!(
+                matches!(w.command, Command::SendMessage { sent_time_us, .. } if sent_time_us == want)
+            );
+        }
     }
 }

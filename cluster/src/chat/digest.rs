@@ -42,7 +42,8 @@ pub(crate) enum Row<'a> {
         chat_id: u64,
         user_id: u64,
         content: &'a str,
-        sent_time_us: i64,
+        sent_time_us: Option<i64>,
+        committed_at_us: i64,
     },
     Session {
         client_id: u64,

@@ -11,22 +11,29 @@
 //!   same transaction as the change. A retry (same sequence, same command) returns the first
 //!   outcome instead of applying twice; the same sequence with a different command is
 //!   refused (FAILED_PRECONDITION), never answered with another command's outcome.
-//!   Sequences and client ids use the whole `u64` range.
+//!   Sequences and client ids use the whole `u64` range;
+//! - time comes from the log too: a message's `committed_at` is derived at apply time from
+//!   the clock of the leader that proposed it (carried in the entry), so it is the same on
+//!   every replica and strictly increasing in commit order. Clients read messages in pages
+//!   (`query.rs`) and poll with the last `committed_at` they saw.
 //!
 //! The state digest (`digest.rs`) is kept up to date as entries apply, so status reads no
 //! table; every replica that applied the same entries has the same digest.
 //!
 //! Names are shown to people, so they refuse control and invisible characters (`text.rs`).
 //!
-//! Static checks (lengths, empty names, hidden characters) are also run before proposing, so bad requests fail
-//! fast without costing a log entry; they are repeated here because the log is the authority.
+//! Static checks (lengths, empty names, hidden characters) are also run before proposing,
+//! so bad requests fail fast without costing a log entry; they are repeated here because
+//! the log is the authority.
 
 mod command;
 mod digest;
 mod hash;
+mod query;
 mod store;
 mod text;
 
 pub use command::{ChatError, Command, Outcome, SessionSeq, Write};
-pub use store::{ChatStore, StoreError, StoredMessage};
+pub use query::{MessagesQuery, Query, QueryOutput};
+pub use store::{ChatStore, StoreError};
 pub use text::{escape_hidden, is_hidden};

@@ -1,7 +1,13 @@
 //! The chat state on SQLite: schema, apply, queries, digest, snapshot and restore.
 //!
 //! One transaction per applied batch, with the last applied log index stored in the same
-//! transaction, so a restart resumes exactly where the state is. The database runs in WAL
+//! transaction, so a restart resumes exactly where the state is.
+//!
+//! A message's `committed_at` is computed here, at apply time, from the proposing leader's
+//! clock carried in the entry: `max(proposed_at, previous committed_at + 1 µs)`. It is a
+//! function of the log alone, so every replica computes the same value, and it strictly
+//! increases in commit order even when a new leader's clock is behind the old one's (it
+//! then advances by 1 µs per message until the clock catches up). The database runs in WAL
 //! mode with `synchronous=NORMAL`: a process crash loses nothing; a power loss may lose the
 //! last transactions, which the node then re-applies from its durable log (the log is only
 //! compacted behind a durable snapshot).
@@ -10,8 +16,12 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::command::{ApplyResult, ChatError, ChatId, Command, MessageId, Outcome, UserId, Write};
+use super::command::{ApplyResult, ChatError, ChatId, Command, Outcome, UserId, Write};
 use super::digest::{Row, StateDigest};
+use super::query::{
+    MAX_PAGE_BYTES, MESSAGE_OVERHEAD_BYTES, MessagePage, MessagesQuery, Query, QueryOutput,
+    StoredMessage, page_limit,
+};
 use crate::raft::{Entry, Index};
 
 #[derive(Debug, thiserror::Error)]
@@ -34,15 +44,6 @@ pub enum StoreError {
     NewerSchema { path: PathBuf, version: i64 },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoredMessage {
-    pub message_id: MessageId,
-    pub chat_id: ChatId,
-    pub user_id: UserId,
-    pub content: String,
-    pub sent_time_us: i64,
-}
-
 pub struct ChatStore {
     path: PathBuf,
     conn: Connection,
@@ -50,7 +51,15 @@ pub struct ChatStore {
     /// up to date by [`ChatStore::apply`], so that status needs no query.
     applied_index: Index,
     applied_term: u64,
+    tally: Tally,
+}
+
+/// What applying keeps a running account of, stored in `meta` with the rows it describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Tally {
     digest: StateDigest,
+    /// The `committed_at` of the last message applied (0 before the first).
+    last_committed_at_us: i64,
 }
 
 /// The schema this build writes (SQLite's `user_version`). Version 1 is the schema before
@@ -66,11 +75,12 @@ CREATE TABLE users (user_id INTEGER PRIMARY KEY, username TEXT NOT NULL UNIQUE);
 CREATE TABLE chats (chat_id INTEGER PRIMARY KEY, name TEXT NOT NULL, created_by INTEGER NOT NULL);
 CREATE TABLE members (chat_id INTEGER NOT NULL, user_id INTEGER NOT NULL, PRIMARY KEY (chat_id, user_id)) WITHOUT ROWID;
 CREATE INDEX members_by_user ON members (user_id, chat_id);
-CREATE TABLE messages (message_id INTEGER PRIMARY KEY, chat_id INTEGER NOT NULL, user_id INTEGER NOT NULL, content TEXT NOT NULL, sent_time INTEGER NOT NULL);
-CREATE INDEX messages_by_chat_time ON messages (chat_id, sent_time);
+CREATE TABLE messages (message_id INTEGER PRIMARY KEY, chat_id INTEGER NOT NULL, user_id INTEGER NOT NULL, content TEXT NOT NULL, sent_time INTEGER, committed_at INTEGER NOT NULL);
+CREATE INDEX messages_by_chat_commit ON messages (chat_id, committed_at);
 CREATE TABLE sessions (client_id INTEGER PRIMARY KEY, sequence INTEGER NOT NULL, command_hash INTEGER, outcome BLOB NOT NULL);
 INSERT INTO meta (key, value) VALUES ('applied_index', 0), ('applied_term', 0);
 INSERT INTO meta (key, value) VALUES ('digest_sum', 0), ('digest_rows', 0);
+INSERT INTO meta (key, value) VALUES ('last_committed_at', 0);
 ";
 
 impl ChatStore {
@@ -116,16 +126,19 @@ impl ChatStore {
         };
         let applied_index = meta("applied_index").map_err(sq)? as Index;
         let applied_term = meta("applied_term").map_err(sq)? as u64;
-        let digest = StateDigest::from_meta(
-            meta("digest_sum").map_err(sq)?,
-            meta("digest_rows").map_err(sq)?,
-        );
+        let tally = Tally {
+            digest: StateDigest::from_meta(
+                meta("digest_sum").map_err(sq)?,
+                meta("digest_rows").map_err(sq)?,
+            ),
+            last_committed_at_us: meta("last_committed_at").map_err(sq)?,
+        };
         Ok(ChatStore {
             path: path.to_path_buf(),
             conn,
             applied_index,
             applied_term,
-            digest,
+            tally,
         })
     }
 
@@ -149,11 +162,12 @@ impl ChatStore {
     /// on every replica that applied the same entries. Kept up to date by [`Self::apply`], so
     /// this reads no table (see `digest.rs`).
     pub fn digest(&self) -> StateDigest {
-        self.digest
+        self.tally.digest
     }
 
     /// The same digest computed from scratch by scanning every table: what [`Self::digest`]
-    /// must always equal.
+    /// must always equal (the tests check it; migrations use the same scan).
+    #[cfg(test)]
     pub fn recompute_digest(&self) -> Result<StateDigest, StoreError> {
         scan_digest(&self.conn).map_err(|e| self.err(e))
     }
@@ -162,7 +176,7 @@ impl ChatStore {
     /// give none). Entries at or below the applied index are skipped (already applied).
     pub fn apply(&mut self, entries: &[Entry]) -> Result<Vec<(Index, ApplyResult)>, StoreError> {
         let applied = self.applied_index;
-        let mut digest = self.digest;
+        let mut tally = self.tally;
         let path = self.path.clone();
         let sq = |source| StoreError::Sqlite {
             path: path.clone(),
@@ -180,7 +194,7 @@ impl ChatStore {
                 index: entry.index,
                 reason: e.to_string(),
             })?;
-            let result = apply_write(&tx, entry.index, &write, &mut digest).map_err(sq)?;
+            let result = apply_write(&tx, entry.index, &write, &mut tally).map_err(sq)?;
             results.push((entry.index, result));
         }
         if let Some((index, term)) = last {
@@ -189,10 +203,15 @@ impl ChatStore {
                 .map_err(sq)?;
             tx.execute(update, params!["applied_term", term as i64])
                 .map_err(sq)?;
-            if digest != self.digest {
-                let (sum, rows) = digest.to_meta();
+            if tally.digest != self.tally.digest {
+                let (sum, rows) = tally.digest.to_meta();
                 tx.execute(update, params!["digest_sum", sum]).map_err(sq)?;
                 tx.execute(update, params!["digest_rows", rows])
+                    .map_err(sq)?;
+            }
+            if tally.last_committed_at_us != self.tally.last_committed_at_us {
+                let at = tally.last_committed_at_us;
+                tx.execute(update, params!["last_committed_at", at])
                     .map_err(sq)?;
             }
         }
@@ -200,45 +219,90 @@ impl ChatStore {
         if let Some((index, term)) = last {
             self.applied_index = index;
             self.applied_term = term;
-            self.digest = digest;
+            self.tally = tally;
         }
         Ok(results)
     }
 
+    /// Answers a query; the outer error is the store failing to read, the inner one a
+    /// rejection (an unknown user or chat).
+    pub fn query(&self, query: Query) -> Result<Result<QueryOutput, ChatError>, StoreError> {
+        Ok(match query {
+            Query::Messages(q) => self.get_messages(&q)?.map(QueryOutput::Messages),
+            Query::ChatUsers { chat_id } => {
+                self.get_chat_users(chat_id)?.map(QueryOutput::ChatUsers)
+            }
+            Query::Digest => Ok(QueryOutput::Digest {
+                applied_index: self.applied_index,
+                digest: self.digest().to_string(),
+            }),
+        })
+    }
+
+    /// One page of the messages in the user's chats committed after `q.after_us`, in commit
+    /// order (see `query.rs` for the bounds).
+    ///
+    /// Two steps keep memory bounded whatever the chats hold: the ids of the page come from
+    /// the `(chat_id, committed_at)` index alone (SQLite keeps the best `limit + 1` of them,
+    /// no content), then the messages are read one by one until the byte budget is spent.
     pub fn get_messages(
         &self,
-        user_id: UserId,
-        after_us: i64,
-    ) -> Result<Result<Vec<StoredMessage>, ChatError>, StoreError> {
+        q: &MessagesQuery,
+    ) -> Result<Result<MessagePage, ChatError>, StoreError> {
+        let user_id = q.user_id;
         if !self.user_exists(user_id)? {
             return Ok(Err(ChatError::NotFound(format!(
                 "user {user_id} does not exist"
             ))));
         }
-        let mut stmt = self
+        let limit = page_limit(q.limit) as usize;
+        let mut ids = self
             .conn
             .prepare_cached(
-                "SELECT m.message_id, m.chat_id, m.user_id, m.content, m.sent_time
-                 FROM members mb JOIN messages m ON m.chat_id = mb.chat_id
-                 WHERE mb.user_id = ?1 AND m.sent_time > ?2
-                 ORDER BY m.message_id",
+                "SELECT m.message_id FROM members mb JOIN messages m ON m.chat_id = mb.chat_id
+                 WHERE mb.user_id = ?1 AND m.committed_at > ?2
+                 ORDER BY m.committed_at LIMIT ?3",
             )
             .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![user_id as i64, after_us], |r| {
-                Ok(StoredMessage {
-                    message_id: r.get::<_, i64>(0)? as u64,
-                    chat_id: r.get::<_, i64>(1)? as u64,
-                    user_id: r.get::<_, i64>(2)? as u64,
-                    content: r.get(3)?,
-                    sent_time_us: r.get(4)?,
-                })
+        let ids = ids
+            .query_map(params![user_id as i64, q.after_us, limit as i64 + 1], |r| {
+                r.get::<_, i64>(0)
             })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(|e| self.err(e))?;
-        let messages = rows
-            .collect::<Result<Vec<_>, _>>()
+        let mut page = MessagePage {
+            messages: Vec::with_capacity(ids.len().min(limit)),
+            has_more: ids.len() > limit,
+        };
+        let mut get = self
+            .conn
+            .prepare_cached(
+                "SELECT chat_id, user_id, content, sent_time, committed_at
+                 FROM messages WHERE message_id = ?1",
+            )
             .map_err(|e| self.err(e))?;
-        Ok(Ok(messages))
+        let mut bytes = 0;
+        for id in ids.into_iter().take(limit) {
+            let message = get
+                .query_row([id], |r| {
+                    Ok(StoredMessage {
+                        message_id: id as u64,
+                        chat_id: r.get::<_, i64>(0)? as u64,
+                        user_id: r.get::<_, i64>(1)? as u64,
+                        content: r.get(2)?,
+                        sent_time_us: r.get(3)?,
+                        committed_at_us: r.get(4)?,
+                    })
+                })
+                .map_err(|e| self.err(e))?;
+            bytes += message.content.len() + MESSAGE_OVERHEAD_BYTES;
+            if bytes > MAX_PAGE_BYTES && !page.messages.is_empty() {
+                page.has_more = true;
+                break;
+            }
+            page.messages.push(message);
+        }
+        Ok(Ok(page))
     }
 
     pub fn get_chat_users(
@@ -361,20 +425,45 @@ impl crate::storage::StateMachine for ChatStore {
     }
 }
 
-/// The schema of version 1 had no command hash in `sessions`: its rows keep a NULL hash, and
-/// a retry of such a client's last write is trusted to be the same command (as version 1
-/// did) until the client's next write stores a hash.
+/// Upgrades a version-1 database (the same on every replica, so they still agree):
+/// - `sessions` gains `command_hash`. Old rows keep a NULL hash, and a retry of such a
+///   client's last write is trusted to be the same command (as version 1 did) until the
+///   client's next write stores a hash.
+/// - `messages` gains `committed_at`, and `sent_time` becomes optional (version 1 stored 0
+///   for a message sent without one). Old messages get `committed_at` the way replaying
+///   their entries would give it (`From<legacy::Write>`): in id order, `max(sent_time,
+///   previous + 1)`.
+/// - `meta` gains the running digest and the last `committed_at`.
 fn migrate_v1(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
-    tx.execute_batch(&format!(
+    tx.execute_batch(
         "ALTER TABLE sessions ADD COLUMN command_hash INTEGER;
-         PRAGMA user_version = {SCHEMA_VERSION};"
-    ))?;
+         CREATE TABLE messages_v2 (message_id INTEGER PRIMARY KEY, chat_id INTEGER NOT NULL, user_id INTEGER NOT NULL, content TEXT NOT NULL, sent_time INTEGER, committed_at INTEGER NOT NULL);
+         INSERT INTO messages_v2 SELECT message_id, chat_id, user_id, content, NULLIF(sent_time, 0), 0 FROM messages;
+         DROP TABLE messages;
+         ALTER TABLE messages_v2 RENAME TO messages;
+         CREATE INDEX messages_by_chat_commit ON messages (chat_id, committed_at);",
+    )?;
+    let mut last = 0i64;
+    {
+        let mut select = tx.prepare(
+            "SELECT message_id, coalesce(sent_time, 0) FROM messages ORDER BY message_id",
+        )?;
+        let mut update =
+            tx.prepare("UPDATE messages SET committed_at = ?2 WHERE message_id = ?1")?;
+        let mut rows = select.query([])?;
+        while let Some(row) = rows.next()? {
+            let (id, sent): (i64, i64) = (row.get(0)?, row.get(1)?);
+            last = sent.max(last.saturating_add(1));
+            update.execute(params![id, last])?;
+        }
+    }
     let (sum, rows) = scan_digest(&tx)?.to_meta();
     tx.execute(
-        "INSERT INTO meta (key, value) VALUES ('digest_sum', ?1), ('digest_rows', ?2)",
-        params![sum, rows],
+        "INSERT INTO meta (key, value) VALUES ('digest_sum', ?1), ('digest_rows', ?2), ('last_committed_at', ?3)",
+        params![sum, rows, last],
     )?;
+    tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))?;
     tx.commit()
 }
 
@@ -420,7 +509,7 @@ fn scan_digest(conn: &Connection) -> rusqlite::Result<StateDigest> {
     })?;
     each(
         conn,
-        "SELECT message_id, chat_id, user_id, content, sent_time FROM messages",
+        "SELECT message_id, chat_id, user_id, content, sent_time, committed_at FROM messages",
         |r| {
             let content: String = r.get(3)?;
             digest.add(&Row::Message {
@@ -429,6 +518,7 @@ fn scan_digest(conn: &Connection) -> rusqlite::Result<StateDigest> {
                 user_id: id(r, 2)?,
                 content: &content,
                 sent_time_us: r.get(4)?,
+                committed_at_us: r.get(5)?,
             });
             Ok(())
         },
@@ -455,7 +545,7 @@ fn apply_write(
     tx: &rusqlite::Transaction,
     index: Index,
     write: &Write,
-    digest: &mut StateDigest,
+    tally: &mut Tally,
 ) -> rusqlite::Result<ApplyResult> {
     let session = write
         .session
@@ -497,7 +587,8 @@ fn apply_write(
             }
         }
     }
-    let result = apply_command(tx, index, &write.command, digest)?;
+    let result = apply_command(tx, index, write, tally)?;
+    let digest = &mut tally.digest;
     if let Some((client, seq, hash)) = session {
         if let Some((last_seq, last_hash, outcome)) = &prev {
             digest.remove(&Row::Session {
@@ -543,13 +634,15 @@ fn exists(
         .is_some())
 }
 
-/// Applies one command, adding the rows it inserts to `digest`.
+/// Applies one write's command, accounting for the rows it inserts in `tally`.
 fn apply_command(
     tx: &rusqlite::Transaction,
     index: Index,
-    command: &Command,
-    digest: &mut StateDigest,
+    write: &Write,
+    tally: &mut Tally,
 ) -> rusqlite::Result<ApplyResult> {
+    let command = &write.command;
+    let digest = &mut tally.digest;
     if let Err(e) = command.validate() {
         return Ok(Err(e));
     }
@@ -658,16 +751,29 @@ fn apply_command(
                     "user {user_id} is not a member of chat {chat_id}"
                 ))));
             }
+            let committed_at = write
+                .proposed_at_us
+                .max(tally.last_committed_at_us.saturating_add(1));
             tx.execute(
-                "INSERT INTO messages (message_id, chat_id, user_id, content, sent_time) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![index as i64, *chat_id as i64, *user_id as i64, content, sent_time_us],
+                "INSERT INTO messages (message_id, chat_id, user_id, content, sent_time, committed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    index as i64,
+                    *chat_id as i64,
+                    *user_id as i64,
+                    content,
+                    sent_time_us,
+                    committed_at
+                ],
             )?;
+            tally.last_committed_at_us = committed_at;
             digest.add(&Row::Message {
                 message_id: index,
                 chat_id: *chat_id,
                 user_id: *user_id,
                 content,
                 sent_time_us: *sent_time_us,
+                committed_at_us: committed_at,
             });
             Ok(Ok(Outcome::Created(index)))
         }
@@ -680,14 +786,48 @@ mod tests {
     use crate::chat::SessionSeq;
 
     fn entry(index: Index, command: Command, session: Option<(u64, u64)>) -> Entry {
+        entry_at(index, command, session, 0)
+    }
+
+    /// An entry proposed by a leader whose clock read `proposed_at_us`.
+    fn entry_at(
+        index: Index,
+        command: Command,
+        session: Option<(u64, u64)>,
+        proposed_at_us: i64,
+    ) -> Entry {
         let session = session.map(|(client_id, sequence)| SessionSeq {
             client_id,
             sequence,
         });
+        let write = Write {
+            session,
+            command,
+            proposed_at_us,
+        };
         Entry {
             index,
             term: 1,
-            command: Some(Write { session, command }.encode()),
+            command: Some(write.encode()),
+        }
+    }
+
+    /// One page of `user`'s messages after `after_us`, at most `limit` (0: the default).
+    fn page(s: &ChatStore, user_id: UserId, after_us: i64, limit: u32) -> MessagePage {
+        let q = MessagesQuery {
+            user_id,
+            after_us,
+            limit,
+        };
+        s.get_messages(&q).unwrap().unwrap()
+    }
+
+    fn send(user_id: UserId, chat_id: ChatId, content: &str, sent: Option<i64>) -> Command {
+        Command::SendMessage {
+            user_id,
+            chat_id,
+            content: content.into(),
+            sent_time_us: sent,
         }
     }
 
@@ -730,7 +870,7 @@ mod tests {
                         user_id: 9,
                         chat_id: 3,
                         content: "x".into(),
-                        sent_time_us: 5,
+                        sent_time_us: Some(5),
                     },
                     None,
                 ),
@@ -747,7 +887,7 @@ mod tests {
                         user_id: 5,
                         chat_id: 3,
                         content: "hi".into(),
-                        sent_time_us: 5,
+                        sent_time_us: Some(5),
                     },
                     None,
                 ),
@@ -765,7 +905,7 @@ mod tests {
                         user_id: 5,
                         chat_id: 3,
                         content: "hi".into(),
-                        sent_time_us: 6,
+                        sent_time_us: Some(6),
                     },
                     None,
                 ),
@@ -778,20 +918,22 @@ mod tests {
         assert!(matches!(r[5].1, Err(ChatError::FailedPrecondition(_))));
         assert_eq!(r[7].1, Ok(Outcome::Created(8)));
         assert_eq!(s.applied_index().unwrap(), 8);
-        let msgs = s.get_messages(5, 0).unwrap().unwrap();
+        let msgs = page(&s, 5, 0, 0).messages;
         assert_eq!(msgs.len(), 1);
         assert_eq!(msgs[0].message_id, 8);
-        assert_eq!(
-            s.get_messages(1, 6).unwrap().unwrap().len(),
-            0,
-            "strictly after"
-        );
+        let at = msgs[0].committed_at_us;
+        assert!(page(&s, 1, at, 0).messages.is_empty(), "strictly after");
         assert_eq!(
             s.get_chat_users(3).unwrap().unwrap(),
             vec![(1, "ann".into()), (5, "bob".into())]
         );
+        let q = MessagesQuery {
+            user_id: 42,
+            after_us: 0,
+            limit: 0,
+        };
         assert!(matches!(
-            s.get_messages(42, 0).unwrap(),
+            s.get_messages(&q).unwrap(),
             Err(ChatError::NotFound(_))
         ));
     }
@@ -879,7 +1021,7 @@ mod tests {
                         user_id: 1,
                         chat_id: 2,
                         content: "hi".into(),
-                        sent_time_us: 7,
+                        sent_time_us: Some(7),
                     },
                     w,
                 ),
@@ -900,7 +1042,7 @@ mod tests {
         };
         assert!(m.contains("write id reused for a different command"), "{m}");
         assert_eq!(r[3].1, Ok(Outcome::Created(2)));
-        assert!(s.get_messages(1, 0).unwrap().unwrap().is_empty());
+        assert!(page(&s, 1, 0, 0).messages.is_empty());
     }
 
     #[test]
@@ -951,8 +1093,11 @@ mod tests {
                  CREATE TABLE messages (message_id INTEGER PRIMARY KEY, chat_id INTEGER NOT NULL, user_id INTEGER NOT NULL, content TEXT NOT NULL, sent_time INTEGER NOT NULL);
                  CREATE INDEX messages_by_chat_time ON messages (chat_id, sent_time);
                  CREATE TABLE sessions (client_id INTEGER PRIMARY KEY, sequence INTEGER NOT NULL, outcome BLOB NOT NULL);
-                 INSERT INTO meta VALUES ('applied_index', 1), ('applied_term', 1);
-                 INSERT INTO users VALUES (1, 'ann');",
+                 INSERT INTO meta VALUES ('applied_index', 5), ('applied_term', 1);
+                 INSERT INTO users VALUES (1, 'ann');
+                 INSERT INTO chats VALUES (2, 'general', 1);
+                 INSERT INTO members VALUES (2, 1);
+                 INSERT INTO messages VALUES (3, 2, 1, 'a', 500), (4, 2, 1, 'b', 0), (5, 2, 1, 'c', 100);",
             )
             .unwrap();
             let outcome = postcard::to_allocvec(&ApplyResult::Ok(Outcome::Created(1))).unwrap();
@@ -960,21 +1105,35 @@ mod tests {
                 .unwrap();
         }
         let mut s = ChatStore::open(&path).unwrap();
-        assert_eq!(s.applied_index().unwrap(), 1);
+        assert_eq!(s.applied_index().unwrap(), 5);
         assert_eq!(s.digest(), s.recompute_digest().unwrap());
+        // Old messages: committed in id order, as replaying their entries would; a missing
+        // sent_time (stored as 0) is missing.
+        let old: Vec<_> = page(&s, 1, i64::MIN, 0)
+            .messages
+            .into_iter()
+            .map(|m| (m.message_id, m.sent_time_us, m.committed_at_us))
+            .collect();
+        assert_eq!(
+            old,
+            vec![(3, Some(500), 500), (4, None, 501), (5, Some(100), 502)]
+        );
         let r = s
             .apply(&[
-                entry(2, user("ann"), Some((9, 1))),
-                entry(3, user("bob"), Some((9, 2))),
-                entry(4, user("ann"), Some((9, 2))),
+                entry(6, user("ann"), Some((9, 1))),
+                entry(7, user("bob"), Some((9, 2))),
+                entry(8, user("ann"), Some((9, 2))),
+                entry(9, send(1, 2, "d", None), None),
             ])
             .unwrap();
         assert_eq!(r[0].1, Ok(Outcome::Created(1)), "an old row's retry");
-        assert_eq!(r[1].1, Ok(Outcome::Created(3)));
+        assert_eq!(r[1].1, Ok(Outcome::Created(7)));
         assert!(matches!(&r[2].1, Err(ChatError::FailedPrecondition(_))));
+        assert_eq!(page(&s, 1, 502, 0).messages[0].committed_at_us, 503);
+        assert_eq!(s.digest(), s.recompute_digest().unwrap());
         drop(s);
         // Opening again finds the current version: nothing to migrate.
-        assert_eq!(ChatStore::open(&path).unwrap().applied_index().unwrap(), 4);
+        assert_eq!(ChatStore::open(&path).unwrap().applied_index().unwrap(), 9);
     }
 
     /// `n` random writes at indexes 1..=n: every command, valid or not, without a write id or
@@ -1013,7 +1172,7 @@ mod tests {
                     user_id: pick(&mut rng, &users),
                     chat_id: pick(&mut rng, &chats),
                     content: format!("m{index}"),
-                    sent_time_us: index as i64,
+                    sent_time_us: Some(index as i64),
                 },
             };
             let c = rng.random_range(0..5);
@@ -1083,5 +1242,190 @@ mod tests {
         assert_eq!(a.digest(), c.digest());
         assert_eq!(c.digest(), c.recompute_digest().unwrap());
         assert_ne!(a.digest(), b.digest(), "the digest follows the state");
+    }
+
+    /// `committed_at` comes from the proposing leader's clock, bumped to stay strictly
+    /// increasing: a new leader whose clock is behind cannot reorder messages, and neither can
+    /// a client's `sent_time` (missing, in the future, in the past).
+    #[test]
+    fn committed_at_is_fixed_by_the_log_and_strictly_increasing() {
+        let entries = [
+            entry(1, user("ann"), None),
+            entry(
+                2,
+                Command::CreateChat {
+                    user_id: 1,
+                    name: "general".into(),
+                },
+                None,
+            ),
+            entry_at(3, send(1, 2, "a", Some(i64::MAX / 2)), None, 1_000),
+            // A new leader whose clock is behind.
+            entry_at(4, send(1, 2, "b", None), None, 900),
+            entry_at(5, send(1, 2, "c", Some(-5)), None, 900),
+            entry_at(6, send(1, 2, "d", None), None, 5_000),
+            // A rejected message takes no committed_at.
+            entry_at(7, send(9, 2, "x", None), None, 6_000),
+            entry_at(8, send(1, 2, "e", None), None, 5_000),
+        ];
+        let (_d, mut a) = store();
+        a.apply(&entries).unwrap();
+        let got: Vec<_> = page(&a, 1, i64::MIN, 0)
+            .messages
+            .into_iter()
+            .map(|m| (m.content, m.sent_time_us, m.committed_at_us))
+            .collect();
+        let want = vec![
+            ("a".to_string(), Some(i64::MAX / 2), 1_000),
+            ("b".to_string(), None, 1_001),
+            ("c".to_string(), Some(-5), 1_002),
+            ("d".to_string(), None, 5_000),
+            ("e".to_string(), None, 5_001),
+        ];
+        assert_eq!(got, want);
+        // Every replica gets the same times, whatever its batches, and so does a restart.
+        let (_d2, mut b) = store();
+        for e in &entries {
+            b.apply(std::slice::from_ref(e)).unwrap();
+        }
+        assert_eq!(page(&b, 1, i64::MIN, 0), page(&a, 1, i64::MIN, 0));
+        assert_eq!(a.digest(), b.digest());
+        let (_d3, mut c) = store();
+        c.restore(&a.snapshot().unwrap()).unwrap();
+        c.apply(&[entry_at(9, send(1, 2, "f", None), None, 10)])
+            .unwrap();
+        assert_eq!(page(&c, 1, 5_001, 0).messages[0].committed_at_us, 5_002);
+        // A message from the far future is not returned again to a poller past it, and one
+        // dated in the past is not missed.
+        assert_eq!(page(&a, 1, 1_000, 0).messages.len(), 4);
+    }
+
+    /// A poller that asks again with the last `committed_at` it saw, in small pages, while
+    /// messages commit in between (leaders' clocks going back and forth), gets every message
+    /// of its chats exactly once, in commit order.
+    #[test]
+    fn polling_with_the_last_committed_at_gets_every_message_once() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let (_d, mut s) = store();
+        s.apply(&[
+            entry(1, user("ann"), None),
+            entry(2, user("bob"), None),
+            entry(
+                3,
+                Command::CreateChat {
+                    user_id: 1,
+                    name: "one".into(),
+                },
+                None,
+            ),
+            entry(
+                4,
+                Command::CreateChat {
+                    user_id: 2,
+                    name: "two".into(),
+                },
+                None,
+            ),
+            entry(
+                5,
+                Command::JoinChat {
+                    user_id: 1,
+                    chat_id: 4,
+                },
+                None,
+            ),
+            // A chat ann is not in.
+            entry(
+                6,
+                Command::CreateChat {
+                    user_id: 2,
+                    name: "three".into(),
+                },
+                None,
+            ),
+        ])
+        .unwrap();
+        let (mut index, mut clock) = (6, 1_000_000i64);
+        let (mut sent, mut seen) = (Vec::new(), Vec::new());
+        let mut cursor = i64::MIN;
+        for _ in 0..60 {
+            let batch: Vec<Entry> = (0..rng.random_range(0..12))
+                .map(|_| {
+                    index += 1;
+                    clock += rng.random_range(-3_000..3_000);
+                    let chat = [3, 4, 6][rng.random_range(0..3)];
+                    let from = if chat == 3 { 1 } else { 2 };
+                    if chat != 6 {
+                        sent.push(index);
+                    }
+                    entry_at(index, send(from, chat, "m", None), None, clock)
+                })
+                .collect();
+            s.apply(&batch).unwrap();
+            loop {
+                let p = page(&s, 1, cursor, rng.random_range(1..5));
+                if let Some(last) = p.messages.last() {
+                    cursor = last.committed_at_us;
+                }
+                seen.extend(p.messages.iter().map(|m| m.message_id));
+                if !p.has_more {
+                    break;
+                }
+            }
+        }
+        assert!(sent.len() > 100, "{}", sent.len());
+        assert_eq!(seen, sent);
+    }
+
+    /// A page holds at most `limit` messages (0: 1,000; at most 10,000) and about 4 MiB of
+    /// content, and says whether more follow.
+    #[test]
+    fn pages_are_bounded_by_count_and_by_bytes() {
+        let (_d, mut s) = store();
+        let mut entries = vec![
+            entry(1, user("ann"), None),
+            entry(
+                2,
+                Command::CreateChat {
+                    user_id: 1,
+                    name: "general".into(),
+                },
+                None,
+            ),
+        ];
+        entries.extend((3..=10_003).map(|i| entry(i, send(1, 2, "m", None), None)));
+        s.apply(&entries).unwrap();
+        let first = page(&s, 1, i64::MIN, 0);
+        assert_eq!((first.messages.len(), first.has_more), (1_000, true));
+        let all = page(&s, 1, i64::MIN, u32::MAX);
+        assert_eq!((all.messages.len(), all.has_more), (10_000, true));
+        let last = all.messages.last().unwrap().committed_at_us;
+        let rest = page(&s, 1, last, 10_000);
+        assert_eq!((rest.messages.len(), rest.has_more), (1, false));
+        assert_eq!(page(&s, 1, i64::MIN, 10_001).messages.len(), 10_000);
+
+        // 100 messages of 64 KiB: a page stops near 4 MiB, and the next one goes on from it.
+        let big = "x".repeat(64 * 1024);
+        let (_d2, mut s) = store();
+        let mut entries = entries[..2].to_vec();
+        entries.extend((3..103).map(|i| entry(i, send(1, 2, &big, None), None)));
+        s.apply(&entries).unwrap();
+        let mut cursor = i64::MIN;
+        let mut pages = Vec::new();
+        loop {
+            let p = page(&s, 1, cursor, 0);
+            let bytes: usize = p.messages.iter().map(|m| m.content.len()).sum();
+            assert!(bytes <= MAX_PAGE_BYTES, "{bytes}");
+            pages.push(p.messages.len());
+            cursor = p.messages.last().unwrap().committed_at_us;
+            if !p.has_more {
+                break;
+            }
+        }
+        assert_eq!(pages.iter().sum::<usize>(), 100);
+        assert!(pages.len() >= 2, "{pages:?}");
+        // One message larger than the budget still comes, alone.
+        assert_eq!(page(&s, 1, i64::MIN, 1).messages.len(), 1);
     }
 }

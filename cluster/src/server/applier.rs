@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use super::error::RequestError;
 use super::fatal;
 use super::mailbox::{ApplierMsg, Completion, ProposeReply, Query, QueryOutput};
-use crate::chat::{ChatError, ChatStore, StoreError};
+use crate::chat::ChatStore;
 use crate::raft::{Entry, Index};
 
 /// The handle of a running applier: where to send work, and the thread to join.
@@ -105,7 +105,7 @@ fn apply(store: &mut ChatStore, entries: &[Entry], replies: Vec<(Index, ProposeR
 
 /// Runs a query: its rows, a rejection, or INTERNAL if the store failed to read.
 fn read(store: &ChatStore, query: Query) -> Result<QueryOutput, RequestError> {
-    match query_store(store, query) {
+    match store.query(query) {
         Ok(out) => out.map_err(RequestError::Rejected),
         Err(e) => {
             tracing::warn!("a read failed (answered INTERNAL): {e}");
@@ -114,28 +114,10 @@ fn read(store: &ChatStore, query: Query) -> Result<QueryOutput, RequestError> {
     }
 }
 
-/// Runs a query. The outer error is the store failing to read; the inner one a rejection.
-fn query_store(
-    store: &ChatStore,
-    query: Query,
-) -> Result<Result<QueryOutput, ChatError>, StoreError> {
-    Ok(match query {
-        Query::Messages { user_id, after_us } => store
-            .get_messages(user_id, after_us)?
-            .map(QueryOutput::Messages),
-        Query::ChatUsers { chat_id } => store.get_chat_users(chat_id)?.map(QueryOutput::ChatUsers),
-        // Kept up to date as entries apply: no table is read.
-        Query::Digest => Ok(QueryOutput::Digest {
-            applied_index: store.applied_index()?,
-            digest: store.digest().to_string(),
-        }),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::{Command, Outcome, Write};
+    use crate::chat::{ChatError, Command, MessagesQuery, Outcome, Write};
 
     fn create_user(index: Index, username: &str) -> Entry {
         let write = Write {
@@ -143,6 +125,7 @@ mod tests {
             command: Command::CreateUser {
                 username: username.into(),
             },
+            proposed_at_us: 0,
         };
         Entry {
             index,
@@ -163,9 +146,12 @@ mod tests {
 
         let other = rusqlite::Connection::open(&path).unwrap();
         other.execute_batch("DROP TABLE messages").unwrap();
-        let messages = || Query::Messages {
-            user_id: 1,
-            after_us: 0,
+        let messages = || {
+            Query::Messages(MessagesQuery {
+                user_id: 1,
+                after_us: 0,
+                limit: 0,
+            })
         };
         match read(&store, messages()) {
             Err(RequestError::Internal(m)) => assert!(m.contains("no such table"), "{m}"),

@@ -17,7 +17,9 @@
 use tokio::sync::oneshot;
 
 use super::error::RequestError;
-use crate::chat::{Outcome, StoredMessage};
+use crate::chat::Outcome;
+/// Reads of the chat state are the state machine's own types (`chat/query.rs`).
+pub use crate::chat::{Query, QueryOutput};
 use crate::raft::{AppendId, Entry, Envelope, HardState, Index, Snapshot, Status};
 
 /// The answer to a proposed write: what it created, or why it failed.
@@ -88,20 +90,4 @@ pub enum ApplierMsg {
     /// Finish what is queued before this, then stop (the services still hold senders for
     /// local reads, so the queue would never close on its own).
     Stop,
-}
-
-/// A read of the chat state.
-pub enum Query {
-    Messages { user_id: u64, after_us: i64 },
-    ChatUsers { chat_id: u64 },
-    Digest,
-}
-
-pub enum QueryOutput {
-    Messages(Vec<StoredMessage>),
-    ChatUsers(Vec<(u64, String)>),
-    Digest {
-        applied_index: Index,
-        digest: String,
-    },
 }

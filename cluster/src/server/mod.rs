@@ -250,7 +250,7 @@ async fn serve(
     let max = 256 << 20;
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(proto::chat::chat_server::ChatServer::new(chat))
+        .add_service(chat.into_server())
         .add_service(
             proto::raft::raft_server::RaftServer::new(raft)
                 .max_decoding_message_size(max)

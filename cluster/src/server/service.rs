@@ -18,16 +18,16 @@ use tonic::{Request, Response, Status};
 use super::error::RequestError;
 use super::fault::FaultHook;
 use super::mailbox::{ApplierMsg, CoreInput, Query, QueryOutput};
-use crate::chat::{Command, Outcome, SessionSeq, Write};
+use crate::chat::{Command, MessagesQuery, Outcome, SessionSeq, Write};
 use crate::proto::admin::{
     RoleKind, SetPartitionRequest, SetPartitionResponse, StatusRequest, StatusResponse,
     admin_server::Admin,
 };
 use crate::proto::chat::chat_client::ChatClient;
-use crate::proto::chat::chat_server::Chat;
+use crate::proto::chat::chat_server::{Chat, ChatServer};
 use crate::proto::chat::*;
 use crate::proto::raft::{MessageBatch, SendResponse, SnapshotChunk, raft_server::Raft};
-use crate::proto::time;
+use crate::proto::{MAX_CHAT_REQUEST_BYTES, MAX_CHAT_RESPONSE_BYTES, time};
 use crate::raft::{Envelope, Message as RaftMessage, NodeId};
 
 /// Marks a request a follower forwarded to the leader.
@@ -97,7 +97,9 @@ impl ChatService {
             .map_err(|e| RequestError::Internal(e.to_string()))?
             .connect_timeout(Duration::from_secs(1))
             .connect_lazy();
-        let client = ChatClient::new(channel).max_decoding_message_size(64 << 20);
+        let client = ChatClient::new(channel)
+            .max_decoding_message_size(MAX_CHAT_RESPONSE_BYTES)
+            .max_encoding_message_size(MAX_CHAT_REQUEST_BYTES);
         clients.insert(leader, client.clone());
         Ok(client)
     }
@@ -128,6 +130,14 @@ impl ChatService {
     }
 
     async fn propose(&self, write: &Write) -> Result<Outcome, RequestError> {
+        // Stamped with this replica's clock as it proposes: only a leader accepts a proposal
+        // (a follower forwards the request, and the leader there stamps its own), so the
+        // entry carries the leader's time, from which every replica derives the same
+        // `committed_at` (`chat/store.rs`).
+        let write = &Write {
+            proposed_at_us: time::unix_micros(std::time::SystemTime::now()),
+            ..write.clone()
+        };
         let (reply, rx) = oneshot::channel();
         self.core_tx
             .send(CoreInput::Propose {
@@ -176,6 +186,7 @@ impl ChatService {
         let write = Write {
             session: session_seq(id),
             command,
+            proposed_at_us: 0, // stamped when proposed
         };
         write.command.validate()?;
         self.route(forwarded, || self.propose(&write)).await
@@ -188,6 +199,17 @@ impl ChatService {
         query: impl Fn() -> Query,
     ) -> Result<Route<QueryOutput>, RequestError> {
         self.route(forwarded, || self.read(&query, local)).await
+    }
+}
+
+impl ChatService {
+    /// The gRPC server for this service, with explicit bounds on what it decodes and
+    /// encodes ([`MAX_CHAT_REQUEST_BYTES`], [`MAX_CHAT_RESPONSE_BYTES`]): a larger request is
+    /// refused (OUT_OF_RANGE) before it is read whole.
+    pub fn into_server(self) -> ChatServer<ChatService> {
+        ChatServer::new(self)
+            .max_decoding_message_size(MAX_CHAT_REQUEST_BYTES)
+            .max_encoding_message_size(MAX_CHAT_RESPONSE_BYTES)
     }
 }
 
@@ -277,7 +299,7 @@ impl Chat for ChatService {
             user_id: r.user_id,
             chat_id: r.chat_id,
             content: r.content.clone(),
-            sent_time_us: r.sent_time.as_ref().map_or(0, time::micros),
+            sent_time_us: r.sent_time.as_ref().map(time::micros),
         };
         match self.write(fwd, r.write_id, command).await? {
             Route::Done(o) => Ok(Response::new(SendMessageResponse {
@@ -293,21 +315,27 @@ impl Chat for ChatService {
     ) -> Result<Response<GetMessagesResponse>, Status> {
         let fwd = forwarded(&req);
         let r = req.into_inner();
-        let user_id = r.user_id;
-        let after_us = r.messages_after.as_ref().map_or(0, time::micros);
-        let q = || Query::Messages { user_id, after_us };
+        let q = MessagesQuery {
+            user_id: r.user_id,
+            after_us: r.messages_after.as_ref().map_or(i64::MIN, time::micros),
+            limit: r.limit,
+        };
+        let q = || Query::Messages(q.clone());
         match self.query(fwd, is_local(r.consistency), q).await? {
-            Route::Done(QueryOutput::Messages(ms)) => Ok(Response::new(GetMessagesResponse {
-                messages: ms
+            Route::Done(QueryOutput::Messages(page)) => Ok(Response::new(GetMessagesResponse {
+                messages: page
+                    .messages
                     .into_iter()
                     .map(|m| Message {
                         message_id: m.message_id,
                         chat_id: m.chat_id,
                         user_id: m.user_id,
                         content: m.content,
-                        sent_time: Some(time::from_micros(m.sent_time_us)),
+                        sent_time: m.sent_time_us.map(time::from_micros),
+                        committed_at: Some(time::from_micros(m.committed_at_us)),
                     })
                     .collect(),
+                has_more: page.has_more,
             })),
             Route::Done(_) => Err(RequestError::Internal("wrong query result".into()).into()),
             Route::Forward(l) => self.client(l)?.get_messages(mark(r)).await,
