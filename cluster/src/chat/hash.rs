@@ -3,8 +3,8 @@
 //!
 //! Why not the standard library's `DefaultHasher`: its algorithm may change between Rust
 //! releases, and these hashes are stored in the database and compared across replicas, so
-//! they must never change. SipHash-2-4 is specified (Aumasson and Bernstein, 2012) and checked
-//! below against the paper's test vectors. It needs no new dependency.
+//! they must never change. SipHash-2-4 is specified (Aumasson and Bernstein, 2012); the
+//! `siphasher` crate implements it, and the tests below pin it to the paper's test vectors.
 //!
 //! The keys are not secrets: they only separate the uses (a command hash can never be
 //! mistaken for a row hash).
@@ -16,49 +16,7 @@ pub(crate) const ROW_KEY: (u64, u64) = (0x7465_6c65_6772_6166, 0x7374_6174_6572_
 
 /// SipHash-2-4 of `data` under `key`.
 pub(crate) fn siphash24(key: (u64, u64), data: &[u8]) -> u64 {
-    let (k0, k1) = key;
-    let mut v = [
-        k0 ^ 0x736f_6d65_7073_6575,
-        k1 ^ 0x646f_7261_6e64_6f6d,
-        k0 ^ 0x6c79_6765_6e65_7261,
-        k1 ^ 0x7465_6462_7974_6573,
-    ];
-    let mut chunks = data.chunks_exact(8);
-    for chunk in &mut chunks {
-        let m = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-        compress(&mut v, m);
-    }
-    let mut last = (data.len() as u64) << 56;
-    for (i, b) in chunks.remainder().iter().enumerate() {
-        last |= u64::from(*b) << (8 * i);
-    }
-    compress(&mut v, last);
-    v[2] ^= 0xff;
-    for _ in 0..4 {
-        round(&mut v);
-    }
-    v[0] ^ v[1] ^ v[2] ^ v[3]
-}
-
-/// Two SipRounds over one message word.
-fn compress(v: &mut [u64; 4], m: u64) {
-    v[3] ^= m;
-    round(v);
-    round(v);
-    v[0] ^= m;
-}
-
-fn round(v: &mut [u64; 4]) {
-    v[0] = v[0].wrapping_add(v[1]);
-    v[1] = v[1].rotate_left(13) ^ v[0];
-    v[0] = v[0].rotate_left(32);
-    v[2] = v[2].wrapping_add(v[3]);
-    v[3] = v[3].rotate_left(16) ^ v[2];
-    v[0] = v[0].wrapping_add(v[3]);
-    v[3] = v[3].rotate_left(21) ^ v[0];
-    v[2] = v[2].wrapping_add(v[1]);
-    v[1] = v[1].rotate_left(17) ^ v[2];
-    v[2] = v[2].rotate_left(32);
+    siphasher::sip::SipHasher24::new_with_keys(key.0, key.1).hash(data)
 }
 
 #[cfg(test)]
