@@ -77,6 +77,8 @@ async fn read_chats(addr: &str, consistency: PbConsistency, population: &Populat
             user_id: member,
             messages_after: Some(prost_types::Timestamp::default()),
             consistency: consistency as i32,
+            // The largest page the server gives; paging through whole chats comes next.
+            limit: 10_000,
         };
         if let Ok(r) = load::with_timeout(READ_TIMEOUT, c.get_messages(req)).await {
             events.push(Event::Final {

@@ -48,7 +48,10 @@ impl Chat for SlowChat {
         _: Request<GetMessagesRequest>,
     ) -> Result<Response<GetMessagesResponse>, Status> {
         tokio::time::sleep(self.read_delay).await;
-        Ok(Response::new(GetMessagesResponse { messages: vec![] }))
+        Ok(Response::new(GetMessagesResponse {
+            messages: vec![],
+            has_more: false,
+        }))
     }
     async fn get_chat_users(
         &self,

@@ -41,6 +41,7 @@ impl Operation for GetMessages {
             user_id,
             messages_after: Some(after),
             consistency: env.consistency as i32,
+            limit: 0,
         };
         let note = Note {
             poll,
