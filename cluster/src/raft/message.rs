@@ -22,10 +22,23 @@ pub type ReadSeq = u64;
 /// highest one done. Not to be confused with a client's exactly-once id (`WriteId` in
 /// `chat.proto`, [`crate::chat`]'s session sequence): this one never leaves the process.
 pub type AppendId = u64;
-/// The old name of [`AppendId`], kept only until the simulator (edited separately) moves to
-/// the new one.
-#[doc(hidden)]
-pub type WriteId = AppendId;
+
+/// Terms above this are refused in peer messages. No correct cluster gets near it (a term
+/// grows by one per election), and refusing more keeps every `term + 1` from overflowing.
+pub const MAX_TERM: Term = u64::MAX >> 2;
+/// A node refuses a message whose term is more than this far ahead of its own. A correct
+/// peer gets ahead by one term per election it took part in (pre-vote keeps a cut-off node
+/// from inflating its term), so no correct gap comes near it; without it, one forged message
+/// at [`MAX_TERM`] would leave the cluster no term to campaign in.
+pub const MAX_TERM_JUMP: Term = 1 << 32;
+/// A follower refuses a snapshot more than this far past its own last index. A correct
+/// leader's snapshot is ahead by the entries committed while the follower lagged: 2^40 is
+/// over three years of 10,000 writes a second. Without it, one forged snapshot at
+/// [`MAX_INDEX`] would leave the cluster no index to append at.
+pub const MAX_SNAPSHOT_JUMP: Index = 1 << 40;
+/// Indexes above this are refused in peer messages, for the same reason: `prev_index +
+/// entries.len()`, `matched + 1` and friends cannot overflow.
+pub const MAX_INDEX: Index = u64::MAX >> 2;
 
 /// A log entry. `command` is `None` for the no-op a new leader appends to commit its term.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +112,159 @@ pub enum Message {
         snapshot: Snapshot,
         read_seq: ReadSeq,
     },
+}
+
+/// Why a peer message was refused: no correct peer sends it. `kind` names the message and
+/// `reason` the rule it breaks; both are fixed strings, so a flood of bad messages costs no
+/// allocation and can be counted per reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {kind}: {reason}")]
+pub struct InvalidMessage {
+    pub kind: &'static str,
+    pub reason: &'static str,
+}
+
+impl Message {
+    /// The message's name, as in the enum.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::PreVote { .. } => "PreVote",
+            Message::PreVoteResponse { .. } => "PreVoteResponse",
+            Message::Vote { .. } => "Vote",
+            Message::VoteResponse { .. } => "VoteResponse",
+            Message::Append { .. } => "Append",
+            Message::AppendResponse { .. } => "AppendResponse",
+            Message::InstallSnapshot { .. } => "InstallSnapshot",
+        }
+    }
+}
+
+impl Envelope {
+    /// The checks that need nothing but the message itself: every term and index is in
+    /// range and consistent with the others and with the envelope's term, as a correct
+    /// sender makes them. The receiver's own checks (addressing, what it sent) are in
+    /// [`crate::raft::Node::validate`], which calls this.
+    ///
+    /// - Terms are at most [`MAX_TERM`], indexes at most [`MAX_INDEX`].
+    /// - Requests (`PreVote`, `Vote`, `Append`, `InstallSnapshot`) come from a term >= 1.
+    /// - A log position names index 0 with term 0, and any later index with a term >= 1.
+    /// - A candidate's last term is below the term it campaigns in.
+    /// - An append's entries follow `prev_index` one by one, their terms never decrease, start
+    ///   at `prev_term` or later, and none is above the envelope's term.
+    /// - `durable <= matched`; a rejection's hint points at or before the rejected
+    ///   `prev_index`, with a term no later than the envelope's.
+    /// - A snapshot covers at least index 1, with a term between 1 and the envelope's.
+    pub fn check(&self) -> Result<(), InvalidMessage> {
+        let kind = self.message.kind();
+        let fail = |reason| Err(InvalidMessage { kind, reason });
+        let term = self.term;
+        if term > MAX_TERM {
+            return fail("term out of range");
+        }
+        let is_request = matches!(
+            self.message,
+            Message::PreVote { .. }
+                | Message::Vote { .. }
+                | Message::Append { .. }
+                | Message::InstallSnapshot { .. }
+        );
+        if is_request && term == 0 {
+            return fail("a request from term 0");
+        }
+        // (index, term) names a log position: index 0 has term 0, later ones a term >= 1.
+        let position_ok = |index: Index, t: Term| index <= MAX_INDEX && (index == 0) == (t == 0);
+        match &self.message {
+            Message::PreVote {
+                last_index,
+                last_term,
+            }
+            | Message::Vote {
+                last_index,
+                last_term,
+            } => {
+                if !position_ok(*last_index, *last_term) {
+                    return fail("last log position out of range");
+                }
+                if *last_term >= term {
+                    return fail("last log term not below the campaign's term");
+                }
+            }
+            Message::PreVoteResponse { .. } | Message::VoteResponse { .. } => {}
+            Message::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+                read_seq: _,
+            } => {
+                if !position_ok(*prev_index, *prev_term) {
+                    return fail("previous log position out of range");
+                }
+                if *prev_term > term {
+                    return fail("previous term above the leader's term");
+                }
+                if *commit > MAX_INDEX {
+                    return fail("commit index out of range");
+                }
+                let fits = u64::try_from(entries.len())
+                    .ok()
+                    .and_then(|n| prev_index.checked_add(n))
+                    .is_some_and(|last| last <= MAX_INDEX);
+                if !fits {
+                    return fail("entries run past the largest index");
+                }
+                let mut last_term = (*prev_term).max(1);
+                for (expect, e) in (prev_index + 1..).zip(entries) {
+                    if e.index != expect {
+                        return fail("entries do not follow prev_index one by one");
+                    }
+                    if e.term < last_term {
+                        return fail("entry terms decrease");
+                    }
+                    if e.term > term {
+                        return fail("entry term above the leader's term");
+                    }
+                    last_term = e.term;
+                }
+            }
+            Message::AppendResponse { outcome, .. } => match outcome {
+                AppendOutcome::Accepted { matched, durable } => {
+                    if *matched > MAX_INDEX {
+                        return fail("matched index out of range");
+                    }
+                    if durable > matched {
+                        return fail("durable above matched");
+                    }
+                }
+                AppendOutcome::Rejected {
+                    prev_index,
+                    hint_index,
+                    hint_term,
+                } => {
+                    if *prev_index > MAX_INDEX {
+                        return fail("rejected index out of range");
+                    }
+                    if hint_index > prev_index {
+                        return fail("hint after the rejected index");
+                    }
+                    if let Some(t) = hint_term
+                        && (*t == 0 || *t > term || *hint_index == 0)
+                    {
+                        return fail("hint term out of range");
+                    }
+                }
+            },
+            Message::InstallSnapshot { snapshot, .. } => {
+                if snapshot.index == 0 || !position_ok(snapshot.index, snapshot.term) {
+                    return fail("snapshot position out of range");
+                }
+                if snapshot.term > term {
+                    return fail("snapshot term above the leader's term");
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The result of an `Append` or `InstallSnapshot` at the follower.

@@ -252,14 +252,68 @@ impl Node {
         }
     }
 
+    /// Whether a correct peer could have sent `env` to this node, now. A message that fails
+    /// is refused whole by [`Node::step`]: nothing in it is acted on, not even its term.
+    ///
+    /// On top of [`Envelope::check`] (every field in range and consistent):
+    /// - it is addressed to this node, from another member;
+    /// - its term is at most [`MAX_TERM_JUMP`] ahead of ours, and a snapshot at most
+    ///   [`MAX_SNAPSHOT_JUMP`] past our last index;
+    /// - to a leader, an `AppendResponse` of its own term echoes a read round the leader
+    ///   started, and acknowledges or rejects only positions the leader sent that follower
+    ///   this term (a follower's `matched` comes from the leader's own appends).
+    ///
+    /// Refusing what no correct peer sends is what keeps the core's invariants, and so its
+    /// `expect`s, out of a remote sender's reach. A peer that sends well-formed lies
+    /// (Byzantine) is outside Raft's fault model: the Raft port must be reachable by members
+    /// only.
+    pub fn validate(&self, env: &Envelope) -> Result<(), InvalidMessage> {
+        let kind = env.message.kind();
+        let fail = |reason| Err(InvalidMessage { kind, reason });
+        let (id, peers) = each_role!(self, n => (n.id, &n.peers));
+        if env.to != id {
+            return fail("addressed to another node");
+        }
+        if !peers.contains(&env.from) {
+            return fail("from a node that is not a peer");
+        }
+        env.check()?;
+        if env.term > self.term().saturating_add(MAX_TERM_JUMP) {
+            return fail("term too far ahead");
+        }
+        if let Message::InstallSnapshot { snapshot, .. } = &env.message
+            && snapshot.index > self.log().last_index().saturating_add(MAX_SNAPSHOT_JUMP)
+        {
+            return fail("snapshot too far ahead");
+        }
+        if let (Node::Leader(n), Message::AppendResponse { read_seq, outcome }) =
+            (self, &env.message)
+            && env.term == n.term
+        {
+            let Some(pr) = n.role.progress.get(&env.from) else {
+                return fail("from a node that is not a peer");
+            };
+            if *read_seq > n.role.read_seq {
+                return fail("echoes a read round not started");
+            }
+            let position = match outcome {
+                AppendOutcome::Accepted { matched, .. } => *matched,
+                AppendOutcome::Rejected { prev_index, .. } => *prev_index,
+            };
+            if position > pr.sent {
+                return fail("answers for entries never sent");
+            }
+        }
+        Ok(())
+    }
+
     /// Handles a message from a peer. Term rules are applied here, once, for every role.
+    /// A message [`Node::validate`] refuses is dropped.
     pub fn step(self, env: Envelope) -> Node {
-        let (id, term) = (self.id(), self.term());
-        assert_eq!(env.to, id, "message delivered to the wrong node");
-        let known = each_role!(&self, n => n.peers.contains(&env.from));
-        if !known {
+        if self.validate(&env).is_err() {
             return self;
         }
+        let term = self.term();
         let mut node = self;
         if env.term > term {
             match env.message {
@@ -631,8 +685,9 @@ impl RawNode<Follower> {
                 hint_index,
                 hint_term,
             };
-            let leader = self.role.leader.expect("leader set");
-            self.send(leader, Message::AppendResponse { read_seq, outcome });
+            if let Some(leader) = self.role.leader {
+                self.send(leader, Message::AppendResponse { read_seq, outcome });
+            }
             return;
         }
         self.log.merge(entries);
@@ -664,8 +719,10 @@ impl RawNode<Follower> {
         } else {
             matched.min(self.log.persisted())
         };
+        let Some(leader) = self.role.leader else {
+            return;
+        };
         self.role.acked = self.role.acked.max(durable);
-        let leader = self.role.leader.expect("leader set");
         let outcome = AppendOutcome::Accepted { matched, durable };
         self.send(leader, Message::AppendResponse { read_seq, outcome });
     }
@@ -850,9 +907,18 @@ impl RawNode<Leader> {
                             .map_or(hint_index, |i| i + 1),
                         None => hint_index,
                     };
-                    let pr = self.role.progress.get_mut(&from).expect("progress exists");
+                    let Some(pr) = self.role.progress.get_mut(&from) else {
+                        return;
+                    };
+                    let next = next.min(prev_index);
+                    if prev_index <= pr.matched {
+                        // The follower lacks an entry it acknowledged as durable (a lost disk,
+                        // an old duplicate rejection, or an untrue acknowledgement). Forget the
+                        // acknowledgement, or probing could never go below it.
+                        pr.matched = next.saturating_sub(1);
+                    }
                     let before = (pr.next, pr.state.clone());
-                    pr.probe_from(next.min(prev_index));
+                    pr.probe_from(next);
                     if (pr.next, &pr.state) == (before.0, &ProgressState::Probe { paused: false })
                         && before.1 != ProgressState::Replicate
                     {
@@ -887,29 +953,40 @@ impl RawNode<Leader> {
 
     /// Sends one append (or snapshot) to `peer` if its progress allows. Returns whether
     /// another could follow at once (pipelining).
+    ///
+    /// `next` stays within `snapshot.index + 1 ..= last_index + 1`: it only ever comes from
+    /// our own log or from a follower's answer that [`Node::validate`] bounded by what we
+    /// sent, so the term of `next - 1` is known. Should that ever fail, the follower is
+    /// probed from its acknowledged prefix again rather than the leader panicking.
     fn send_append(&mut self, peer: NodeId) -> bool {
-        let pr = &self.role.progress[&peer];
-        if pr.is_paused(self.opts.max_inflight) {
+        let max_inflight = self.opts.max_inflight;
+        let snapshot = self.log.snapshot();
+        let Some(pr) = self.role.progress.get_mut(&peer) else {
+            return false;
+        };
+        if pr.is_paused(max_inflight) {
             return false;
         }
-        let snapshot = self.log.snapshot();
         if pr.next <= snapshot.index {
             let snapshot = snapshot.clone();
-            let pr = self.role.progress.get_mut(&peer).expect("progress exists");
             pr.state = ProgressState::Snapshot {
                 index: snapshot.index,
                 ticks: 0,
             };
             pr.inflight.clear();
+            pr.sent = pr.sent.max(snapshot.index);
             let read_seq = self.role.read_seq;
             self.send(peer, Message::InstallSnapshot { snapshot, read_seq });
             return false;
         }
         let prev_index = pr.next - 1;
-        let prev_term = self
-            .log
-            .term(prev_index)
-            .expect("prev entry is after the snapshot");
+        let Some(prev_term) = self.log.term(prev_index) else {
+            debug_assert!(false, "next {} is past the log", pr.next);
+            let next = pr.matched.min(self.log.last_index()) + 1;
+            pr.matched = next - 1;
+            pr.probe_from(next);
+            return false;
+        };
         let entries = if pr.next <= self.log.last_index() {
             self.log.slice(
                 pr.next,
@@ -919,7 +996,6 @@ impl RawNode<Leader> {
         } else {
             Vec::new()
         };
-        let pr = self.role.progress.get_mut(&peer).expect("progress exists");
         let more = match pr.state {
             ProgressState::Probe { .. } => {
                 pr.state = ProgressState::Probe { paused: true };
@@ -933,8 +1009,10 @@ impl RawNode<Leader> {
                 pr.inflight.push_back(last.index);
                 true
             }
-            ProgressState::Snapshot { .. } => unreachable!("paused"),
+            // Paused: returned above.
+            ProgressState::Snapshot { .. } => return false,
         };
+        pr.sent = pr.sent.max(prev_index + entries.len() as Index);
         let (commit, read_seq) = (self.log.commit(), self.role.read_seq);
         self.send(
             peer,
@@ -993,13 +1071,16 @@ impl RawNode<Leader> {
         let snapshot_index = self.log.snapshot().index;
         let (commit, read_seq) = (self.log.commit(), self.role.read_seq);
         for peer in self.peers.clone() {
-            let matched = self.role.progress[&peer].matched;
-            let prev_index = if self.log.term(matched).is_some() {
-                matched
-            } else {
-                snapshot_index
+            let Some(pr) = self.role.progress.get_mut(&peer) else {
+                continue;
             };
-            let prev_term = self.log.term(prev_index).expect("known term");
+            // `matched` is at most our last index (validated), and the snapshot's own index
+            // always has a known term.
+            let (prev_index, prev_term) = match self.log.term(pr.matched) {
+                Some(t) => (pr.matched, t),
+                None => (snapshot_index, self.log.snapshot().term),
+            };
+            pr.sent = pr.sent.max(prev_index);
             let entries = Vec::new();
             self.send(
                 peer,

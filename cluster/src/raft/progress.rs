@@ -26,6 +26,9 @@ pub struct Progress {
     pub next: Index,
     /// The highest index known to be durable on the follower and to match our log.
     pub matched: Index,
+    /// The highest log position this term's appends, heartbeats and snapshots to the
+    /// follower have named: no correct answer acknowledges or rejects anything beyond it.
+    pub sent: Index,
     pub state: ProgressState,
     /// Last index carried by each unacknowledged pipelined append, oldest first.
     pub inflight: VecDeque<Index>,
@@ -44,6 +47,7 @@ impl Progress {
         Progress {
             next,
             matched: 0,
+            sent: 0,
             state: ProgressState::Probe { paused: false },
             inflight: VecDeque::new(),
             read_seq: 0,

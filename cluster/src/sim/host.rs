@@ -22,8 +22,8 @@ use rand::RngCore;
 
 use super::checker::LogView;
 use crate::raft::{
-    Entry, Error, HardState, Index, Node, NodeId, Options, Output, Restored, Snapshot, Term,
-    WriteId,
+    AppendId, Entry, Error, HardState, Index, Node, NodeId, Options, Output, Restored, Snapshot,
+    Term,
 };
 
 /// What a node keeps across a crash: term and vote, its latest snapshot, the entries after it.
@@ -91,7 +91,7 @@ impl Disk {
 /// An entry write handed to storage, completing at `due` or later (and after earlier ones).
 struct Write {
     due: u64,
-    id: WriteId,
+    id: AppendId,
     entries: Vec<Entry>,
 }
 
@@ -102,7 +102,7 @@ pub struct SimNode {
     disk: Disk,
     writes: VecDeque<Write>,
     /// Writes dropped by a restore, whose completion is still to be reported.
-    late_reports: Vec<WriteId>,
+    late_reports: Vec<AppendId>,
 }
 
 impl SimNode {
@@ -183,7 +183,7 @@ impl SimNode {
     }
 
     /// `Output::Append`: queued, to complete at `due` or later, never before an earlier write.
-    pub fn queue_write(&mut self, due: u64, id: WriteId, entries: Vec<Entry>) {
+    pub fn queue_write(&mut self, due: u64, id: AppendId, entries: Vec<Entry>) {
         let due = due.max(self.writes.back().map_or(0, |w| w.due));
         self.writes.push_back(Write { due, id, entries });
     }
@@ -197,7 +197,7 @@ impl SimNode {
 
     /// Completes the oldest queued write if it is due at `now`, and returns its id for the
     /// driver to report with [`Node::persisted`].
-    pub fn complete_write(&mut self, now: u64) -> Option<WriteId> {
+    pub fn complete_write(&mut self, now: u64) -> Option<AppendId> {
         if self.writes.front()?.due > now {
             return None;
         }
@@ -207,7 +207,7 @@ impl SimNode {
     }
 
     /// Completions of writes that a restore dropped, for the driver to report.
-    pub fn take_late_reports(&mut self) -> Vec<WriteId> {
+    pub fn take_late_reports(&mut self) -> Vec<AppendId> {
         std::mem::take(&mut self.late_reports)
     }
 
