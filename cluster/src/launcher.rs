@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -143,6 +143,40 @@ impl LocalCluster {
                 Signal::SIGCONT
             },
         )
+    }
+
+    /// Sends `sig` to node `id`. With `--enable-fault-injection`, SIGUSR1 makes the node's
+    /// core actor panic and SIGUSR2 its storage writer (either stops the process).
+    pub fn signal(&self, id: NodeId, sig: Signal) -> std::io::Result<()> {
+        let child = self
+            .children
+            .get(&id)
+            .ok_or_else(|| std::io::Error::other(format!("node {id} is not running")))?;
+        signal(child, sig)
+    }
+
+    /// Waits up to `timeout` for node `id` to exit on its own. If it did, reaps it, forgets
+    /// it (it can be restarted) and returns its exit status; `None` if it is still running.
+    pub fn wait_exit(
+        &mut self,
+        id: NodeId,
+        timeout: Duration,
+    ) -> std::io::Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self
+                .children
+                .get_mut(&id)
+                .ok_or_else(|| std::io::Error::other(format!("node {id} is not running")))?;
+            if let Some(status) = child.try_wait()? {
+                self.children.remove(&id);
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// The nodes running now (not killed).

@@ -45,6 +45,10 @@ enum Cmd {
         /// injection in tests and benchmarks; never on a node others can reach).
         #[arg(long)]
         enable_fault_injection: bool,
+        /// Client requests (writes and reads, forwarded ones included) in progress at once;
+        /// one more is answered RESOURCE_EXHAUSTED without being queued.
+        #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+        max_inflight: u32,
     },
     /// Start N replicas on loopback and stop them all on Ctrl-C or SIGTERM.
     Cluster {
@@ -179,11 +183,13 @@ async fn real_main() -> Result<()> {
             data_dir,
             snapshot_every,
             enable_fault_injection,
+            max_inflight,
         } => {
             let peers = parse_peers(&peers)?;
             let mut config = NodeConfig::new(id, listen, peers, data_dir);
             config.snapshot_every = snapshot_every;
             config.fault_injection = enable_fault_injection;
+            config.max_inflight = max_inflight as usize;
             run(config, shutdown_signal())
                 .await
                 .context("replica failed")?;

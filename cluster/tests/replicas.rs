@@ -687,3 +687,319 @@ async fn a_partition_needs_the_flag_and_cuts_the_leader_off_until_healed() {
             .contains(&"while partitioned".to_string())
     );
 }
+
+// Bad input and overload: what reaches a replica from outside cannot stop it, a replica
+// whose actor died does not linger, and overload is refused rather than queued.
+
+/// The peer transport as an independent client speaks it: the messages declared here, by
+/// hand, from `raft.proto`, and sent with a plain gRPC client, not the replica's own.
+mod raw_raft {
+    use tonic::Status;
+    use tonic::codegen::http::uri::PathAndQuery;
+    use tonic::transport::Channel;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct MessageBatch {
+        #[prost(bytes = "vec", repeated, tag = "1")]
+        pub messages: Vec<Vec<u8>>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct SnapshotChunk {
+        #[prost(bytes = "vec", tag = "1")]
+        pub message: Vec<u8>,
+        #[prost(bytes = "vec", tag = "2")]
+        pub data: Vec<u8>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct SendResponse {}
+
+    async fn client(addr: &str) -> tonic::client::Grpc<Channel> {
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        tonic::client::Grpc::new(channel)
+    }
+
+    /// `Raft.Send` with these raw message payloads.
+    pub async fn send(addr: &str, messages: Vec<Vec<u8>>) -> Result<(), Status> {
+        let mut grpc = client(addr).await;
+        grpc.ready().await.unwrap();
+        let codec = tonic_prost::ProstCodec::<MessageBatch, SendResponse>::default();
+        let path = PathAndQuery::from_static("/telegraft.raft.v1.Raft/Send");
+        let req = tonic::Request::new(MessageBatch { messages });
+        grpc.unary(req, path, codec).await.map(|_| ())
+    }
+
+    /// `Raft.SendSnapshot` with these raw chunks.
+    pub async fn send_snapshot(addr: &str, chunks: Vec<SnapshotChunk>) -> Result<(), Status> {
+        let mut grpc = client(addr).await;
+        grpc.ready().await.unwrap();
+        let codec = tonic_prost::ProstCodec::<SnapshotChunk, SendResponse>::default();
+        let path = PathAndQuery::from_static("/telegraft.raft.v1.Raft/SendSnapshot");
+        let req = tonic::Request::new(tokio_stream::iter(chunks));
+        grpc.client_streaming(req, path, codec).await.map(|_| ())
+    }
+}
+
+/// Peer messages that no correct peer sends, encoded as the transport encodes messages.
+fn forged_envelopes(term: u64) -> Vec<Vec<u8>> {
+    use telegraft::raft::{AppendOutcome, Entry, Envelope, MAX_INDEX, MAX_TERM, Message, Snapshot};
+    let env = |from: u64, to: u64, term: u64, message: Message| {
+        postcard::to_allocvec(&Envelope {
+            from,
+            to,
+            term,
+            message,
+        })
+        .unwrap()
+    };
+    let accepted = |matched, durable| Message::AppendResponse {
+        read_seq: 0,
+        outcome: AppendOutcome::Accepted { matched, durable },
+    };
+    let mut out = Vec::new();
+    for to in 1..=3 {
+        for from in 1..=3 {
+            // The example: a matched index the leader never sent.
+            out.push(env(from, to, term, accepted(1 << 40, 1 << 40)));
+            out.push(env(from, to, term, accepted(3, 7)));
+            out.push(env(
+                from,
+                to,
+                term,
+                Message::Append {
+                    prev_index: u64::MAX,
+                    prev_term: term,
+                    entries: vec![Entry {
+                        index: 1,
+                        term: u64::MAX,
+                        command: None,
+                    }],
+                    commit: u64::MAX,
+                    read_seq: u64::MAX,
+                },
+            ));
+            out.push(env(
+                from,
+                to,
+                term,
+                Message::Vote {
+                    last_index: 0,
+                    last_term: term + 1,
+                },
+            ));
+            out.push(env(
+                from,
+                to,
+                MAX_TERM + 1,
+                Message::VoteResponse { granted: true },
+            ));
+            out.push(env(
+                from,
+                to,
+                1 << 60,
+                Message::PreVote {
+                    last_index: MAX_INDEX,
+                    last_term: 1,
+                },
+            ));
+            out.push(env(
+                from,
+                to,
+                term,
+                Message::InstallSnapshot {
+                    snapshot: Snapshot {
+                        index: 0,
+                        term: 5,
+                        data: vec![1, 2, 3],
+                    },
+                    read_seq: 0,
+                },
+            ));
+        }
+        out.push(env(0, to, term, accepted(1, 1)));
+        out.push(env(99, to, term, accepted(1, 1)));
+        out.push(env(1, 99, term, accepted(1, 1)));
+    }
+    out
+}
+
+/// Garbage on the Raft port of every replica (the seven zero bytes, random bytes,
+/// forged messages, bad snapshot streams) is dropped with a rate-limited warning; the
+/// replicas stay up and keep answering chat calls, and nothing they hold changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_raft_port_changes_nothing() {
+    use rand::{Rng, SeedableRng};
+
+    let cluster = Cluster::start(3);
+    let leader = cluster.leader().await;
+    let mut c = cluster.chat(leader).await;
+    let (user, chat) = setup_chat(&mut c).await;
+    let wid = |sequence| api::WriteId {
+        client_id: 11,
+        sequence,
+    };
+    send(&mut c, user, chat, "before", wid(1)).await;
+    let term = cluster.status(leader).await.unwrap().term;
+    let before = cluster.converged().await;
+
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    for id in 1..=3 {
+        let addr = cluster.addr(id).to_string();
+        // The reproduction: one batch, one message of seven zero bytes.
+        raw_raft::send(&addr, vec![vec![0u8; 7]]).await.unwrap();
+        for _ in 0..20 {
+            let batch: Vec<Vec<u8>> = (0..rng.random_range(1..50))
+                .map(|_| {
+                    let len = rng.random_range(0..64);
+                    (0..len).map(|_| rng.random()).collect()
+                })
+                .collect();
+            raw_raft::send(&addr, batch).await.unwrap();
+        }
+        raw_raft::send(&addr, forged_envelopes(term)).await.unwrap();
+        // Snapshot streams: no header, a garbage header, a header that is not a snapshot.
+        let chunk = |message: Vec<u8>| raw_raft::SnapshotChunk {
+            message,
+            data: vec![7; 1000],
+        };
+        for chunks in [
+            vec![],
+            vec![chunk(vec![0xff; 9])],
+            vec![chunk(forged_envelopes(term)[0].clone())],
+        ] {
+            let e = raw_raft::send_snapshot(&addr, chunks).await.unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        }
+    }
+
+    // Every replica is still up and serves writes and reads; the forged messages changed no
+    // one's state: the only change since is the new message.
+    for id in 1..=3 {
+        let mut c = cluster.chat(id).await;
+        send(&mut c, user, chat, &format!("after {id}"), wid(1 + id)).await;
+        assert_eq!(messages(&mut c, user, false).await.len(), 1 + id as usize);
+    }
+    let after = cluster.converged().await;
+    assert_ne!(before, after);
+    assert_eq!(cluster.nodes.running().len(), 3);
+    for id in 1..=3 {
+        let log = cluster.log(id);
+        let undecodable = log.matches("undecodable peer message").count();
+        assert!(
+            (1..=5).contains(&undecodable),
+            "node {id}: one warning per second, not one per message ({undecodable}):\n{log}"
+        );
+        assert!(log.contains("peer message dropped"), "node {id}:\n{log}");
+        assert!(!log.contains("panicked"), "node {id}:\n{log}");
+    }
+}
+
+/// Waits (bounded) for node `id` to exit on its own; returns its exit code.
+fn exit_code(cluster: &mut Cluster, id: u64) -> i32 {
+    let status = cluster
+        .nodes
+        .wait_exit(id, Duration::from_secs(10))
+        .unwrap()
+        .unwrap_or_else(|| panic!("node {id} still running: {}", cluster.log(id)));
+    status.code().expect("exited, not killed by a signal")
+}
+
+/// A replica whose core actor panics stops at once, with the fatal exit code, and stops
+/// listening; a supervisor restarting it gets it back from its durable state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_core_ends_the_process() {
+    let mut cluster = Cluster::start_with(1, &["--enable-fault-injection"]);
+    cluster.leader().await;
+    let mut c = cluster.chat(1).await;
+    let (user, chat) = setup_chat(&mut c).await;
+    let wid = api::WriteId {
+        client_id: 5,
+        sequence: 1,
+    };
+    send(&mut c, user, chat, "durable", wid).await;
+
+    cluster.nodes.signal(1, Signal::SIGUSR1).unwrap();
+    assert_eq!(exit_code(&mut cluster, 1), 70);
+    let log = cluster.log(1);
+    assert!(log.contains("the core actor panicked"), "{log}");
+    assert!(
+        std::net::TcpStream::connect(cluster.addr(1)).is_err(),
+        "nothing listens on the port any more"
+    );
+
+    cluster.restart(1);
+    cluster.leader().await;
+    let mut c = cluster.chat(1).await;
+    assert_eq!(messages(&mut c, user, false).await, vec!["durable"]);
+}
+
+/// The same for the storage writer's thread: its panic stops the process at once, even with
+/// no write waiting for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_storage_writer_ends_the_process() {
+    let mut cluster = Cluster::start_with(1, &["--enable-fault-injection"]);
+    cluster.leader().await;
+    cluster.nodes.signal(1, Signal::SIGUSR2).unwrap();
+    assert_eq!(exit_code(&mut cluster, 1), 70);
+    let log = cluster.log(1);
+    assert!(log.contains("the storage writer panicked"), "{log}");
+}
+
+/// With `--max-inflight 2`, concurrent writes beyond two at a replica are answered
+/// RESOURCE_EXHAUSTED at once, at the leader and at a follower that forwards to it; every
+/// other write succeeds, and the cluster serves normally once the burst is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_refused_with_resource_exhausted() {
+    let cluster = Cluster::start_with(3, &["--max-inflight", "2"]);
+    let leader = cluster.leader().await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let mut c = cluster.chat(leader).await;
+    let (user, chat) = setup_chat(&mut c).await;
+    for target in [leader, follower] {
+        let c = cluster.chat(target).await;
+        let content = "x".repeat(32 * 1024);
+        let calls = (0..64).map(|_| {
+            let mut c = c.clone();
+            let content = content.clone();
+            async move {
+                c.send_message(api::SendMessageRequest {
+                    user_id: user,
+                    chat_id: chat,
+                    content,
+                    sent_time: Some(time::now()),
+                    write_id: None,
+                })
+                .await
+            }
+        });
+        let results = futures_util::future::join_all(calls).await;
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        let exhausted = results
+            .iter()
+            .filter(|r| matches!(r, Err(s) if s.code() == Code::ResourceExhausted))
+            .count();
+        assert_eq!(
+            ok + exhausted,
+            results.len(),
+            "node {target}: only OK or RESOURCE_EXHAUSTED: {:?}",
+            results
+                .iter()
+                .filter_map(|r| r.as_ref().err())
+                .collect::<Vec<_>>()
+        );
+        assert!(ok >= 1, "node {target}: some writes were admitted");
+        assert!(exhausted >= 1, "node {target}: some writes were refused");
+    }
+    let mut c = cluster.chat(follower).await;
+    let wid = api::WriteId {
+        client_id: 3,
+        sequence: 1,
+    };
+    send(&mut c, user, chat, "after the burst", wid).await;
+    cluster.converged().await;
+}

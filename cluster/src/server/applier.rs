@@ -25,23 +25,24 @@ use crate::raft::{Entry, Index};
 
 /// The handle of a running applier: where to send work, and the thread to join.
 pub struct Applier {
-    tx: mpsc::Sender<ApplierMsg>,
+    tx: mpsc::SyncSender<ApplierMsg>,
     thread: JoinHandle<()>,
 }
 
 impl Applier {
     /// Starts the applier thread. `last_snapshot` is the index of the newest snapshot (the
-    /// next is taken `snapshot_every` entries after it; 0 never snapshots). `report` is
-    /// called on the applier's thread.
+    /// next is taken `snapshot_every` entries after it; 0 never snapshots). Its queue holds
+    /// at most `queue` messages. `report` is called on the applier's thread.
     pub fn spawn(
         mut store: ChatStore,
         snapshot_every: u64,
         mut last_snapshot: Index,
+        queue: usize,
         report: impl Fn(Completion) + Send + 'static,
     ) -> Applier {
-        let (tx, rx) = mpsc::channel::<ApplierMsg>();
+        let (tx, rx) = mpsc::sync_channel::<ApplierMsg>(queue);
         let thread = std::thread::Builder::new()
-            .name("applier".into())
+            .name(fatal::APPLIER_THREAD.into())
             .spawn(move || {
                 while let Ok(msg) = rx.recv() {
                     match msg {
@@ -76,7 +77,7 @@ impl Applier {
 
     /// Another sender for the applier's queue (the core actor's, and the services' for
     /// local reads).
-    pub fn sender(&self) -> mpsc::Sender<ApplierMsg> {
+    pub fn sender(&self) -> mpsc::SyncSender<ApplierMsg> {
         self.tx.clone()
     }
 

@@ -25,11 +25,14 @@ pub struct NodeConfig {
     /// Accept Admin.SetPartition (off unless asked for: it lets anyone who reaches the port
     /// cut this node off).
     pub fault_injection: bool,
+    /// Client proposals and reads inside this replica at once (including those it forwards
+    /// to the leader); one more is answered RESOURCE_EXHAUSTED without being queued.
+    pub max_inflight: usize,
 }
 
 impl NodeConfig {
     /// A configuration with the defaults: 10 ms ticks, a snapshot every 10,000 entries,
-    /// 64 MiB log segments, no fault injection.
+    /// 64 MiB log segments, no fault injection, 4,096 client requests in flight.
     pub fn new(
         id: NodeId,
         listen: SocketAddr,
@@ -46,6 +49,7 @@ impl NodeConfig {
             segment_bytes: 64 << 20,
             options: Options::default(),
             fault_injection: false,
+            max_inflight: 4096,
         }
     }
 

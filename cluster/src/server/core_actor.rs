@@ -1,17 +1,22 @@
 //! The core actor: the one task that owns the Raft core ([`crate::raft::Node`]).
 //!
-//! Everything that can change Raft state arrives through one inbox ([`CoreInput`]): peer
-//! messages, client proposals and reads (each with a oneshot for the answer), completions
-//! from the storage writer and the applier, status requests; plus a 10 ms tick. The actor
-//! handles whatever is queued (up to a bound), then drains the core's outputs once, so a
-//! burst of proposals becomes one storage write and one append per follower.
+//! Everything that can change Raft state arrives through one bounded inbox ([`CoreInput`]):
+//! peer messages, client proposals and reads (each with a oneshot for the answer), status
+//! requests; plus a 10 ms tick, and the storage writer's and applier's reports through their
+//! [`Completions`] slots. The actor handles whatever is queued (up to a bound), then drains
+//! the core's outputs once, so a burst of proposals becomes one storage write and one append
+//! per follower.
+//!
+//! A peer message the core refuses ([`Node::validate`]: misaddressed, out of range, or
+//! naming what no correct peer could) is dropped with a rate-limited warning.
 //!
 //! Acting on outputs follows the core's contract ([`crate::raft`]): hard state and snapshot
 //! installs are awaited before anything later is acted on; appends go to the storage writer
-//! without waiting; messages go to per-peer senders without waiting (a full queue drops the
-//! message, which Raft tolerates); committed entries go to the applier together with the
-//! reply channels of the proposals they complete; a ready read is queued to the applier after
-//! the entries it must see.
+//! without waiting for the write (but waiting for room in its bounded queue); messages go to
+//! per-peer senders without waiting (a full queue drops the message, which Raft tolerates);
+//! committed entries go to the applier together with the reply channels of the proposals
+//! they complete (waiting for room in its queue); a ready read is queued to the applier
+//! after the entries it must see.
 //!
 //! The core is held by value, as a local of [`CoreActor::run`]: role transitions consume it
 //! and return the next one (`core = core.step(msg)`), so there is never a moment without one.
@@ -20,7 +25,7 @@
 //! spawn anything (the server's `run` owns every task and thread).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use tokio::sync::{mpsc as tmpsc, oneshot, watch};
@@ -28,20 +33,25 @@ use tokio::sync::{mpsc as tmpsc, oneshot, watch};
 use super::error::RequestError;
 use super::fatal;
 use super::mailbox::{
-    ApplierMsg, Completion, CoreInput, ProposeReply, Query, ReadReply, StorageRequest,
+    ApplierMsg, Completions, CoreInput, PanicTarget, ProposeReply, Query, ReadReply, Reported,
+    StorageRequest,
 };
+use super::throttle::Throttle;
 use crate::raft::{
     Envelope, Error as RaftError, Index, Node, NodeId, Output, ReadId, Snapshot, Term,
 };
 
 /// Most inputs handled before the outputs are drained: bounds the latency a burst adds.
 const MAX_BATCH: usize = 4096;
+/// How long the core actor sleeps before trying a full applier queue again.
+const APPLIER_RETRY: Duration = Duration::from_millis(1);
 
 /// Everything the core actor keeps besides the core itself.
 pub struct CoreActor {
-    inbox: tmpsc::UnboundedReceiver<CoreInput>,
-    storage_tx: mpsc::Sender<StorageRequest>,
-    applier_tx: mpsc::Sender<ApplierMsg>,
+    inbox: tmpsc::Receiver<CoreInput>,
+    completions: Arc<Completions>,
+    storage_tx: tmpsc::Sender<StorageRequest>,
+    applier_tx: mpsc::SyncSender<ApplierMsg>,
     peers: HashMap<NodeId, tmpsc::Sender<Envelope>>,
     tick: Duration,
     /// Proposals waiting for their entry to be applied: index -> (term, reply).
@@ -49,18 +59,22 @@ pub struct CoreActor {
     /// Linearizable reads waiting for the core to confirm them.
     reads: HashMap<ReadId, (Query, ReadReply)>,
     next_read: ReadId,
+    /// Warnings about refused peer messages and dropped sends, at most one per second each.
+    warnings: Throttle,
 }
 
 impl CoreActor {
     pub fn new(
-        inbox: tmpsc::UnboundedReceiver<CoreInput>,
-        storage_tx: mpsc::Sender<StorageRequest>,
-        applier_tx: mpsc::Sender<ApplierMsg>,
+        inbox: tmpsc::Receiver<CoreInput>,
+        completions: Arc<Completions>,
+        storage_tx: tmpsc::Sender<StorageRequest>,
+        applier_tx: mpsc::SyncSender<ApplierMsg>,
         peers: HashMap<NodeId, tmpsc::Sender<Envelope>>,
         tick: Duration,
     ) -> CoreActor {
         CoreActor {
             inbox,
+            completions,
             storage_tx,
             applier_tx,
             peers,
@@ -68,6 +82,7 @@ impl CoreActor {
             proposals: BTreeMap::new(),
             reads: HashMap::new(),
             next_read: 1,
+            warnings: Throttle::default(),
         }
     }
 
@@ -77,10 +92,12 @@ impl CoreActor {
     pub async fn run(mut self, mut core: Node, mut stop: watch::Receiver<bool>) {
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let completions = self.completions.clone();
         loop {
             tokio::select! {
                 biased;
                 _ = stop.changed() => break,
+                _ = completions.reported() => {}
                 _ = ticker.tick() => core = core.tick(),
                 msg = self.inbox.recv() => {
                     let Some(msg) = msg else { break };
@@ -93,6 +110,8 @@ impl CoreActor {
                     }
                 }
             }
+            let reported = completions.take();
+            self.completed(&mut core, reported).await;
             let outputs = core.take_outputs();
             self.act(outputs).await;
         }
@@ -104,7 +123,18 @@ impl CoreActor {
     /// Feeds one input to the core; returns the core (in its next role, if it changed).
     fn handle(&mut self, mut core: Node, msg: CoreInput) -> Node {
         match msg {
-            CoreInput::Peer(env) => return core.step(env),
+            CoreInput::Peer(env) => {
+                if let Err(e) = core.validate(&env) {
+                    self.warnings.warn(e.reason, || {
+                        format!(
+                            "peer message dropped: {e} (from {}, to {}, term {})",
+                            env.from, env.to, env.term
+                        )
+                    });
+                    return core;
+                }
+                return core.step(env);
+            }
             CoreInput::Propose { write, reply } => match core.propose(write) {
                 Ok((index, term)) => {
                     self.proposals.insert(index, (term, reply));
@@ -127,25 +157,37 @@ impl CoreActor {
                     Err(e) => unreachable!("read: {e}"),
                 }
             }
-            CoreInput::Done(Completion::Persisted { up_to }) => core.persisted(up_to),
-            CoreInput::Done(Completion::SnapshotTaken { index, data }) => {
-                if core.compact(index, data.clone()).is_ok() {
-                    let term = core.log().snapshot().term;
-                    let snapshot = Snapshot { index, term, data };
-                    if self
-                        .storage_tx
-                        .send(StorageRequest::Compact(snapshot))
-                        .is_err()
-                    {
-                        fatal::writer_stopped("a snapshot was being saved");
-                    }
-                }
-            }
             CoreInput::Status { reply } => {
                 let _ = reply.send(core.status());
             }
+            CoreInput::InjectPanic(PanicTarget::Core) => {
+                panic!("fault injection: the core actor panics")
+            }
+            CoreInput::InjectPanic(PanicTarget::StorageWriter) => {
+                if self
+                    .storage_tx
+                    .try_send(StorageRequest::InjectPanic)
+                    .is_err()
+                {
+                    tracing::warn!("fault injection: the storage writer's queue is full");
+                }
+            }
         }
         core
+    }
+
+    /// Hands the core what the storage writer and the applier reported.
+    async fn completed(&mut self, core: &mut Node, reported: Reported) {
+        if let Some(up_to) = reported.persisted {
+            core.persisted(up_to);
+        }
+        if let Some((index, data)) = reported.snapshot
+            && core.compact(index, data.clone()).is_ok()
+        {
+            let term = core.log().snapshot().term;
+            let snapshot = Snapshot { index, term, data };
+            self.storage(StorageRequest::Compact(snapshot)).await;
+        }
     }
 
     async fn act(&mut self, outputs: Vec<Output>) {
@@ -153,18 +195,22 @@ impl CoreActor {
             match output {
                 Output::HardState(hs) => {
                     let (done, wait) = oneshot::channel();
-                    self.storage(StorageRequest::HardState(hs, done));
+                    self.storage(StorageRequest::HardState(hs, done)).await;
                     if wait.await.is_err() {
                         fatal::writer_stopped("the hard state was being saved");
                     }
                 }
-                Output::Append { id, entries } => self.storage(StorageRequest::Append(id, entries)),
+                Output::Append { id, entries } => {
+                    self.storage(StorageRequest::Append(id, entries)).await
+                }
                 Output::Restore(snapshot) => self.restore(snapshot).await,
                 Output::Send(env) => {
                     if let Some(peer) = self.peers.get(&env.to)
                         && peer.try_send(env).is_err()
                     {
-                        tracing::debug!("peer queue full: message dropped");
+                        self.warnings.warn("peer queue full", || {
+                            "a message to a peer was dropped (Raft re-sends what matters)".into()
+                        });
                     }
                 }
                 Output::Apply(entries) => {
@@ -178,11 +224,11 @@ impl CoreActor {
                             }
                         }
                     }
-                    self.applier(ApplierMsg::Apply { entries, replies });
+                    self.applier(ApplierMsg::Apply { entries, replies }).await;
                 }
                 Output::ReadReady { id, .. } => {
                     if let Some((query, reply)) = self.reads.remove(&id) {
-                        self.applier(ApplierMsg::Query { query, reply });
+                        self.applier(ApplierMsg::Query { query, reply }).await;
                     }
                 }
                 Output::ReadAborted { id, leader } => {
@@ -209,12 +255,12 @@ impl CoreActor {
         let index = snapshot.index;
         let data = snapshot.data.clone();
         let (done, wait) = oneshot::channel();
-        self.storage(StorageRequest::Install(snapshot, done));
+        self.storage(StorageRequest::Install(snapshot, done)).await;
         if wait.await.is_err() {
             fatal::writer_stopped("a snapshot from the leader was being installed");
         }
         let (done, wait) = oneshot::channel();
-        self.applier(ApplierMsg::Restore { data, done });
+        self.applier(ApplierMsg::Restore { data, done }).await;
         if wait.await.is_err() {
             fatal::applier_stopped("the state machine was being restored from a snapshot");
         }
@@ -227,15 +273,28 @@ impl CoreActor {
         }
     }
 
-    fn storage(&self, req: StorageRequest) {
-        if self.storage_tx.send(req).is_err() {
+    /// Queues a request for the storage writer, waiting for room in its queue.
+    async fn storage(&self, req: StorageRequest) {
+        if self.storage_tx.send(req).await.is_err() {
             fatal::writer_stopped("the core actor was queueing a write");
         }
     }
 
-    fn applier(&self, msg: ApplierMsg) {
-        if self.applier_tx.send(msg).is_err() {
-            fatal::applier_stopped("the core actor was queueing work for it");
+    /// Queues work for the applier, waiting for room in its queue. The applier's queue is a
+    /// std channel (its thread blocks on it), so the wait is a short sleep between tries
+    /// rather than a blocked executor thread; it only happens under overload.
+    async fn applier(&self, mut msg: ApplierMsg) {
+        loop {
+            match self.applier_tx.try_send(msg) {
+                Ok(()) => return,
+                Err(mpsc::TrySendError::Full(m)) => {
+                    msg = m;
+                    tokio::time::sleep(APPLIER_RETRY).await;
+                }
+                Err(mpsc::TrySendError::Disconnected(_)) => {
+                    fatal::applier_stopped("the core actor was queueing work for it")
+                }
+            }
         }
     }
 }

@@ -60,6 +60,10 @@ pub enum RequestError {
     PartitionedPeer,
     #[error("fault injection is disabled: start the node with --enable-fault-injection")]
     FaultInjectionDisabled,
+    /// The replica has `--max-inflight` requests in progress (or a full queue): this one was
+    /// not queued. Retry later, or elsewhere.
+    #[error("overloaded: too many requests in progress on this replica")]
+    Overloaded,
     /// A peer sent bytes that are not a Raft message.
     #[error("{0}")]
     BadPeerMessage(String),
@@ -87,6 +91,7 @@ impl From<RequestError> for Status {
                 Status::deadline_exceeded(e.to_string())
             }
             RequestError::FaultInjectionDisabled => Status::permission_denied(e.to_string()),
+            RequestError::Overloaded => Status::resource_exhausted(e.to_string()),
             RequestError::BadPeerMessage(m) => Status::invalid_argument(m),
             RequestError::Internal(m) => Status::internal(m),
         }
@@ -131,5 +136,7 @@ mod tests {
             code(RequestError::FaultInjectionDisabled),
             Code::PermissionDenied
         );
+        // Overload: refused at once, nothing was queued.
+        assert_eq!(code(RequestError::Overloaded), Code::ResourceExhausted);
     }
 }

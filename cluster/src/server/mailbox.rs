@@ -13,14 +13,42 @@
 //!   the actor that fails it to the service that maps it to a gRPC status.
 //! - The storage writer and the applier report back with a [`Completion`], not with the core
 //!   actor's own input type: they know what they finished, not who listens.
+//!
+//! # Every queue is bounded
+//!
+//! | queue | bound | when full |
+//! |---|---|---|
+//! | core inbox ([`CoreSender`]) | `--max-inflight` + [`PEER_INPUTS`] | clients: RESOURCE_EXHAUSTED; a peer message is dropped (Raft re-sends) |
+//! | completions ([`Completions`]) | one slot per kind | a newer report replaces an older one (each covers the ones before) |
+//! | storage writer | [`STORAGE_QUEUE`] requests | the core actor waits for room |
+//! | applier | `2 x --max-inflight` + [`APPLIER_SLACK`] messages | the core actor waits for room; a local read is refused |
+//! | peer sender | `peer::QUEUE` messages | the message is dropped (Raft re-sends) |
+//!
+//! A client request takes a slot of `--max-inflight` before it queues anywhere, and keeps it
+//! until it is answered, so client work never exceeds that bound. The core actor waiting for
+//! the storage writer or the applier is the backpressure that stops a slow disk or a slow
+//! follower's SQLite from queueing without end: while it waits, its inbox fills and new
+//! client requests are refused at once. Nothing waits on the core actor in return (the
+//! writer and the applier report through [`Completions`], which never blocks), so the waits
+//! cannot form a cycle.
 
-use tokio::sync::oneshot;
+use std::sync::Mutex;
+
+use tokio::sync::{Notify, mpsc as tmpsc, oneshot};
 
 use super::error::RequestError;
 use crate::chat::Outcome;
 /// Reads of the chat state are the state machine's own types (`chat/query.rs`).
 pub use crate::chat::{Query, QueryOutput};
 use crate::raft::{AppendId, Entry, Envelope, HardState, Index, Snapshot, Status};
+
+/// Room in the core inbox beyond the client requests, for peer messages and status calls.
+pub const PEER_INPUTS: usize = 8192;
+/// Storage requests queued before the core actor waits for the writer.
+pub const STORAGE_QUEUE: usize = 1024;
+/// Applier room beyond two messages per admitted client request (the reply's apply batch and
+/// a read), for the applies a follower receives and status digests.
+pub const APPLIER_SLACK: usize = 1024;
 
 /// The answer to a proposed write: what it created, or why it failed.
 pub type ProposeReply = oneshot::Sender<Result<Outcome, RequestError>>;
@@ -43,8 +71,100 @@ pub enum CoreInput {
     Status {
         reply: oneshot::Sender<Status>,
     },
-    /// The storage writer or the applier finished something.
-    Done(Completion),
+    /// Fault injection (only with `--enable-fault-injection`): make an actor panic, to show
+    /// that the process then stops.
+    InjectPanic(PanicTarget),
+}
+
+/// Which actor [`CoreInput::InjectPanic`] makes panic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PanicTarget {
+    Core,
+    StorageWriter,
+}
+
+/// The sending side of the core actor's bounded inbox. It never waits: a full inbox is an
+/// overloaded replica, and the caller is told so at once.
+#[derive(Clone, Debug)]
+pub struct CoreSender {
+    tx: tmpsc::Sender<CoreInput>,
+}
+
+/// The core actor's inbox, for `capacity` inputs.
+pub fn core_inbox(capacity: usize) -> (CoreSender, tmpsc::Receiver<CoreInput>) {
+    let (tx, rx) = tmpsc::channel(capacity);
+    (CoreSender { tx }, rx)
+}
+
+impl CoreSender {
+    /// Queues `input`: [`RequestError::Overloaded`] when the inbox is full,
+    /// [`RequestError::Stopped`] when the core actor is gone.
+    pub fn send(&self, input: CoreInput) -> Result<(), RequestError> {
+        self.tx.try_send(input).map_err(|e| match e {
+            tmpsc::error::TrySendError::Full(_) => RequestError::Overloaded,
+            tmpsc::error::TrySendError::Closed(_) => RequestError::Stopped,
+        })
+    }
+}
+
+impl std::fmt::Debug for CoreInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CoreInput::Peer(_) => "Peer",
+            CoreInput::Propose { .. } => "Propose",
+            CoreInput::Read { .. } => "Read",
+            CoreInput::Status { .. } => "Status",
+            CoreInput::InjectPanic(_) => "InjectPanic",
+        })
+    }
+}
+
+/// Where the storage writer and the applier report to the core actor. Each kind of report
+/// has one slot, and a newer report replaces the one before: `Persisted{up_to}` covers
+/// every earlier append, and only the newest snapshot is worth compacting to. So reporting
+/// never blocks and never queues, whatever the core actor is doing.
+#[derive(Debug, Default)]
+pub struct Completions {
+    slots: Mutex<Reported>,
+    notify: Notify,
+}
+
+/// What was reported since the core actor last looked.
+#[derive(Debug, Default)]
+pub struct Reported {
+    pub persisted: Option<AppendId>,
+    pub snapshot: Option<(Index, Vec<u8>)>,
+}
+
+impl Completions {
+    /// Records a report and wakes the core actor.
+    pub fn report(&self, done: Completion) {
+        {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            match done {
+                Completion::Persisted { up_to } => {
+                    slots.persisted = Some(slots.persisted.map_or(up_to, |p| p.max(up_to)));
+                }
+                Completion::SnapshotTaken { index, data } => {
+                    if slots.snapshot.as_ref().is_none_or(|(i, _)| *i < index) {
+                        slots.snapshot = Some((index, data));
+                    }
+                }
+            }
+        }
+        self.notify.notify_one();
+    }
+
+    /// Takes what was reported since the last call.
+    pub fn take(&self) -> Reported {
+        std::mem::take(&mut *self.slots.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Completes once something was reported since the last wake-up (at once if it was
+    /// reported while nobody waited).
+    pub async fn reported(&self) {
+        self.notify.notified().await;
+    }
 }
 
 /// What the storage writer and the applier report to the core actor.
@@ -68,6 +188,8 @@ pub enum StorageRequest {
     /// A snapshot from the leader: save it and replace the whole log; answered on the
     /// oneshot once durable.
     Install(Snapshot, oneshot::Sender<()>),
+    /// Fault injection: the writer thread panics (see [`CoreInput::InjectPanic`]).
+    InjectPanic,
 }
 
 /// The applier's inbox. One queue for applies and queries, so a query queued after the

@@ -21,11 +21,21 @@
 //! | `error` | `ServerError`, `RequestError` and the one mapping to gRPC codes |
 //! | `fatal` | the one way a running replica stops itself (exit code 70) |
 //! | `fault`, `config` | the partition hook; the startup configuration |
+//! | `throttle` | rate-limited warnings for what remote senders control |
 //!
 //! [`run`] goes through four phases: recover the durable state, start the actors, serve
 //! until the shutdown signal, then stop and join everything it started (mini-redis style:
 //! one stop notice, every task and thread joined, nothing left running when it returns).
 //! See `cluster/ARCHITECTURE.md` for the messages and the reasoning.
+//!
+//! Two rules keep a replica that is in trouble from lingering:
+//! - **A dead actor ends the process** (`fatal.rs`): the core actor and the peer senders
+//!   are supervised tasks, the storage writer and the applier threads a panic hook knows by
+//!   name. Any of them dying stops the process with exit code 70 at once, so no replica keeps
+//!   its port open without its core; a supervisor restarts it from durable state.
+//! - **Memory is bounded under overload** (`mailbox.rs` lists every queue and its bound):
+//!   at most `--max-inflight` client requests are inside a replica at once, and the one
+//!   past that is answered RESOURCE_EXHAUSTED without being queued.
 
 mod applier;
 mod config;
@@ -37,19 +47,20 @@ mod mailbox;
 mod peer;
 mod service;
 mod storage_writer;
+mod throttle;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
 use rand::SeedableRng;
-use tokio::sync::{mpsc as tmpsc, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use self::applier::Applier;
 use self::core_actor::CoreActor;
 use self::fault::FaultHook;
-use self::mailbox::CoreInput;
+use self::mailbox::{APPLIER_SLACK, Completions, CoreInput, CoreSender, PEER_INPUTS, PanicTarget};
 use crate::chat::ChatStore;
 use crate::proto;
 use crate::raft::{Node, NodeId, Restored};
@@ -73,6 +84,7 @@ pub async fn run(
         )));
     }
     let recovered = recover(&config)?;
+    fatal::stop_on_actor_thread_panic();
     let (stop_tx, stop_rx) = watch::channel(false);
     let replica = Replica::start(&config, recovered, stop_rx);
     // The signal stops the gRPC server and the actors at once, as one notice.
@@ -117,11 +129,11 @@ fn recover(config: &NodeConfig) -> Result<Recovered, ServerError> {
 
 /// Every actor of a running replica, and what it takes to stop them.
 struct Replica {
-    core_tx: tmpsc::UnboundedSender<CoreInput>,
-    core: JoinHandle<()>,
+    core_tx: CoreSender,
+    /// The core actor, the peer senders and the fault-injection listener, each supervised.
+    tasks: JoinSet<()>,
     writer: StorageWriter,
     applier: Applier,
-    peers: JoinSet<()>,
     faults: Arc<FaultHook>,
 }
 
@@ -134,27 +146,25 @@ impl Replica {
             store,
             restored,
         } = recovered;
-        let (core_tx, inbox) = tmpsc::unbounded_channel();
-        let report = |core_tx: tmpsc::UnboundedSender<CoreInput>| {
-            move |done| {
-                let _ = core_tx.send(CoreInput::Done(done));
-            }
-        };
-        let writer = StorageWriter::spawn(storage, report(core_tx.clone()));
+        let (core_tx, inbox) = mailbox::core_inbox(config.max_inflight + PEER_INPUTS);
+        let completions = Arc::new(Completions::default());
+        let report = |completions: Arc<Completions>| move |done| completions.report(done);
+        let writer = StorageWriter::spawn(storage, report(completions.clone()));
         let last_snapshot = restored.snapshot.index.max(restored.applied);
         let applier = Applier::spawn(
             store,
             config.snapshot_every,
             last_snapshot,
-            report(core_tx.clone()),
+            2 * config.max_inflight + APPLIER_SLACK,
+            report(completions.clone()),
         );
-        let mut peers = JoinSet::new();
+        let mut tasks = JoinSet::new();
         let peer_txs: HashMap<NodeId, _> = config
             .other_peers()
             .map(|(id, addr)| {
                 (
                     id,
-                    peer::spawn(id, addr.to_string(), stop.clone(), &mut peers),
+                    peer::spawn(id, addr.to_string(), stop.clone(), &mut tasks),
                 )
             })
             .collect();
@@ -169,33 +179,37 @@ impl Replica {
         );
         let actor = CoreActor::new(
             inbox,
+            completions,
             writer.sender(),
             applier.sender(),
             peer_txs,
             config.tick,
         );
-        let core = tokio::spawn(actor.run(core, stop));
+        tasks.spawn(fatal::supervise(
+            "core actor",
+            stop.clone(),
+            actor.run(core, stop.clone()),
+        ));
+        if config.fault_injection {
+            tasks.spawn(inject_panics_on_signals(core_tx.clone(), stop));
+        }
         Replica {
             core_tx,
-            core,
+            tasks,
             writer,
             applier,
-            peers,
             faults: Arc::new(FaultHook::new(config.fault_injection)),
         }
     }
 
-    /// Phase 4: waits for every actor, in the order their inputs close. The core actor first
-    /// (it stops at the notice and drops its senders), then the peer senders (their queues
-    /// are closed), then the applier (after what is queued) and the storage writer (its only
-    /// other sender was the core actor).
+    /// Phase 4: waits for every actor, in the order their inputs close. The tasks first: the
+    /// core actor stops at the notice and drops its senders, the peer senders at the notice
+    /// or when their queues close. Then the applier (after what is queued) and the storage
+    /// writer (its only other sender was the core actor).
     async fn join(mut self) {
-        if let Err(e) = self.core.await {
-            tracing::error!("core actor failed: {e}");
-        }
-        while let Some(r) = self.peers.join_next().await {
+        while let Some(r) = self.tasks.join_next().await {
             if let Err(e) = r {
-                tracing::error!("peer sender failed: {e}");
+                tracing::error!("an actor task failed: {e}");
             }
         }
         let (applier, writer) = (self.applier, self.writer);
@@ -222,6 +236,32 @@ impl Replica {
     }
 }
 
+/// Fault injection for the real-process tests of "a dead actor ends the process": with
+/// `--enable-fault-injection`, SIGUSR1 makes the core actor panic and SIGUSR2 the storage
+/// writer. (Without the flag the signals keep their default action, which also ends the
+/// process.)
+async fn inject_panics_on_signals(core_tx: CoreSender, mut stop: watch::Receiver<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut usr1), Ok(mut usr2)) = (
+        signal(SignalKind::user_defined1()),
+        signal(SignalKind::user_defined2()),
+    ) else {
+        tracing::warn!("fault injection: cannot listen for SIGUSR1/SIGUSR2");
+        return;
+    };
+    loop {
+        let target = tokio::select! {
+            _ = stop.changed() => return,
+            _ = usr1.recv() => PanicTarget::Core,
+            _ = usr2.recv() => PanicTarget::StorageWriter,
+        };
+        tracing::warn!("fault injection: making the {target:?} actor panic");
+        if let Err(e) = core_tx.send(CoreInput::InjectPanic(target)) {
+            tracing::warn!("fault injection: {e}");
+        }
+    }
+}
+
 /// Phase 3: serves Chat, Raft and Admin (and reflection) until `signal` completes, then
 /// lets in-flight calls finish.
 async fn serve(
@@ -234,11 +274,9 @@ async fn serve(
         replica.applier.sender(),
         config.peers.clone(),
         replica.faults.clone(),
+        config.max_inflight,
     );
-    let raft = service::RaftService {
-        core_tx: replica.core_tx.clone(),
-        faults: replica.faults.clone(),
-    };
+    let raft = service::RaftService::new(replica.core_tx.clone(), replica.faults.clone());
     let admin = service::AdminService {
         core_tx: replica.core_tx.clone(),
         applier_tx: replica.applier.sender(),

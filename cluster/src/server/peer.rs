@@ -5,7 +5,14 @@
 //!
 //! Every task is tracked: the sender task lives in the server's `JoinSet`, and the RPCs it
 //! has in flight live in the sender's own `JoinSet`, which it cancels and joins when it
-//! stops (an unsent Raft message is a lost message, which Raft tolerates).
+//! stops (an unsent Raft message is a lost message, which Raft tolerates). The sender task
+//! is supervised ([`fatal::supervise`]): if it panics or ends before the stop notice, the
+//! process stops, since a replica that can no longer reach a peer would never say so.
+//!
+//! Bounds: the queue holds at most [`QUEUE`] messages (then the core actor drops, and Raft
+//! re-sends); at most [`IN_FLIGHT`] batches and one snapshot stream are in flight; every RPC
+//! has a timeout ([`RPC_TIMEOUT`], [`SNAPSHOT_TIMEOUT`]), so a black-holed peer cannot hold
+//! the sender forever.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,11 +21,16 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tonic::transport::{Channel, Endpoint};
 
+use super::fatal;
 use crate::proto::raft::{MessageBatch, SnapshotChunk, raft_client::RaftClient};
 use crate::raft::{Envelope, Message, NodeId};
 
 /// Queue length per peer before the core actor starts dropping messages to it.
-const QUEUE: usize = 8192;
+pub const QUEUE: usize = 8192;
+/// How long one batch RPC may take.
+const RPC_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one snapshot stream may take, from the first chunk to the answer.
+pub const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Most messages in one RPC.
 const MAX_BATCH: usize = 1024;
 /// Batches in flight at once per peer.
@@ -35,7 +47,8 @@ pub fn spawn(
     tasks: &mut JoinSet<()>,
 ) -> mpsc::Sender<Envelope> {
     let (tx, rx) = mpsc::channel::<Envelope>(QUEUE);
-    tasks.spawn(async move {
+    let stopping = stop.clone();
+    tasks.spawn(fatal::supervise("peer sender", stopping, async move {
         let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
             Ok(e) => e
                 .connect_timeout(Duration::from_millis(500))
@@ -51,7 +64,7 @@ pub fn spawn(
         let mut in_flight = JoinSet::new();
         send_loop(id, client, rx, stop, &mut in_flight).await;
         in_flight.shutdown().await;
-    });
+    }));
     tx
 }
 
@@ -97,7 +110,7 @@ async fn send_loop(
                 .await
                 .expect("semaphore open");
             let mut req = tonic::Request::new(MessageBatch { messages });
-            req.set_timeout(Duration::from_secs(2));
+            req.set_timeout(RPC_TIMEOUT);
             let mut c = client.clone();
             // Forget the RPCs already finished, so the set holds only what is in flight.
             while in_flight.try_join_next().is_some() {}
@@ -113,30 +126,37 @@ async fn send_loop(
     }
 }
 
-/// Streams an InstallSnapshot message in chunks of at most [`SNAPSHOT_CHUNK`] bytes.
+/// Streams an InstallSnapshot message in chunks of at most [`SNAPSHOT_CHUNK`] bytes, cut
+/// from the snapshot as the stream is read (no second copy of it), within
+/// [`SNAPSHOT_TIMEOUT`].
 async fn send_snapshot(client: &mut RaftClient<Channel>, id: NodeId, mut env: Envelope) {
     let Message::InstallSnapshot { snapshot, .. } = &mut env.message else {
         return;
     };
-    let data = std::mem::take(&mut snapshot.data);
+    let data = Arc::new(std::mem::take(&mut snapshot.data));
     let header = postcard::to_allocvec(&env).expect("messages encode");
-    let mut chunks: Vec<SnapshotChunk> = data
-        .chunks(SNAPSHOT_CHUNK)
-        .map(|c| SnapshotChunk {
-            message: Vec::new(),
-            data: c.to_vec(),
-        })
-        .collect();
-    if chunks.is_empty() {
-        chunks.push(SnapshotChunk::default());
-    }
-    chunks[0].message = header;
-    let n = chunks.len();
-    match client.send_snapshot(tokio_stream::iter(chunks)).await {
-        Ok(_) => tracing::info!(peer = id, bytes = data.len(), chunks = n, "snapshot sent"),
-        Err(status) => {
+    let bytes = data.len();
+    let n = bytes.div_ceil(SNAPSHOT_CHUNK).max(1);
+    let chunks = (0..n).map({
+        let data = data.clone();
+        move |k| {
+            let start = k * SNAPSHOT_CHUNK;
+            let end = (start + SNAPSHOT_CHUNK).min(data.len());
+            SnapshotChunk {
+                message: if k == 0 { header.clone() } else { Vec::new() },
+                data: data[start.min(end)..end].to_vec(),
+            }
+        }
+    });
+    let mut req = tonic::Request::new(tokio_stream::iter(chunks));
+    req.set_timeout(SNAPSHOT_TIMEOUT);
+    let sent = tokio::time::timeout(SNAPSHOT_TIMEOUT, client.send_snapshot(req)).await;
+    match sent {
+        Ok(Ok(_)) => tracing::info!(peer = id, bytes, chunks = n, "snapshot sent"),
+        Ok(Err(status)) => {
             tracing::warn!(peer = id, "snapshot send failed: {}", status.message());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        Err(_) => tracing::warn!(peer = id, "snapshot send timed out"),
     }
 }

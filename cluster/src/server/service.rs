@@ -5,19 +5,28 @@
 //! again); while no leader is known the request waits a bounded time for one, then fails with
 //! UNAVAILABLE. Every failure is a [`RequestError`], turned into a gRPC status by the one
 //! mapping in `error.rs` (the `?` in each handler).
+//!
+//! Admission: every chat call first takes one of `--max-inflight` slots and holds it until it
+//! is answered (a forwarded call holds it while the leader works). With none free it is
+//! answered RESOURCE_EXHAUSTED at once, so an overloaded replica queues nothing more.
+//!
+//! The Raft service takes whatever a peer sends without trusting it: bytes that do not decode,
+//! and messages the core refuses, are dropped with a rate-limited warning, and the rest of
+//! the batch goes on. A snapshot stream has a size cap and a deadline, one at a time.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc as tmpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::error::RequestError;
 use super::fault::FaultHook;
-use super::mailbox::{ApplierMsg, CoreInput, Query, QueryOutput};
+use super::mailbox::{ApplierMsg, CoreInput, CoreSender, Query, QueryOutput};
+use super::throttle::Throttle;
 use crate::chat::{Command, MessagesQuery, Outcome, SessionSeq, Write};
 use crate::proto::admin::{
     RoleKind, SetPartitionRequest, SetPartitionResponse, StatusRequest, StatusResponse,
@@ -39,11 +48,13 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct ChatService {
-    core_tx: tmpsc::UnboundedSender<CoreInput>,
-    applier_tx: mpsc::Sender<ApplierMsg>,
+    core_tx: CoreSender,
+    applier_tx: mpsc::SyncSender<ApplierMsg>,
     peer_addrs: Arc<BTreeMap<NodeId, String>>,
     clients: Arc<Mutex<HashMap<NodeId, ChatClient<Channel>>>>,
     faults: Arc<FaultHook>,
+    /// One permit per request in progress here (`--max-inflight`).
+    inflight: Arc<Semaphore>,
 }
 
 enum Route<T> {
@@ -59,6 +70,14 @@ fn session_seq(w: Option<WriteId>) -> Option<SessionSeq> {
     })
 }
 
+/// Queues work for the applier without waiting: a full queue is an overloaded replica.
+fn to_applier(tx: &mpsc::SyncSender<ApplierMsg>, msg: ApplierMsg) -> Result<(), RequestError> {
+    tx.try_send(msg).map_err(|e| match e {
+        mpsc::TrySendError::Full(_) => RequestError::Overloaded,
+        mpsc::TrySendError::Disconnected(_) => RequestError::Stopped,
+    })
+}
+
 /// Waits (bounded) for an actor's answer. No answer at all means the actor is gone.
 async fn answer<T>(rx: oneshot::Receiver<Result<T, RequestError>>) -> Result<T, RequestError> {
     match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
@@ -70,10 +89,11 @@ async fn answer<T>(rx: oneshot::Receiver<Result<T, RequestError>>) -> Result<T, 
 
 impl ChatService {
     pub fn new(
-        core_tx: tmpsc::UnboundedSender<CoreInput>,
-        applier_tx: mpsc::Sender<ApplierMsg>,
+        core_tx: CoreSender,
+        applier_tx: mpsc::SyncSender<ApplierMsg>,
         peer_addrs: BTreeMap<NodeId, String>,
         faults: Arc<FaultHook>,
+        max_inflight: usize,
     ) -> ChatService {
         ChatService {
             core_tx,
@@ -81,7 +101,16 @@ impl ChatService {
             peer_addrs: Arc::new(peer_addrs),
             clients: Arc::new(Mutex::new(HashMap::new())),
             faults,
+            inflight: Arc::new(Semaphore::new(max_inflight)),
         }
+    }
+
+    /// Admission: a slot for one request, held until it is answered, or RESOURCE_EXHAUSTED.
+    fn admit(&self) -> Result<OwnedSemaphorePermit, RequestError> {
+        self.inflight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| RequestError::Overloaded)
     }
 
     fn client(&self, leader: NodeId) -> Result<ChatClient<Channel>, RequestError> {
@@ -139,12 +168,10 @@ impl ChatService {
             ..write.clone()
         };
         let (reply, rx) = oneshot::channel();
-        self.core_tx
-            .send(CoreInput::Propose {
-                write: write.encode(),
-                reply,
-            })
-            .map_err(|_| RequestError::Stopped)?;
+        self.core_tx.send(CoreInput::Propose {
+            write: write.encode(),
+            reply,
+        })?;
         answer(rx).await
     }
 
@@ -155,23 +182,12 @@ impl ChatService {
         local: bool,
     ) -> Result<QueryOutput, RequestError> {
         let (reply, rx) = oneshot::channel();
-        let sent = if local {
-            self.applier_tx
-                .send(ApplierMsg::Query {
-                    query: query(),
-                    reply,
-                })
-                .is_ok()
+        if local {
+            let query = query();
+            to_applier(&self.applier_tx, ApplierMsg::Query { query, reply })?;
         } else {
-            self.core_tx
-                .send(CoreInput::Read {
-                    query: query(),
-                    reply,
-                })
-                .is_ok()
-        };
-        if !sent {
-            return Err(RequestError::Stopped);
+            let query = query();
+            self.core_tx.send(CoreInput::Read { query, reply })?;
         }
         answer(rx).await
     }
@@ -242,6 +258,7 @@ impl Chat for ChatService {
         &self,
         req: Request<CreateUserRequest>,
     ) -> Result<Response<CreateUserResponse>, Status> {
+        let _slot = self.admit()?;
         let fwd = forwarded(&req);
         let r = req.into_inner();
         let command = Command::CreateUser {
@@ -259,6 +276,7 @@ impl Chat for ChatService {
         &self,
         req: Request<CreateChatRequest>,
     ) -> Result<Response<CreateChatResponse>, Status> {
+        let _slot = self.admit()?;
         let fwd = forwarded(&req);
         let r = req.into_inner();
         let command = Command::CreateChat {
@@ -277,6 +295,7 @@ impl Chat for ChatService {
         &self,
         req: Request<JoinChatRequest>,
     ) -> Result<Response<JoinChatResponse>, Status> {
+        let _slot = self.admit()?;
         let fwd = forwarded(&req);
         let r = req.into_inner();
         let command = Command::JoinChat {
@@ -293,6 +312,7 @@ impl Chat for ChatService {
         &self,
         req: Request<SendMessageRequest>,
     ) -> Result<Response<SendMessageResponse>, Status> {
+        let _slot = self.admit()?;
         let fwd = forwarded(&req);
         let r = req.into_inner();
         let command = Command::SendMessage {
@@ -313,6 +333,7 @@ impl Chat for ChatService {
         &self,
         req: Request<GetMessagesRequest>,
     ) -> Result<Response<GetMessagesResponse>, Status> {
+        let _slot = self.admit()?;
         let fwd = forwarded(&req);
         let r = req.into_inner();
         let q = MessagesQuery {
@@ -346,6 +367,7 @@ impl Chat for ChatService {
         &self,
         req: Request<GetChatUsersRequest>,
     ) -> Result<Response<GetChatUsersResponse>, Status> {
+        let _slot = self.admit()?;
         let fwd = forwarded(&req);
         let r = req.into_inner();
         let chat_id = r.chat_id;
@@ -367,29 +389,119 @@ impl Chat for ChatService {
     }
 }
 
-/// Peer transport: decodes a batch of Raft messages into the core actor's inbox.
+/// Most snapshot data one `SendSnapshot` stream may carry; a longer stream is refused.
+pub const MAX_SNAPSHOT_BYTES: usize = 1 << 30;
+/// How long one `SendSnapshot` stream may take to arrive whole.
+pub const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Peer transport: decodes a batch of Raft messages into the core actor's inbox. Nothing a
+/// peer sends is trusted: the core validates every message ([`crate::raft::Node::validate`]);
+/// here, bytes that do not decode, snapshots outside `SendSnapshot` and messages that find
+/// the core's inbox full are dropped, each kind with a warning at most once a second.
 pub struct RaftService {
-    pub core_tx: tmpsc::UnboundedSender<CoreInput>,
-    pub faults: Arc<FaultHook>,
+    core_tx: CoreSender,
+    faults: Arc<FaultHook>,
+    warnings: Mutex<Throttle>,
+    /// One snapshot stream is received at a time (each may hold up to
+    /// [`MAX_SNAPSHOT_BYTES`] in memory).
+    snapshots: Semaphore,
 }
 
-fn bad_message(what: &str, e: postcard::Error) -> RequestError {
-    RequestError::BadPeerMessage(format!("bad {what}: {e}"))
+impl RaftService {
+    pub fn new(core_tx: CoreSender, faults: Arc<FaultHook>) -> RaftService {
+        RaftService {
+            core_tx,
+            faults,
+            warnings: Mutex::new(Throttle::default()),
+            snapshots: Semaphore::new(1),
+        }
+    }
+
+    fn warn(&self, reason: &'static str, detail: impl FnOnce() -> String) {
+        self.warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .warn(reason, detail);
+    }
+
+    /// Hands one decoded message to the core. Only a stopped core fails the call.
+    fn deliver(&self, env: Envelope) -> Result<(), RequestError> {
+        match self.core_tx.send(CoreInput::Peer(env)) {
+            Err(RequestError::Overloaded) => {
+                self.warn("core inbox full", || {
+                    "a peer message was dropped (Raft re-sends what matters)".into()
+                });
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Receives a snapshot stream: the header message, then the data, within the size cap.
+    async fn receive_snapshot(
+        &self,
+        stream: &mut tonic::Streaming<SnapshotChunk>,
+    ) -> Result<Envelope, RequestError> {
+        let bad = |m: &str| RequestError::BadPeerMessage(m.into());
+        let mut env: Option<Envelope> = None;
+        let mut data = Vec::new();
+        let mut chunks = 0;
+        while let Some(chunk) = stream
+            .message()
+            .await
+            .map_err(|s| bad(&format!("snapshot stream: {}", s.message())))?
+        {
+            if env.is_none() {
+                let e: Envelope = postcard::from_bytes(&chunk.message)
+                    .map_err(|e| bad(&format!("bad snapshot header: {e}")))?;
+                if self.faults.is_blocked(e.from) {
+                    return Err(RequestError::PartitionedPeer);
+                }
+                env = Some(e);
+            }
+            if data.len() + chunk.data.len() > MAX_SNAPSHOT_BYTES {
+                return Err(bad(&format!(
+                    "snapshot larger than {MAX_SNAPSHOT_BYTES} bytes"
+                )));
+            }
+            data.extend_from_slice(&chunk.data);
+            chunks += 1;
+        }
+        let mut env = env.ok_or_else(|| bad("empty snapshot stream"))?;
+        let RaftMessage::InstallSnapshot { snapshot, .. } = &mut env.message else {
+            return Err(bad("not an InstallSnapshot message"));
+        };
+        tracing::info!(bytes = data.len(), chunks, "snapshot received");
+        snapshot.data = data;
+        Ok(env)
+    }
 }
 
 #[tonic::async_trait]
 impl Raft for RaftService {
     async fn send(&self, req: Request<MessageBatch>) -> Result<Response<SendResponse>, Status> {
         for bytes in req.into_inner().messages {
-            let env: Envelope =
-                postcard::from_bytes(&bytes).map_err(|e| bad_message("message", e))?;
+            let env: Envelope = match postcard::from_bytes(&bytes) {
+                Ok(env) => env,
+                Err(e) => {
+                    self.warn("undecodable peer message", || {
+                        format!("dropped {} bytes: {e}", bytes.len())
+                    });
+                    continue;
+                }
+            };
+            // Snapshots travel on their own stream, where their size is capped.
+            if matches!(env.message, RaftMessage::InstallSnapshot { .. }) {
+                self.warn("snapshot outside SendSnapshot", || {
+                    format!("dropped an InstallSnapshot from {} in a batch", env.from)
+                });
+                continue;
+            }
             // A partition (fault injection): the message is lost on the way.
             if self.faults.is_blocked(env.from) {
                 continue;
             }
-            self.core_tx
-                .send(CoreInput::Peer(env))
-                .map_err(|_| RequestError::Stopped)?;
+            self.deliver(env)?;
         }
         Ok(Response::new(SendResponse {}))
     }
@@ -398,41 +510,38 @@ impl Raft for RaftService {
         &self,
         req: Request<tonic::Streaming<SnapshotChunk>>,
     ) -> Result<Response<SendResponse>, Status> {
-        let mut stream = req.into_inner();
-        let mut env: Option<Envelope> = None;
-        let mut data = Vec::new();
-        let mut chunks = 0;
-        while let Some(chunk) = stream.message().await? {
-            if env.is_none() {
-                let e: Envelope = postcard::from_bytes(&chunk.message)
-                    .map_err(|e| bad_message("snapshot header", e))?;
-                if self.faults.is_blocked(e.from) {
-                    return Err(RequestError::PartitionedPeer.into());
-                }
-                env = Some(e);
-            }
-            data.extend_from_slice(&chunk.data);
-            chunks += 1;
-        }
-        let mut env =
-            env.ok_or_else(|| RequestError::BadPeerMessage("empty snapshot stream".into()))?;
-        let RaftMessage::InstallSnapshot { snapshot, .. } = &mut env.message else {
-            return Err(
-                RequestError::BadPeerMessage("not an InstallSnapshot message".into()).into(),
-            );
+        let Ok(_one_at_a_time) = self.snapshots.try_acquire() else {
+            return Err(Status::resource_exhausted(
+                "a snapshot is already being received",
+            ));
         };
-        tracing::info!(bytes = data.len(), chunks, "snapshot received");
-        snapshot.data = data;
-        self.core_tx
-            .send(CoreInput::Peer(env))
-            .map_err(|_| RequestError::Stopped)?;
+        let mut stream = req.into_inner();
+        let env = match tokio::time::timeout(SNAPSHOT_TIMEOUT, self.receive_snapshot(&mut stream))
+            .await
+        {
+            Ok(Ok(env)) => env,
+            Ok(Err(e)) => {
+                if let RequestError::BadPeerMessage(m) = &e {
+                    let m = m.clone();
+                    self.warn("bad snapshot stream", || m);
+                }
+                return Err(e.into());
+            }
+            Err(_) => {
+                self.warn("snapshot stream timed out", || {
+                    format!("no complete snapshot within {SNAPSHOT_TIMEOUT:?}")
+                });
+                return Err(Status::deadline_exceeded("snapshot stream timed out"));
+            }
+        };
+        self.deliver(env)?;
         Ok(Response::new(SendResponse {}))
     }
 }
 
 pub struct AdminService {
-    pub core_tx: tmpsc::UnboundedSender<CoreInput>,
-    pub applier_tx: mpsc::Sender<ApplierMsg>,
+    pub core_tx: CoreSender,
+    pub applier_tx: mpsc::SyncSender<ApplierMsg>,
     pub faults: Arc<FaultHook>,
 }
 
@@ -448,17 +557,11 @@ impl Admin for AdminService {
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let (reply, rx) = oneshot::channel();
-        self.core_tx
-            .send(CoreInput::Status { reply })
-            .map_err(|_| RequestError::Stopped)?;
+        self.core_tx.send(CoreInput::Status { reply })?;
         let s = rx.await.map_err(|_| RequestError::Stopped)?;
         let (reply, rx) = oneshot::channel();
-        self.applier_tx
-            .send(ApplierMsg::Query {
-                query: Query::Digest,
-                reply,
-            })
-            .map_err(|_| RequestError::Stopped)?;
+        let query = Query::Digest;
+        to_applier(&self.applier_tx, ApplierMsg::Query { query, reply })?;
         let Ok(Ok(QueryOutput::Digest {
             applied_index,
             digest,

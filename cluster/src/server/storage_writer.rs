@@ -1,6 +1,9 @@
 //! The storage-writer actor: a dedicated thread that owns the Raft storage and does group
 //! commit.
 //!
+//! Its queue is bounded ([`STORAGE_QUEUE`] requests): when the disk falls behind, the core
+//! actor waits for room, which is what stops a slow disk from queueing entries without end.
+//!
 //! It blocks for one request, then takes every request already queued, performs them in
 //! order, and issues a single fdatasync for all the appends among them. Only then does it
 //! report [`Completion::Persisted`]` { up_to }`, naming the last append of the batch (which
@@ -15,11 +18,12 @@
 //! Must not: know who listens to its reports (it calls the `report` function it was given),
 //! or touch the state machine.
 
-use std::sync::mpsc;
 use std::thread::JoinHandle;
 
+use tokio::sync::mpsc;
+
 use super::fatal;
-use super::mailbox::{Completion, StorageRequest};
+use super::mailbox::{Completion, STORAGE_QUEUE, StorageRequest};
 use crate::raft::{AppendId, Entry};
 use crate::storage::{RaftStorage, StorageError};
 
@@ -54,19 +58,21 @@ pub struct StorageWriter {
 
 impl StorageWriter {
     /// Starts the writer thread on `storage`. `report` is called on that thread after each
-    /// fdatasync of appends.
+    /// fdatasync of appends; it must not block.
     pub fn spawn(
         mut storage: RaftStorage,
         report: impl Fn(Completion) + Send + 'static,
     ) -> StorageWriter {
-        let (tx, rx) = mpsc::channel::<StorageRequest>();
+        let (tx, mut rx) = mpsc::channel::<StorageRequest>(STORAGE_QUEUE);
         let thread = std::thread::Builder::new()
-            .name("storage-writer".into())
+            .name(fatal::STORAGE_WRITER_THREAD.into())
             .spawn(move || {
                 let mut stats = WriterStats::default();
-                while let Ok(first) = rx.recv() {
+                while let Some(first) = rx.blocking_recv() {
                     let mut batch = vec![first];
-                    batch.extend(rx.try_iter());
+                    while let Ok(more) = rx.try_recv() {
+                        batch.push(more);
+                    }
                     match run_batch(&mut storage, batch, &mut stats) {
                         Ok(Some(up_to)) => report(Completion::Persisted { up_to }),
                         Ok(None) => {}
@@ -85,9 +91,14 @@ impl StorageWriter {
     }
 
     /// Queues entries to append as append `id`; completion is reported after the fdatasync.
-    /// Ids must grow: the writer reports only the last of a batch.
+    /// Ids must grow: the writer reports only the last of a batch. Waits while the queue is
+    /// full, so it is for threads, not async tasks (the benchmarks use it).
     pub fn append(&self, id: AppendId, entries: Vec<Entry>) {
-        if self.tx.send(StorageRequest::Append(id, entries)).is_err() {
+        if self
+            .tx
+            .blocking_send(StorageRequest::Append(id, entries))
+            .is_err()
+        {
             fatal::writer_stopped("appends were still being queued");
         }
     }
@@ -126,6 +137,7 @@ fn run_batch(
                 storage.install_snapshot(&snapshot)?;
                 let _ = done.send(());
             }
+            StorageRequest::InjectPanic => panic!("fault injection: the storage writer panics"),
         }
     }
     if last.is_some() {
@@ -143,7 +155,7 @@ mod tests {
     fn reports_each_batch_once_and_counts_it() {
         let dir = tempfile::tempdir().unwrap();
         let (storage, _) = RaftStorage::open(dir.path(), 1 << 20).unwrap();
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = std::sync::mpsc::channel();
         let writer = StorageWriter::spawn(storage, move |c| tx.send(c).unwrap());
         let entry = |index| Entry {
             index,
