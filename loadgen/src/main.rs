@@ -62,7 +62,7 @@ enum Cmd {
         #[arg(long)]
         print: bool,
     },
-    /// Print the JSON Schema of summary.json (checked in as results/summary.schema.json).
+    /// Print the JSON Schema of summary.json (checked in as loadgen/summary.schema.json).
     Schema,
 }
 

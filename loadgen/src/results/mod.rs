@@ -364,15 +364,15 @@ mod tests {
         assert!(run.path().join(files::ELLE).is_file());
     }
 
-    /// The checked-in `results/summary.schema.json` is the schema of [`Summary`]: when the
-    /// types change, regenerate it with `loadgen schema > results/summary.schema.json`.
+    /// The checked-in `loadgen/summary.schema.json` is the schema of [`Summary`]: when the
+    /// types change, regenerate it with `loadgen schema > loadgen/summary.schema.json`.
     #[test]
     fn the_checked_in_schema_is_the_summary_types_schema() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/summary.schema.json");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("summary.schema.json");
         let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(
             checked_in == schema(),
-            "{} is stale: run `loadgen schema > results/summary.schema.json`",
+            "{} is stale: run `loadgen schema > loadgen/summary.schema.json`",
             path.display()
         );
     }

@@ -1,6 +1,6 @@
 //! `summary.json`: one run in one document, as typed structs. The JSON Schema of the file is
 //! generated from these types ([`schema`], `loadgen schema`, checked in as
-//! `results/summary.schema.json` and compared in tests), so the contract cannot drift from
+//! `loadgen/summary.schema.json` and compared in tests), so the contract cannot drift from
 //! the code silently.
 //!
 //! Latencies are in milliseconds with microsecond resolution. `latency_ms` is measured from
@@ -386,7 +386,7 @@ pub fn evaluate_slos(scenario: &Scenario, ops: &BTreeMap<String, OpResult>) -> V
 }
 
 /// The JSON Schema of `summary.json`, generated from [`Summary`], as the checked-in
-/// `results/summary.schema.json` holds it (pretty, with a final newline).
+/// `loadgen/summary.schema.json` holds it (pretty, with a final newline).
 pub fn schema() -> String {
     let schema = schemars::schema_for!(Summary);
     serde_json::to_string_pretty(&schema).expect("a schema serializes") + "\n"
