@@ -6,10 +6,15 @@
 //!   with N concurrent writers, each waiting for its own entry to be durable.
 //! - `cluster --replicas R --clients C`: SendMessage throughput and latency through a real
 //!   local cluster of `telegraft node` processes, C clients each with one request in flight.
+//! - `overload --rate N`: SendMessage offered at N calls a second whatever the answers (an
+//!   open loop), to the leader of a local cluster; every second, each replica's RSS and the
+//!   calls admitted and refused; at the end, the latency of the admitted calls, the count of
+//!   RESOURCE_EXHAUSTED, and how far each replica's RSS moved after the warm-up.
 //!
 //! Figures go in cluster/README.md with the command that produced them. These are
 //! benchmarks, not tests: nothing here asserts a timing.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -62,6 +67,29 @@ enum Cmd {
         #[arg(long, default_value_t = 27100)]
         base_port: u16,
     },
+    /// SendMessage offered at a fixed rate (open loop) beyond what the cluster keeps: RSS of
+    /// each replica per second, p99 of the admitted calls, RESOURCE_EXHAUSTED count.
+    Overload {
+        #[arg(long, default_value_t = 3)]
+        replicas: u64,
+        /// Calls offered per second, answered or not.
+        #[arg(long)]
+        rate: u64,
+        /// gRPC connections the calls are spread over.
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        /// Message content bytes.
+        #[arg(long, default_value_t = 128)]
+        message_bytes: usize,
+        /// `--max-inflight` for every replica (default: the replica's own default).
+        #[arg(long)]
+        max_inflight: Option<usize>,
+        /// Seconds of warm-up: RSS afterwards is compared with RSS at this second.
+        #[arg(long, default_value_t = 10)]
+        warmup: u64,
+        #[arg(long, default_value_t = 27200)]
+        base_port: u16,
+    },
 }
 
 fn main() -> Result<()> {
@@ -94,6 +122,28 @@ fn main() -> Result<()> {
                 base_port,
                 secs,
             ))
+        }
+        Cmd::Overload {
+            replicas,
+            rate,
+            connections,
+            message_bytes,
+            max_inflight,
+            warmup,
+            base_port,
+        } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            let load = Overload {
+                replicas,
+                rate,
+                connections: connections.max(1),
+                message_bytes,
+                max_inflight,
+                warmup: Duration::from_secs(warmup),
+                base_port,
+                secs,
+            };
+            rt.block_on(overload(&tmp, load))
         }
     }
 }
@@ -295,6 +345,251 @@ async fn cluster(
             ms(0.99),
             h.max() as f64 / 1000.0,
             errors.load(Ordering::Relaxed)
+        );
+    }
+    drop(procs);
+    Ok(())
+}
+
+/// What `telegraft-bench overload` offers.
+struct Overload {
+    replicas: u64,
+    rate: u64,
+    connections: usize,
+    message_bytes: usize,
+    max_inflight: Option<usize>,
+    warmup: Duration,
+    base_port: u16,
+    secs: Duration,
+}
+
+/// Calls outstanding in the load generator itself before it skips a scheduled call (and
+/// counts it): keeps the generator's own memory bounded if the cluster stops answering.
+const CLIENT_OUTSTANDING: u64 = 200_000;
+
+/// Counts shared by the calls in flight and the per-second sampler.
+#[derive(Default)]
+struct Counts {
+    offered: AtomicU64,
+    ok: AtomicU64,
+    exhausted: AtomicU64,
+    other: AtomicU64,
+    skipped: AtomicU64,
+    outstanding: AtomicU64,
+}
+
+/// A process's resident set size in bytes, from /proc (Linux).
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+async fn overload(dir: &std::path::Path, load: Overload) -> Result<()> {
+    let exe = std::env::current_exe()?.with_file_name("telegraft");
+    if !exe.exists() {
+        bail!(
+            "{} not found: build the telegraft binary first",
+            exe.display()
+        );
+    }
+    let extra: Vec<String> = load
+        .max_inflight
+        .map(|n| vec!["--max-inflight".to_string(), n.to_string()])
+        .unwrap_or_default();
+    let procs = LocalCluster::start(&exe, load.replicas, load.base_port, dir, &extra)?;
+    let addrs: Vec<String> = procs.addrs.values().cloned().collect();
+    let leader = admin::wait_for_leader(&addrs, Duration::from_secs(20))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let ep = format!("http://{}", leader.addr);
+    let mut clients = Vec::new();
+    for _ in 0..load.connections {
+        clients.push(ChatClient::connect(ep.clone()).await?);
+    }
+    let user = clients[0]
+        .create_user(api::CreateUserRequest {
+            username: "overload".into(),
+            write_id: None,
+        })
+        .await?
+        .into_inner()
+        .user_id;
+    let chat = clients[0]
+        .create_chat(api::CreateChatRequest {
+            user_id: user,
+            chat_name: "overload".into(),
+            write_id: None,
+        })
+        .await?
+        .into_inner()
+        .chat_id;
+    let pids: BTreeMap<u64, u32> = procs
+        .addrs
+        .keys()
+        .filter_map(|id| procs.pid(*id).map(|pid| (*id, pid)))
+        .collect();
+    println!(
+        "overload: {} replicas, leader node {}, offering {} SendMessage/s for {:?} over {} connections (max-inflight {})",
+        load.replicas,
+        leader.node_id,
+        load.rate,
+        load.secs,
+        load.connections,
+        load.max_inflight
+            .map_or("replica default".to_string(), |n| n.to_string())
+    );
+
+    let counts = Arc::new(Counts::default());
+    let hist = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
+    // RSS per replica per second, sampled alongside the counts.
+    let sampler = {
+        let (counts, pids) = (counts.clone(), pids.clone());
+        let total = load.secs;
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let mut samples: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
+            let mut last = (0, 0, 0, 0);
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            for second in 1..=total.as_secs() {
+                tick.tick().await;
+                let now = (
+                    counts.offered.load(Ordering::Relaxed),
+                    counts.ok.load(Ordering::Relaxed),
+                    counts.exhausted.load(Ordering::Relaxed),
+                    counts.other.load(Ordering::Relaxed),
+                );
+                let mut rss = Vec::new();
+                for (id, pid) in &pids {
+                    let bytes = rss_bytes(*pid).unwrap_or(0);
+                    samples.entry(*id).or_default().push((second, bytes));
+                    rss.push(format!("n{id} {:>4} MB", bytes >> 20));
+                }
+                println!(
+                    "  {:>3}s offered {:>6}/s ok {:>6}/s exhausted {:>6}/s other {:>4}/s outstanding {:>6} | RSS {}",
+                    start.elapsed().as_secs(),
+                    now.0 - last.0,
+                    now.1 - last.1,
+                    now.2 - last.2,
+                    now.3 - last.3,
+                    counts.outstanding.load(Ordering::Relaxed),
+                    rss.join(", ")
+                );
+                last = now;
+            }
+            samples
+        })
+    };
+
+    let content = "m".repeat(load.message_bytes);
+    let errors: Arc<std::sync::Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let start = Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_millis(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut issued: u64 = 0;
+    loop {
+        ticker.tick().await;
+        let elapsed = start.elapsed();
+        if elapsed >= load.secs {
+            break;
+        }
+        let due = (elapsed.as_secs_f64() * load.rate as f64) as u64;
+        while issued < due {
+            issued += 1;
+            counts.offered.fetch_add(1, Ordering::Relaxed);
+            if counts.outstanding.load(Ordering::Relaxed) >= CLIENT_OUTSTANDING {
+                counts.skipped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            counts.outstanding.fetch_add(1, Ordering::Relaxed);
+            let mut c = clients[issued as usize % clients.len()].clone();
+            let (counts, hist, errors) = (counts.clone(), hist.clone(), errors.clone());
+            let req = api::SendMessageRequest {
+                user_id: user,
+                chat_id: chat,
+                content: content.clone(),
+                sent_time: None,
+                write_id: None,
+            };
+            tokio::spawn(async move {
+                let t = Instant::now();
+                match c.send_message(req).await {
+                    Ok(_) => {
+                        counts.ok.fetch_add(1, Ordering::Relaxed);
+                        let us = t.elapsed().as_micros().max(1) as u64;
+                        let _ = hist.lock().expect("lock").record(us);
+                    }
+                    Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                        counts.exhausted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(s) => {
+                        counts.other.fetch_add(1, Ordering::Relaxed);
+                        *errors
+                            .lock()
+                            .expect("lock")
+                            .entry(format!("{:?}", s.code()))
+                            .or_default() += 1;
+                    }
+                }
+                counts.outstanding.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+    }
+    let samples = sampler.await?;
+    // Let the calls still in flight finish (bounded), so every offered call is counted.
+    let drain = Instant::now();
+    while counts.outstanding.load(Ordering::Relaxed) > 0
+        && drain.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = load.secs.as_secs_f64();
+    let h = hist.lock().expect("lock").clone();
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let (offered, ok, exhausted, other, skipped) = (
+        counts.offered.load(Ordering::Relaxed),
+        counts.ok.load(Ordering::Relaxed),
+        counts.exhausted.load(Ordering::Relaxed),
+        counts.other.load(Ordering::Relaxed),
+        counts.skipped.load(Ordering::Relaxed),
+    );
+    println!(
+        "overload: offered {:.0}/s; admitted and answered {:.0}/s (p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms); RESOURCE_EXHAUSTED {exhausted} ({:.0}%); other errors {other} {:?}; skipped by the client {skipped}",
+        offered as f64 / elapsed,
+        ok as f64 / elapsed,
+        ms(0.5),
+        ms(0.99),
+        h.max() as f64 / 1000.0,
+        100.0 * exhausted as f64 / offered.max(1) as f64,
+        errors.lock().expect("lock"),
+    );
+    let warmup = load.warmup.as_secs();
+    for (id, series) in &samples {
+        let Some(&(_, base)) = series.iter().find(|(s, _)| *s == warmup.max(1)) else {
+            continue;
+        };
+        let after: Vec<u64> = series
+            .iter()
+            .filter(|(s, _)| *s >= warmup)
+            .map(|(_, b)| *b)
+            .collect();
+        let (min, max) = (
+            *after.iter().min().unwrap_or(&base),
+            *after.iter().max().unwrap_or(&base),
+        );
+        let pct = |v: u64| 100.0 * (v as f64 - base as f64) / base.max(1) as f64;
+        println!(
+            "RSS node {id}: {} MB at {warmup} s; after it min {} MB ({:+.0}%), max {} MB ({:+.0}%), last {} MB",
+            base >> 20,
+            min >> 20,
+            pct(min),
+            max >> 20,
+            pct(max),
+            series.last().map_or(0, |s| s.1 >> 20)
         );
     }
     drop(procs);

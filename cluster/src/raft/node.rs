@@ -698,16 +698,18 @@ impl RawNode<Follower> {
 
     fn install_snapshot(&mut self, snapshot: Snapshot, read_seq: ReadSeq) {
         self.role.leader_read_seq = self.role.leader_read_seq.max(read_seq);
-        if snapshot.index <= self.log.commit() {
+        let index = snapshot.index;
+        if index <= self.log.commit() {
             // Nothing new: our committed prefix already covers it.
-        } else if self.log.term(snapshot.index) == Some(snapshot.term) {
+        } else if self.log.term(index) == Some(snapshot.term) {
             // We hold the entry the snapshot ends at, so everything before it matches.
-            self.log.commit_to(snapshot.index);
+            self.log.commit_to(index);
         } else {
-            self.out.push(Output::Restore(snapshot.clone()));
+            // One copy for the log (a leader-to-be sends it on); the driver gets the original.
             self.log.install(snapshot.clone());
+            self.out.push(Output::Restore(snapshot));
         }
-        self.role.leader_match = self.role.leader_match.max(snapshot.index);
+        self.role.leader_match = self.role.leader_match.max(index);
         self.respond_accepted(read_seq);
     }
 

@@ -253,12 +253,11 @@ impl CoreActor {
             "installing a snapshot from the leader"
         );
         let index = snapshot.index;
-        let data = snapshot.data.clone();
         let (done, wait) = oneshot::channel();
         self.storage(StorageRequest::Install(snapshot, done)).await;
-        if wait.await.is_err() {
-            fatal::writer_stopped("a snapshot from the leader was being installed");
-        }
+        let Ok(Snapshot { data, .. }) = wait.await else {
+            fatal::writer_stopped("a snapshot from the leader was being installed")
+        };
         let (done, wait) = oneshot::channel();
         self.applier(ApplierMsg::Restore { data, done }).await;
         if wait.await.is_err() {

@@ -23,9 +23,13 @@
 //! | storage writer | [`STORAGE_QUEUE`] requests | the core actor waits for room |
 //! | applier | `2 x --max-inflight` + [`APPLIER_SLACK`] messages | the core actor waits for room; a local read is refused |
 //! | peer sender | `peer::QUEUE` messages | the message is dropped (Raft re-sends) |
+//! | HTTP/2 streams per connection | [`MAX_STREAMS_PER_CONNECTION`] | the client waits: its calls queue on its side |
 //!
 //! A client request takes a slot of `--max-inflight` before it queues anywhere, and keeps it
-//! until it is answered, so client work never exceeds that bound. The core actor waiting for
+//! until it is answered, so client work never exceeds that bound. The stream limit matters
+//! as much: without one (tonic's default), a client can open any number of streams on one
+//! connection, and a replica short of CPU accepts and buffers them all before any handler,
+//! admission included, gets to run (a 4x overload grew a leader past 450 MB that way). The core actor waiting for
 //! the storage writer or the applier is the backpressure that stops a slow disk or a slow
 //! follower's SQLite from queueing without end: while it waits, its inbox fills and new
 //! client requests are refused at once. Nothing waits on the core actor in return (the
@@ -42,6 +46,9 @@ use crate::chat::Outcome;
 pub use crate::chat::{Query, QueryOutput};
 use crate::raft::{AppendId, Entry, Envelope, HardState, Index, Snapshot, Status};
 
+/// HTTP/2 streams one connection may have open at a replica: bounds what the gRPC server
+/// accepts and holds before admission control sees it.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
 /// Room in the core inbox beyond the client requests, for peer messages and status calls.
 pub const PEER_INPUTS: usize = 8192;
 /// Storage requests queued before the core actor waits for the writer.
@@ -186,8 +193,8 @@ pub enum StorageRequest {
     /// A snapshot this node took: save it and drop the entries it covers.
     Compact(Snapshot),
     /// A snapshot from the leader: save it and replace the whole log; answered on the
-    /// oneshot once durable.
-    Install(Snapshot, oneshot::Sender<()>),
+    /// oneshot once durable, with the snapshot handed back (for the applier, without a copy).
+    Install(Snapshot, oneshot::Sender<Snapshot>),
     /// Fault injection: the writer thread panics (see [`CoreInput::InjectPanic`]).
     InjectPanic,
 }

@@ -288,6 +288,7 @@ async fn serve(
     let max = 256 << 20;
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .max_concurrent_streams(mailbox::MAX_STREAMS_PER_CONNECTION)
         .add_service(chat.into_server())
         .add_service(
             proto::raft::raft_server::RaftServer::new(raft)

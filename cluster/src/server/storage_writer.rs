@@ -135,7 +135,7 @@ fn run_batch(
                 // Earlier appends in this batch were written before the install replaced them;
                 // their completion is still reported (the core ignores what it superseded).
                 storage.install_snapshot(&snapshot)?;
-                let _ = done.send(());
+                let _ = done.send(snapshot);
             }
             StorageRequest::InjectPanic => panic!("fault injection: the storage writer panics"),
         }
