@@ -6,27 +6,33 @@
 //!    or take the one given with `--target` ([`crate::control`]);
 //! 3. drive it: wait for a leader every replica agrees on, create the dataset, run warm-up
 //!    and the measured load ([`crate::load`]) while faults fire and the leader is watched,
-//!    then read the final state and check the history ([`crate::history`]);
+//!    then read the final state and check the history ([`crate::history`]), unless the
+//!    scenario says `check: off`;
 //! 4. read every replica's status, stop the cluster, keep the replicas' logs and drop their
 //!    data;
 //! 5. sum the run up and write the results folder ([`crate::results`]).
 //!
-//! The cluster is stopped whatever happens in step 3.
+//! One status poller serves the whole run (at most 5 `Admin.Status` calls a second per
+//! replica). The cluster is stopped whatever happens in step 3. SIGINT and SIGTERM stop
+//! step 3 where it is (the load ends early, the final reads are skipped), and steps 4 and 5
+//! still run: the results folder is written, marked `interrupted`.
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use telegraft::admin;
 
-use crate::control::{self, FaultRecord, LeaderSeen, LeaderWatch, Replicas};
+use crate::control::{
+    self, FaultRecord, Interrupt, LeaderSeen, LeaderWatch, Replicas, StatusPoller,
+};
+use crate::exit::UsageError;
 use crate::history::{self, Report};
 use crate::load::{self, Population, RunOutput, RunPlan};
 use crate::results::{ClusterEnd, RunDir, RunFacts, Summary};
-use crate::scenario::{Action, Routing, Scenario};
+use crate::scenario::{Action, CheckMode, Routing, Scenario};
 
 /// How long a fresh cluster may take to elect its first leader.
 const FIRST_LEADER: Duration = Duration::from_secs(20);
@@ -52,8 +58,12 @@ pub struct BenchOutcome {
     pub summary: Summary,
 }
 
+/// How long a fresh look at every replica may take at the end.
+const LAST_LOOK: Duration = Duration::from_secs(5);
+
 /// Runs one benchmark and writes its results folder.
 pub async fn bench(args: BenchArgs) -> anyhow::Result<BenchOutcome> {
+    let interrupt = Interrupt::install();
     let scenario = read_scenario(&args)?;
     let started = SystemTime::now();
     let replicas = match &args.target {
@@ -64,8 +74,19 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<BenchOutcome> {
     eprintln!("loadgen: run {} -> {}", run.run_id(), run.path().display());
 
     let cluster = start_cluster(&args, &scenario, &run, replicas)?;
-    let driven = drive(&scenario, &cluster, &run, args.progress, started).await;
-    let nodes_at_end = admin::statuses(cluster.endpoints()).await;
+    let poller = Arc::new(StatusPoller::start(cluster.endpoints()));
+    let driven = drive(
+        &scenario,
+        &cluster,
+        &poller,
+        &run,
+        args.progress,
+        started,
+        &interrupt,
+    )
+    .await;
+    let nodes_at_end = poller.fresh(LAST_LOOK).await.answering();
+    poller.stop();
     let (kind, endpoints) = (cluster.kind(), cluster.endpoints().to_vec());
     if let Some(stopped) = cluster.stop(STOP_GRACE).await? {
         run.keep_node_logs(&stopped.logs)?;
@@ -91,13 +112,12 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<BenchOutcome> {
             driven.leaders,
             driven.load.measured_start,
         ),
-        check: driven.check.as_ref(),
+        check: &driven.check,
         faults: driven.faults,
+        interrupted: driven.interrupted,
     });
     run.write_history(&driven.load.history)?;
-    if let Some(report) = &driven.check {
-        run.write_check(report)?;
-    }
+    run.write_check(&driven.check)?;
     let load = &driven.load;
     run.write_measurements(
         &summary,
@@ -120,9 +140,11 @@ fn read_scenario(args: &BenchArgs) -> anyhow::Result<Scenario> {
     }
     let scenario = Scenario::load(&args.scenario, &overrides)?;
     if args.target.is_some() && !scenario.faults.is_empty() {
-        bail!(
+        return Err(UsageError(
             "faults need a cluster loadgen starts itself: drop --target or the scenario's faults"
-        );
+                .into(),
+        )
+        .into());
     }
     Ok(scenario)
 }
@@ -153,9 +175,25 @@ struct Driven {
     leader: Option<String>,
     /// Every leader seen while the load ran.
     leaders: Vec<LeaderSeen>,
-    /// The history check, when the target could be checked.
-    check: Option<Report>,
+    /// The history check (possibly `skipped` or `incomplete`).
+    check: Report,
     faults: Vec<FaultRecord>,
+    /// A signal stopped the run early.
+    interrupted: bool,
+}
+
+impl Driven {
+    /// A run interrupted before its load began.
+    fn interrupted(leader: Option<String>) -> Driven {
+        Driven {
+            load: RunOutput::empty(),
+            leader,
+            leaders: Vec::new(),
+            check: Report::incomplete("interrupted before the load"),
+            faults: Vec::new(),
+            interrupted: true,
+        }
+    }
 }
 
 /// Leader, dataset, load, final state. Separate so the cluster is stopped whatever happens
@@ -163,23 +201,33 @@ struct Driven {
 async fn drive(
     scenario: &Scenario,
     cluster: &Replicas,
+    poller: &Arc<StatusPoller>,
     run: &RunDir,
     progress: bool,
     started: SystemTime,
+    interrupt: &Interrupt,
 ) -> anyhow::Result<Driven> {
     let endpoints = cluster.endpoints();
-    // A cluster we started must elect a leader first; a given one is asked only when the
-    // scenario routes to the leader.
-    let leader = if cluster.local().is_some() || scenario.routing == Routing::Leader {
-        let l = control::wait_for_leader(endpoints, FIRST_LEADER).await?;
-        eprintln!("loadgen: leader is {l}");
-        Some(l)
-    } else {
-        None
-    };
     let ids = RunIds::of(started);
-    let setup_at = leader.as_deref().unwrap_or(&endpoints[0]);
-    let population = Arc::new(create_population(scenario, setup_at, &ids).await?);
+    let setup = async {
+        // A cluster we started must elect a leader first; a given one is asked only when
+        // the scenario routes to the leader.
+        let leader = if cluster.local().is_some() || scenario.routing == Routing::Leader {
+            let l = control::wait_for_leader(poller, FIRST_LEADER).await?;
+            eprintln!("loadgen: leader is {l}");
+            Some(l)
+        } else {
+            None
+        };
+        let setup_at = leader.as_deref().unwrap_or(&endpoints[0]);
+        let population = create_population(scenario, setup_at, &ids).await?;
+        anyhow::Ok((leader, population))
+    };
+    let (leader, population) = tokio::select! {
+        r = setup => r?,
+        _ = interrupt.fired() => return Ok(Driven::interrupted(None)),
+    };
+    let population = Arc::new(population);
     let plan = RunPlan {
         scenario: scenario.clone(),
         endpoints: endpoints.to_vec(),
@@ -190,16 +238,20 @@ async fn drive(
         goose_reports: run.goose_reports(),
         progress,
         start: Arc::new(OnceLock::new()),
+        topology: poller.topology(),
+        cancel: interrupt.flag(),
     };
     let injector = cluster.local().map(|c| {
         tokio::spawn(control::inject(
             c,
+            poller.clone(),
             scenario.faults.clone(),
             plan.start.clone(),
             scenario.load.warmup.0,
+            interrupt.receiver(),
         ))
     });
-    let watch = LeaderWatch::start(endpoints.to_vec());
+    let watch = LeaderWatch::start(poller);
     let load = load::run(plan).await;
     let leaders = watch.finish().await;
     let mut load = load?;
@@ -208,13 +260,19 @@ async fn drive(
         None => Vec::new(),
     };
     control::measure_unavailability(&mut faults, &load.history);
-    // The whole of every chat, from every replica, for the history checker.
-    let check = match control::read_final(endpoints, &population).await {
-        Some(finals) => {
-            load.history.extend(finals);
-            Some(history::check(&load.history))
+    let check = if scenario.check == CheckMode::Off {
+        Report::skipped("the scenario says check: off")
+    } else if interrupt.is_set() {
+        Report::incomplete("interrupted during the load")
+    } else {
+        // The whole of every chat, from every live replica, for the history checker.
+        tokio::select! {
+            finals = control::read_final(poller, &population) => {
+                load.history.extend(finals);
+                history::check(&load.history)
+            }
+            _ = interrupt.fired() => Report::incomplete("interrupted during the final reads"),
         }
-        None => None,
     };
     Ok(Driven {
         load,
@@ -222,6 +280,7 @@ async fn drive(
         leaders,
         check,
         faults,
+        interrupted: interrupt.is_set(),
     })
 }
 

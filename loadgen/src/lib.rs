@@ -13,13 +13,15 @@
 //!   its JSON Schema;
 //! - [`report`]: HTML pages per run and across runs (polars, plotters, minijinja), and the
 //!   end-of-run text;
-//! - `bench`: one whole run, from scenario file to results folder ([`bench()`]).
+//! - `bench`: one whole run, from scenario file to results folder ([`bench()`]);
+//! - [`exit`]: the exit statuses every command shares.
 //!
 //! Modules are private unless another program (the `loadgen` binary, the tests) needs them;
 //! inside each folder, files are private and its `mod.rs` chooses what to re-export.
 
 mod bench;
 mod control;
+pub mod exit;
 pub mod history;
 pub mod load;
 pub mod report;

@@ -1,31 +1,30 @@
 //! `loadgen`: Telegraft's load generator.
 //!
-//! - `loadgen bench --scenario FILE [--replicas N] [--set PATH=VALUE]... [--target A,B,C]`
-//!   runs a scenario against a fresh local cluster (or a running one) and writes
-//!   `results/<run-id>/`. Exit status: 0 when every SLO is met and the history check passes,
-//!   3 when an SLO is missed, 4 when the history check finds an anomaly, 1 on any other
-//!   failure.
-//!   It then writes HTML reports (`reports/<run-id>.html`, `reports/index.html`).
+//! - `loadgen bench --scenario FILE [--replicas N] [--set PATH=VALUE]... [--target A,B,C]
+//!   [--junit FILE]` runs a scenario against a fresh local cluster (or a running one) and
+//!   writes `results/<run-id>/`, then HTML reports (`reports/<run-id>.html`,
+//!   `reports/index.html`) and, with `--junit`, the verdicts as JUnit XML.
 //! - `loadgen check RESULTS_DIR` re-checks a run's history and writes its `check.json`.
 //! - `loadgen report [RESULTS...]` writes the reports from results folders.
 //! - `loadgen validate FILE...` checks scenario files without running them.
 //! - `loadgen schema` prints the JSON Schema of `summary.json`.
+//!
+//! Every command exits with a status from one table ([`loadgen::exit`], printed by
+//! `loadgen --help`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use loadgen::report::{self, terminal};
+use loadgen::report::{self, junit, terminal};
 use loadgen::results::{self, RunDir};
-use loadgen::{BenchArgs, Scenario, history};
-
-/// Exit status of a run that missed an SLO.
-const SLO_MISSED: u8 = 3;
-/// Exit status of a run whose history check found an anomaly (this wins over a missed SLO).
-const CHECK_FAILED: u8 = 4;
+use loadgen::{BenchArgs, Scenario, exit, history};
 
 #[derive(Parser)]
-#[command(about = "Load generator for a Telegraft chat cluster")]
+#[command(
+    about = "Load generator for a Telegraft chat cluster",
+    after_help = exit::TABLE
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -34,10 +33,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a scenario: start a local cluster (or use --target), create the dataset, run the
-    /// load, write results/<run-id>/. Exits 3 when an SLO is missed.
+    /// load, write results/<run-id>/. Exits 3 when an objective is missed, 4 when the history
+    /// check finds an anomaly, 5 when it is incomplete, 130 when interrupted.
+    #[command(after_help = exit::TABLE)]
     Bench(Bench),
     /// Check a run's history (results/<run-id>/history.jsonl) for lost, phantom, duplicate,
-    /// reordered, stale and non-monotonic messages; writes check.json. Exits 4 on an anomaly.
+    /// reordered, stale and non-monotonic messages; writes check.json. Exits 4 on an anomaly,
+    /// 5 when the history could not be checked whole.
     Check {
         /// The run folder.
         run: PathBuf,
@@ -99,6 +101,10 @@ struct Bench {
     /// Do not write reports.
     #[arg(long)]
     no_report: bool,
+    /// Also write the verdicts as JUnit XML: one test case per objective and one for the
+    /// history check.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -118,12 +124,12 @@ fn main() -> ExitCode {
     };
     result.unwrap_or_else(|e| {
         eprintln!("loadgen: {e:#}");
-        ExitCode::FAILURE
+        ExitCode::from(exit::of_error(&e))
     })
 }
 
-/// Runs the benchmark, prints its summary, writes the reports; the exit status says whether
-/// the history check passed and every SLO was met.
+/// Runs the benchmark, prints its summary, writes the reports and the JUnit file; the exit
+/// status says whether the history check passed and every objective was met.
 fn bench(b: Bench) -> anyhow::Result<ExitCode> {
     let args = BenchArgs {
         scenario: b.scenario,
@@ -138,6 +144,12 @@ fn bench(b: Bench) -> anyhow::Result<ExitCode> {
     let out = tokio::runtime::Runtime::new()?.block_on(loadgen::bench(args))?;
     let s = &out.summary;
     print!("{}", terminal::bench_summary(s, &out.dir));
+    if let Some(path) = &b.junit {
+        let xml = junit::junit(s)?;
+        std::fs::write(path, xml)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        println!("junit:   {}", path.display());
+    }
     if !b.no_report {
         match report::write_reports(&[b.results], &b.reports) {
             Ok(w) => {
@@ -148,15 +160,15 @@ fn bench(b: Bench) -> anyhow::Result<ExitCode> {
             Err(e) => eprintln!("loadgen: writing reports: {e:#}"),
         }
     }
-    Ok(if s.check.as_ref().is_some_and(|c| !c.passed()) {
-        println!("the history check failed: exit status {CHECK_FAILED}");
-        ExitCode::from(CHECK_FAILED)
-    } else if s.slo_pass() {
-        ExitCode::SUCCESS
-    } else {
-        println!("an SLO was missed: exit status {SLO_MISSED}");
-        ExitCode::from(SLO_MISSED)
-    })
+    let code = exit::of_run(s);
+    match code {
+        exit::INTERRUPTED => println!("interrupted: exit status {code}"),
+        exit::CHECK_FAILED => println!("the history check failed: exit status {code}"),
+        exit::CHECK_INCOMPLETE => println!("the history check was incomplete: exit status {code}"),
+        exit::SLO_MISSED => println!("an objective was missed: exit status {code}"),
+        _ => {}
+    }
+    Ok(ExitCode::from(code))
 }
 
 /// Re-checks a run's history and rewrites its `check.json`.
@@ -167,14 +179,10 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     println!(
         "{}: history check {}",
         path.display(),
-        terminal::check_line(&report.verdict, &report.counts)
+        terminal::check_summary_line(&results::CheckSummary::of(&report))
     );
     print!("{}", terminal::anomaly_lines(&report.anomalies, 10));
-    Ok(if report.passed() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(CHECK_FAILED)
-    })
+    Ok(ExitCode::from(exit::of_check(report.verdict)))
 }
 
 fn report(results: Vec<PathBuf>, out: &Path) -> anyhow::Result<ExitCode> {
@@ -213,7 +221,7 @@ fn validate(files: &[PathBuf], overrides: &[String], print: bool) -> ExitCode {
         }
     }
     if failed {
-        ExitCode::FAILURE
+        ExitCode::from(exit::USAGE)
     } else {
         ExitCode::SUCCESS
     }

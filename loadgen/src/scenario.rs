@@ -113,6 +113,79 @@ impl<'de> Deserialize<'de> for Positive {
     }
 }
 
+/// A share written as a percentage, like `0.1%` (held as the number of percent, `0.1`).
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
+pub struct Percent(pub f64);
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        const EXPECTED: &str = "expected a percentage from 0% to 100%, like 0.1%";
+        impl serde::de::Visitor<'_> for V {
+            type Value = Percent;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a percentage like 0.1%")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Percent, E> {
+                let n = s.trim().strip_suffix('%').map(|n| n.trim().parse::<f64>());
+                match n {
+                    Some(Ok(v)) if (0.0..=100.0).contains(&v) => Ok(Percent(v)),
+                    _ => Err(E::custom(format!("{EXPECTED}, got '{s}'"))),
+                }
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Percent, E> {
+                Err(E::custom(format!("{EXPECTED} (with the % sign), got {v}")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Percent, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Percent, E> {
+                self.visit_f64(v as f64)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for Percent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{}%", self.0))
+    }
+}
+
+/// A number that must not be negative.
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd, Serialize)]
+pub struct NonNegative(pub f64);
+
+impl<'de> Deserialize<'de> for NonNegative {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = NonNegative;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number of 0 or more")
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<NonNegative, E> {
+                if v >= 0.0 && v.is_finite() {
+                    Ok(NonNegative(v))
+                } else {
+                    Err(E::custom("expected a number of 0 or more"))
+                }
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<NonNegative, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<NonNegative, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<NonNegative, E> {
+                Err(E::custom("expected a number of 0 or more"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
@@ -134,9 +207,12 @@ pub struct Scenario {
     pub reads: Reads,
     #[serde(default)]
     pub routing: Routing,
-    /// Latency objectives per operation; a run that misses one exits non-zero.
-    #[serde(default)]
-    pub slo: BTreeMap<Op, Slo>,
+    /// Objectives per operation, and for the run as a whole; a run that misses one exits 3.
+    #[serde(default, skip_serializing_if = "Slos::is_empty")]
+    pub slo: Slos,
+    /// `off` skips the history check (for targets that are not Telegraft clusters).
+    #[serde(default, skip_serializing_if = "CheckMode::is_on")]
+    pub check: CheckMode,
     /// Faults injected during the load (local clusters only).
     #[serde(default)]
     pub faults: Vec<Fault>,
@@ -237,15 +313,194 @@ pub enum Routing {
     Leader,
 }
 
+/// One operation's objectives: latency percentiles (of the corrected latency), the share of
+/// calls that may fail, and the least throughput of successful calls.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Slo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p50: Option<Dur>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p90: Option<Dur>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p99: Option<Dur>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p999: Option<Dur>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p9999: Option<Dur>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<Dur>,
+    /// The most calls that may fail (errors and timeouts), as a share of all calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<Percent>,
+    /// The least successful calls per second over the measured window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_throughput: Option<Positive>,
+}
+
+impl Slo {
+    /// The latency objectives that are set, by percentile name (`p99`), in order.
+    pub fn latencies(&self) -> Vec<(&'static str, Duration)> {
+        [
+            ("p50", self.p50),
+            ("p90", self.p90),
+            ("p99", self.p99),
+            ("p999", self.p999),
+            ("p9999", self.p9999),
+            ("max", self.max),
+        ]
+        .into_iter()
+        .filter_map(|(name, d)| d.map(|d| (name, d.0)))
+        .collect()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.latencies().is_empty() && self.error_rate.is_none() && self.min_throughput.is_none()
+    }
+}
+
+/// Objectives on the run as a whole (`slo.run`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSlo {
+    /// `kept`: the generator kept the open model's schedule (no pacing warning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Kept>,
+    /// The most write unavailability any one fault may cost, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable_ms: Option<NonNegative>,
+}
+
+impl RunSlo {
+    pub fn is_empty(&self) -> bool {
+        self.schedule.is_none() && self.unavailable_ms.is_none()
+    }
+}
+
+/// The one value `slo.run.schedule` takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kept {
+    Kept,
+}
+
+/// `slo:` in a scenario: a map from operation names to [`Slo`], and `run` to [`RunSlo`].
+/// Hand-written (de)serialisation because one key (`run`) is not an operation.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Slos {
+    pub ops: BTreeMap<Op, Slo>,
+    pub run: RunSlo,
+}
+
+impl Slos {
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty() && self.run.is_empty()
+    }
+}
+
+impl Serialize for Slos {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        for (op, slo) in &self.ops {
+            map.serialize_entry(op, slo)?;
+        }
+        if !self.run.is_empty() {
+            map.serialize_entry("run", &self.run)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Slos {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Slos;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map from operation names (or run) to objectives")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Slos, A::Error> {
+                let mut slos = Slos::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "run" {
+                        slos.run = map.next_value()?;
+                        continue;
+                    }
+                    match Op::deserialize(serde::de::value::StrDeserializer::<A::Error>::new(&key))
+                    {
+                        Ok(op) => {
+                            slos.ops.insert(op, map.next_value()?);
+                        }
+                        // Failed inside the value, so the error's path names the key.
+                        Err(_) => map.next_value_seed(Refuse(format!(
+                            "`{key}` is neither run nor an operation (create_user, \
+                             create_chat, join_chat, send_message, get_messages, get_chat_users)"
+                        )))?,
+                    }
+                }
+                Ok(slos)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A map value that is refused with a message, whatever it is.
+struct Refuse(String);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Refuse {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, _: D) -> Result<(), D::Error> {
+        Err(serde::de::Error::custom(self.0))
+    }
+}
+
+/// Whether the history check runs (`check: on`, the default) or is skipped (`check: off`,
+/// for targets that are not Telegraft clusters, such as test fakes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CheckMode {
+    #[default]
+    On,
+    Off,
+}
+
+impl CheckMode {
+    fn is_on(&self) -> bool {
+        *self == CheckMode::On
+    }
+}
+
+impl<'de> Deserialize<'de> for CheckMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = CheckMode;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("on or off")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<CheckMode, E> {
+                Ok(if v { CheckMode::On } else { CheckMode::Off })
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<CheckMode, E> {
+                match s.trim() {
+                    "on" => Ok(CheckMode::On),
+                    "off" => Ok(CheckMode::Off),
+                    _ => Err(E::custom(format!("expected on or off, got '{s}'"))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for CheckMode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match self {
+            CheckMode::On => "on",
+            CheckMode::Off => "off",
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -567,18 +822,24 @@ impl Scenario {
     }
 
     fn validate_slos(&self, p: &mut Problems) {
-        for (op, slo) in &self.slo {
-            let set = [slo.p50, slo.p90, slo.p99, slo.p999, slo.p9999, slo.max];
+        for (op, slo) in &self.slo.ops {
             let at = format!("slo.{}", op.name());
-            if set.iter().all(Option::is_none) {
+            if slo.is_empty() {
                 p.add(
                     &at,
-                    "expected at least one of p50, p90, p99, p999, p9999, max",
+                    "expected at least one of p50, p90, p99, p999, p9999, max, error_rate, \
+                     min_throughput",
                 );
             }
             if self.mix.get(op).copied().unwrap_or(0) == 0 {
                 p.add(&at, "this operation has no weight in mix");
             }
+        }
+        if self.slo.run.schedule.is_some() && self.load.model == Model::Closed {
+            p.add(
+                "slo.run.schedule",
+                "the closed model has no schedule to keep",
+            );
         }
     }
 

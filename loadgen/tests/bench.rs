@@ -4,12 +4,20 @@
 //!
 //! The scenario sets an objective no cluster can meet (p50 under 1 µs), so the run must also
 //! exit with status 3 and record the verdict. Another test drives a given server
-//! (`--target`) with the closed model; two more inject faults.
+//! (`--target`) with the closed model; more inject faults, or break the cluster under the
+//! generator, and check that each verdict tells the truth: data wiped under `--target`
+//! is lost (exit 4), a lost majority fails its error-rate objective and the check cannot
+//! complete, a final read that fails makes the check incomplete (exit 5), a generator that
+//! falls behind misses `schedule: kept` (exit 3, with a JUnit file of every objective),
+//! combined faults heal, and SIGTERM leaves no replica behind (exit 130).
 
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
@@ -92,6 +100,33 @@ impl Bench {
         let out = self.cmd.output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        self.finish(out.status.code(), stdout, stderr)
+    }
+
+    /// Starts it in the background; its stderr lines come through the channel.
+    fn spawn(mut self) -> Running {
+        let mut child = self
+            .cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+            bench: Some(self),
+        }
+    }
+
+    fn finish(self, code: Option<i32>, stdout: String, stderr: String) -> Ran {
         let runs: Vec<PathBuf> = std::fs::read_dir(self.results.path())
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -104,13 +139,65 @@ impl Bench {
         let dir = runs[0].clone();
         let summary = typed_summary(&dir.join(results::files::SUMMARY));
         Ran {
-            code: out.status.code(),
+            code,
             stdout,
             stderr,
             dir,
             summary,
             _results: self.results,
         }
+    }
+}
+
+/// A `loadgen bench` running in the background.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    bench: Option<Bench>,
+}
+
+impl Running {
+    /// Waits for a stderr line containing `text`.
+    fn wait_for(&mut self, text: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                let found = line.contains(text);
+                self.seen.push(line);
+                if found {
+                    return;
+                }
+            }
+        }
+        panic!(
+            "no line with {text:?} in {limit:?}:\n{}",
+            self.seen.join("\n")
+        );
+    }
+
+    /// Waits for it to exit (within `limit`).
+    fn finish(mut self, limit: Duration) -> Ran {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "loadgen did not exit in {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let mut stdout = String::new();
+        std::io::Read::read_to_string(self.child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        self.seen.extend(self.lines.try_iter());
+        let stderr = self.seen.join("\n");
+        self.bench
+            .take()
+            .unwrap()
+            .finish(status.code(), stdout, stderr)
     }
 }
 
@@ -160,11 +247,11 @@ fn a_short_bench_against_three_replicas_writes_the_results_contract() {
     let stdout = &ran.stdout;
     assert_eq!(ran.code, Some(3), "a missed SLO exits 3\n{}", ran.printed());
     assert!(
-        stdout.contains("SLO send_message p50 <= 0.001 ms: MISSED"),
+        stdout.contains("SLO send_message p50 <= 1us: MISSED"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("SLO get_messages p99 <= 10000 ms: pass"),
+        stdout.contains("SLO get_messages p99 <= 10000ms: pass"),
         "{stdout}"
     );
 
@@ -230,8 +317,10 @@ fn a_short_bench_against_three_replicas_writes_the_results_contract() {
     let slo = s["slo"].as_array().unwrap();
     assert_eq!(slo.len(), 2, "{slo:?}");
     let missed = slo.iter().find(|v| v["op"] == "send_message").unwrap();
-    assert_eq!(missed["metric"], "p50");
-    assert_eq!(missed["pass"], false);
+    assert_eq!(missed["objective"], "p50");
+    assert_eq!(missed["verdict"], "fail");
+    assert_eq!(missed["unit"], "ms");
+    assert!(missed["actual"].as_f64().unwrap() > missed["limit"].as_f64().unwrap());
     assert!(missed["actual_ms"].as_f64().unwrap() > missed["limit_ms"].as_f64().unwrap());
     // Every replica answered at the end, with one leader and the same state.
     let nodes = s["cluster"]["nodes_at_end"].as_array().unwrap();
@@ -262,7 +351,9 @@ fn a_short_bench_against_three_replicas_writes_the_results_contract() {
         }
     }
     assert!(intervals >= 3, "{intervals} intervals");
-    assert_eq!(total, ops["send_message"]["count"].as_u64().unwrap());
+    // The corrected histograms hold every call, failed ones included.
+    let calls = |op: &str| ops[op]["count"].as_u64().unwrap() + ops[op]["errors"].as_u64().unwrap();
+    assert_eq!(total, calls("send_message"));
 
     // timeseries.csv: a header, then rows per second per operation that add up.
     let csv = std::fs::read_to_string(dir.join("timeseries.csv")).unwrap();
@@ -359,13 +450,21 @@ async fn a_closed_bench_drives_a_given_target() {
             "load.users=4",
             "load.think_time=20ms",
             "dataset={users: 8, chats: 2, members_per_chat: 2}",
+            // A fake, not a Telegraft cluster: nothing to check.
+            "check=off",
         ])
         .no_report();
     // The fake server runs on this test's runtime: run loadgen beside it.
     let ran = tokio::task::spawn_blocking(move || bench.run())
         .await
         .unwrap();
-    assert_eq!(ran.code, Some(0), "no SLO, so exit 0\n{}", ran.printed());
+    assert_eq!(
+        ran.code,
+        Some(0),
+        "no SLO and the check skipped, so exit 0\n{}",
+        ran.printed()
+    );
+    assert_eq!(ran.summary["check"]["verdict"], "skipped");
     let run = &ran.dir;
     assert!(run.to_string_lossy().ends_with("-closed-r1"), "{run:?}");
     let s = &ran.summary;
@@ -416,6 +515,7 @@ fn killing_the_leader_under_load_loses_nothing_acknowledged() {
     );
     let s = &ran.summary;
     assert_eq!(s["check"]["verdict"], "pass", "{}", s["check"]);
+    assert_eq!(s["check"]["unread_chats"], 0, "{}", s["check"]);
     let faults = s["faults"].as_array().unwrap();
     assert_eq!(faults.len(), 2, "{faults:?}");
     let (kill, restart) = (&faults[0], &faults[1]);
@@ -476,4 +576,312 @@ fn local_reads_under_a_partition_are_flagged_stale() {
     assert_eq!(fault["action"], "partition");
     assert!(fault["node"].as_u64().is_some(), "{fault}");
     assert!(stdout.contains("stale_local"), "{stdout}");
+}
+
+/// The objectives of one summary, by `op objective`.
+fn objective<'a>(s: &'a serde_json::Value, op: &str, objective: &str) -> &'a serde_json::Value {
+    s["slo"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["op"] == op && v["objective"] == objective)
+        .unwrap_or_else(|| panic!("no {op} {objective} in {}", s["slo"]))
+}
+
+/// Free loopback addresses for a cluster the test starts itself.
+fn free_addrs(n: u64) -> std::collections::BTreeMap<u64, String> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i as u64 + 1, l.local_addr().unwrap().to_string()))
+        .collect()
+}
+
+#[test]
+fn data_wiped_under_the_generator_is_lost_and_exits_4() {
+    let data = tempfile::tempdir().unwrap();
+    let mut cluster =
+        telegraft::launcher::LocalCluster::start_on(&telegraft(), free_addrs(3), data.path(), &[])
+            .unwrap();
+    let addrs: Vec<String> = cluster.addrs.values().cloned().collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(telegraft::admin::wait_for_leader(
+        &addrs,
+        Duration::from_secs(20),
+    ))
+    .unwrap();
+    let mut running = Bench::new("scenarios/chat.yaml")
+        .args(&["--target", &addrs.join(",")])
+        .set(&[
+            "load.duration=6s",
+            "load.warmup=1s",
+            "load.rate=150",
+            "load.users=10",
+            "load.timeout=2s",
+            "mix={send_message: 1, get_messages: 1}",
+            "slo={}",
+        ])
+        .no_report()
+        .spawn();
+    running.wait_for("loadgen: creating", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(3));
+    // Every replica dies, loses its data, and comes back empty.
+    let ids: Vec<u64> = cluster.addrs.keys().copied().collect();
+    for id in &ids {
+        cluster.kill(*id).unwrap();
+    }
+    for id in &ids {
+        std::fs::remove_dir_all(cluster.node_dir(*id)).unwrap();
+        cluster.restart(*id).unwrap();
+    }
+    let ran = running.finish(Duration::from_secs(120));
+    cluster.stop(Duration::from_secs(5));
+    assert_eq!(
+        ran.code,
+        Some(4),
+        "every acknowledged message is lost\n{}",
+        ran.printed()
+    );
+    let check = &ran.summary["check"];
+    assert_eq!(check["verdict"], "fail", "{check}");
+    let lost = check["counts"]["anomalies"]["lost"].as_u64().unwrap_or(0);
+    let acknowledged = check["counts"]["sends_ok"].as_u64().unwrap();
+    assert!(acknowledged > 0 && lost == acknowledged, "{check}");
+    assert!(ran.stdout.contains("history check: FAIL"), "{}", ran.stdout);
+}
+
+#[test]
+fn losing_the_majority_mid_run_fails_with_the_errors_in_the_verdict() {
+    let ran = Bench::new("scenarios/failover.yaml")
+        .set(&[
+            "load.duration=5s",
+            "load.warmup=1s",
+            "faults=[{at: 2s, action: kill, target: follower}, {at: 2s, action: kill, target: follower}]",
+            "slo={send_message: {error_rate: 1%}}",
+        ])
+        .no_report()
+        .local()
+        .run();
+    assert!(
+        matches!(ran.code, Some(4) | Some(5)),
+        "the check cannot pass without a majority\n{}",
+        ran.printed()
+    );
+    let s = &ran.summary;
+    let errors = s["ops"]["send_message"]["errors"].as_u64().unwrap();
+    assert!(errors > 0, "{}", s["ops"]);
+    let rate = objective(s, "send_message", "error_rate");
+    assert_eq!(rate["verdict"], "fail", "{rate}");
+    assert_eq!(rate["unit"], "%");
+    assert!(rate["actual"].as_f64().unwrap() > 1.0, "{rate}");
+    assert_ne!(s["check"]["verdict"], "pass", "{}", s["check"]);
+    assert!(
+        ran.stdout
+            .contains("SLO send_message error_rate <= 1%: MISSED"),
+        "{}",
+        ran.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_read_that_fails_makes_the_check_incomplete_and_exits_5() {
+    let addr = common::serve_memory(true).await;
+    let bench = Bench::new("scenarios/chat.yaml")
+        .args(&["--target", &addr])
+        .set(&[
+            "load.duration=2s",
+            "load.warmup=0s",
+            "load.rate=100",
+            "load.users=4",
+            "dataset={users: 20, chats: 4, members_per_chat: 5}",
+            "mix={send_message: 1, get_messages: 1}",
+            "slo={}",
+        ])
+        .no_report();
+    let ran = tokio::task::spawn_blocking(move || bench.run())
+        .await
+        .unwrap();
+    assert_eq!(ran.code, Some(5), "{}", ran.printed());
+    let check = &ran.summary["check"];
+    assert_eq!(check["verdict"], "incomplete", "{check}");
+    let unread = check["unread_chats"].as_u64().unwrap();
+    assert!((1..4).contains(&unread), "{check}");
+    assert!(
+        ran.stdout.contains("history check: INCOMPLETE"),
+        "{}",
+        ran.stdout
+    );
+    // Every other chat was read and checked.
+    assert!(
+        check["counts"]["final_messages"].as_u64().unwrap() > 0,
+        "{check}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generator_that_falls_behind_misses_schedule_kept_and_junit_lists_every_objective() {
+    let addr = common::serve(Duration::from_millis(20), Duration::from_millis(20)).await;
+    let junit = tempfile::NamedTempFile::new().unwrap();
+    let bench = Bench::new("scenarios/chat.yaml")
+        .args(&["--target", &addr, "--junit", junit.path().to_str().unwrap()])
+        .set(&[
+            "load.duration=2s",
+            "load.warmup=0s",
+            // One user can make 50 calls a second against 20 ms; it is offered 100.
+            "load.rate=100",
+            "load.users=1",
+            "dataset={users: 4, chats: 1, members_per_chat: 2}",
+            "mix={send_message: 1}",
+            "check=off",
+            "slo={send_message: {p99: 10s, error_rate: 0.1%, min_throughput: 1}, run: {schedule: kept, unavailable_ms: 1500}}",
+        ])
+        .no_report();
+    let ran = tokio::task::spawn_blocking(move || bench.run())
+        .await
+        .unwrap();
+    assert_eq!(ran.code, Some(3), "{}", ran.printed());
+    let s = &ran.summary;
+    let schedule = objective(s, "run", "schedule");
+    assert_eq!(schedule["verdict"], "fail", "{schedule}");
+    assert_eq!(schedule["actual"], "missed");
+    assert_eq!(schedule["limit"], "kept");
+    for (op, o) in [
+        ("send_message", "p99"),
+        ("send_message", "error_rate"),
+        ("send_message", "min_throughput"),
+        ("run", "unavailable_ms"),
+    ] {
+        assert_eq!(
+            objective(s, op, o)["verdict"],
+            "pass",
+            "{op} {o}: {}",
+            s["slo"]
+        );
+    }
+    assert!(
+        ran.stdout.contains("SLO run schedule: kept: MISSED"),
+        "{}",
+        ran.stdout
+    );
+
+    // JUnit: one suite, one case per objective plus the history check, and it parses.
+    let xml = std::fs::read_to_string(junit.path()).unwrap();
+    let report = quick_junit::Report::deserialize_from_str(&xml).unwrap();
+    assert_eq!(report.test_suites.len(), 1);
+    let suite = &report.test_suites[0];
+    assert_eq!(suite.name.as_str(), "loadgen");
+    let names: Vec<&str> = suite.test_cases.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "send_message p99 <= 10000ms",
+            "send_message error_rate <= 0.1%",
+            "send_message min_throughput >= 1 ops/s",
+            "run schedule: kept",
+            "run unavailable_ms <= 1500ms",
+            "history check",
+        ]
+    );
+    assert_eq!(suite.failures, 1, "{xml}");
+    assert!(
+        matches!(
+            &suite.test_cases[3].status,
+            quick_junit::TestCaseStatus::NonSuccess { message: Some(m), .. } if m.as_str() == "measured missed"
+        ),
+        "{xml}"
+    );
+    assert!(
+        matches!(
+            suite.test_cases[5].status,
+            quick_junit::TestCaseStatus::Skipped { .. }
+        ),
+        "check: off skips the history check\n{xml}"
+    );
+}
+
+#[test]
+fn combined_faults_heal() {
+    let ran = Bench::new("scenarios/partition.yaml")
+        .set(&[
+            "load.duration=8s",
+            "load.warmup=1s",
+            "faults=[{at: 2s, action: kill, target: follower}, {at: 3s, action: partition, target: minority, for: 2s}, {at: 6s, action: restart, target: killed}]",
+            // Cutting the leader off from the one live follower stops writes for the whole
+            // 2 s, more than the scenario's objective allows.
+            "slo={}",
+        ])
+        .no_report()
+        .local()
+        .run();
+    assert_eq!(ran.code, Some(0), "{}", ran.printed());
+    let s = &ran.summary;
+    let faults = s["faults"].as_array().unwrap();
+    assert_eq!(faults.len(), 3, "{faults:?}");
+    let (kill, cut, restart) = (&faults[0], &faults[1], &faults[2]);
+    assert!(cut.get("error").is_none(), "{cut}");
+    // The killed follower could not be told; the partition went ahead without it.
+    assert_eq!(cut["unreached"], serde_json::json!([kill["node"]]), "{cut}");
+    assert_eq!(cut["healed"], true, "{cut}");
+    assert!(cut["unavailable_ms"].as_f64().unwrap() > 0.0, "{cut}");
+    assert_eq!(restart["node"], kill["node"]);
+    // Healed and restarted: every replica answers at the end, none behind.
+    let check = &s["check"];
+    assert_eq!(check["verdict"], "pass", "{check}");
+    assert_eq!(check["lagging"], serde_json::json!([]), "{check}");
+    assert_eq!(s["cluster"]["nodes_at_end"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn sigterm_stops_every_replica_and_writes_an_interrupted_results_folder() {
+    let mut running = Bench::new("scenarios/failover.yaml")
+        .set(&["load.duration=60s", "load.warmup=1s", "faults=[]"])
+        .no_report()
+        .local()
+        .spawn();
+    running.wait_for("loadgen: creating", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+    let me = running.child.id() as i32;
+    let replicas = children_of(me);
+    assert_eq!(replicas.len(), 3, "the replicas are loadgen's children");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(me),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let ran = running.finish(Duration::from_secs(60));
+    assert_eq!(ran.code, Some(130), "{}", ran.printed());
+    for pid in replicas {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "replica {pid} is still running"
+        );
+    }
+    let s = &ran.summary;
+    assert_eq!(s["interrupted"], true);
+    assert_eq!(s["check"]["verdict"], "incomplete");
+    assert!(
+        s["ops"]["send_message"]["count"].as_u64().unwrap() > 0,
+        "{}",
+        s["ops"]
+    );
+    assert!(ran.dir.join("nodes/node-1.log").is_file());
+}
+
+/// The processes whose parent is `pid`.
+fn children_of(pid: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
+                // pid (comm) state ppid ...: comm may hold spaces, so split after the ')'.
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok())
+                    == Some(pid)
+            })
+        })
+        .collect()
 }

@@ -45,11 +45,22 @@ fn fixture_run(root: &Path, id: &str, scenario: &str, replicas: u32, base_ms: u6
                 Duration::from_millis(ms),
             );
         }
-        rec.error(Op::SendMessage, "Unavailable");
+        rec.error(Op::SendMessage, "Unavailable", Duration::from_millis(1));
         rows.extend(rec.close_interval(second));
     }
     let ops = results::op_results(&rec, 3.0);
-    let slo = results::evaluate_slos(&s, &ops);
+    let generator = Generator {
+        calls: 6 * per_s,
+        cpu_s: 0.1,
+        cpu_us_per_call: 10.0,
+        intended: Some(6 * per_s),
+        sent: Some(6 * per_s),
+        late: Some(0),
+        lateness_ms: None,
+        warning: None,
+        reroutes: 0,
+    };
+    let slo = results::evaluate_slos(&s, &ops, &generator, &[]);
     let summary = Summary {
         run_id: id.into(),
         scenario: scenario.into(),
@@ -78,17 +89,7 @@ fn fixture_run(root: &Path, id: &str, scenario: &str, replicas: u32, base_ms: u6
         },
         ops,
         slo,
-        generator: Generator {
-            calls: 6 * per_s,
-            cpu_s: 0.1,
-            cpu_us_per_call: 10.0,
-            intended: Some(6 * per_s),
-            sent: Some(6 * per_s),
-            late: Some(0),
-            lateness_ms: None,
-            warning: None,
-            connect_failures: 0,
-        },
+        generator,
         cluster: ClusterEnd {
             kind: "local".into(),
             endpoints: vec!["127.0.0.1:1".into()],
@@ -112,8 +113,8 @@ fn fixture_run(root: &Path, id: &str, scenario: &str, replicas: u32, base_ms: u6
         },
         faults: vec![],
         // One run's check found a lost message; the others have none to show.
-        check: id.contains("100100Z").then(|| {
-            CheckSummary::of(&history::check(&[
+        check: CheckSummary::of(&history::check(&if id.contains("100100Z") {
+            vec![
                 Event::Send {
                     client: 1,
                     invoke_us: 1,
@@ -129,9 +130,14 @@ fn fixture_run(root: &Path, id: &str, scenario: &str, replicas: u32, base_ms: u6
                     replica: "127.0.0.1:1".into(),
                     chat: 4,
                     messages: vec![],
+                    reference: true,
+                    not_found: None,
                 },
-            ]))
-        }),
+            ]
+        } else {
+            vec![]
+        })),
+        interrupted: false,
     };
     let measured_start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     RunDir::open(&root.join(id))

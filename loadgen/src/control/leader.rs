@@ -1,45 +1,79 @@
 //! Who leads: waiting for the first leader, the leader a fault should hit, and the leader
-//! watch that follows changes through the run. Every answer comes from
-//! [`telegraft::admin`], the cluster crate's one rule for "who leads" (the replica that calls
-//! itself leader in the highest term); this module only decides when to ask.
+//! watch that follows changes through the run. Every answer comes from the run's one
+//! [`StatusPoller`] (and so from [`telegraft::admin`], the cluster crate's one rule for "who
+//! leads": the replica that calls itself leader in the highest term); this module only
+//! decides when to look.
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use telegraft::admin;
 use telegraft::launcher::LocalCluster;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::poller::{Snapshot, StatusPoller};
+
 /// How long a fault waits for a leader to hit.
 const FAULT_LEADER_WAIT: Duration = Duration::from_secs(5);
 
-/// How often the watch asks.
-const WATCH_EVERY: Duration = Duration::from_millis(200);
-
 /// Waits until a majority of `endpoints` agrees on a leader; returns its address.
-pub async fn wait_for_leader(endpoints: &[String], timeout: Duration) -> anyhow::Result<String> {
-    let leader = admin::wait_for_leader(endpoints, timeout)
+pub async fn wait_for_leader(poller: &StatusPoller, timeout: Duration) -> anyhow::Result<String> {
+    let n = poller.replicas();
+    wait_agreed(poller.subscribe(), None, n, timeout)
         .await
-        .map_err(anyhow::Error::msg)?;
-    Ok(leader.addr)
+        .map(|v| v.addr)
+        .map_err(|last| {
+            anyhow::anyhow!(
+                "no leader after {:.1} s: {}",
+                timeout.as_secs_f64(),
+                last.describe()
+            )
+        })
+}
+
+/// Waits until a majority of `of` replicas among `among` agrees on a leader; on timeout,
+/// returns the last snapshot.
+async fn wait_agreed(
+    mut rx: watch::Receiver<Snapshot>,
+    among: Option<&[String]>,
+    of: usize,
+    timeout: Duration,
+) -> Result<telegraft::admin::NodeView, Snapshot> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(l) = rx.borrow_and_update().agreed_leader(among, of) {
+            return Ok(l);
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => {}
+            _ => return Err(rx.borrow().clone()),
+        }
+    }
 }
 
 /// The leader among the replicas of `cluster` that run now: the newest leader if one calls
-/// itself leader already, else (an election is under way) the one the replicas come to
-/// agree on within [`FAULT_LEADER_WAIT`].
-pub async fn running_leader(cluster: &Mutex<LocalCluster>) -> Option<u64> {
-    let addrs: Vec<String> = {
-        let c = cluster.lock().unwrap();
-        c.running().iter().map(|id| c.addrs[id].clone()).collect()
-    };
-    if let Some(v) = admin::newest_leader(&admin::statuses(&addrs).await) {
+/// itself leader already, else (an election is under way) the one the running replicas come
+/// to agree on within [`FAULT_LEADER_WAIT`].
+pub async fn running_leader(cluster: &Mutex<LocalCluster>, poller: &StatusPoller) -> Option<u64> {
+    let running = cluster.lock().unwrap().running_addrs();
+    let snap = poller.snapshot();
+    let views: Vec<_> = snap
+        .answering()
+        .into_iter()
+        .filter(|v| running.contains(&v.addr))
+        .collect();
+    if let Some(v) = telegraft::admin::newest_leader(&views) {
         return Some(v.node_id);
     }
-    admin::wait_for_leader(&addrs, FAULT_LEADER_WAIT)
-        .await
-        .ok()
-        .map(|v| v.node_id)
+    wait_agreed(
+        poller.subscribe(),
+        Some(running.as_slice()),
+        running.len(),
+        FAULT_LEADER_WAIT,
+    )
+    .await
+    .ok()
+    .map(|v| v.node_id)
 }
 
 /// A leader seen during the run: from when (wall clock), which node, in which term.
@@ -50,19 +84,21 @@ pub struct LeaderSeen {
     pub term: u64,
 }
 
-/// Polls every replica's status through the run and keeps one entry per change of leader
-/// (only replicas that serve Admin.Status answer; a fake target simply yields no changes).
+/// Follows the poller's answers through the run and keeps one entry per change of leader
+/// (only replicas that serve Admin.Status answer; a fake target simply yields no changes). A
+/// deposed leader that still calls itself leader in an older term, seen while the new one
+/// missed a poll, is not a change.
 pub struct LeaderWatch {
     stop: watch::Sender<bool>,
     task: JoinHandle<Vec<LeaderSeen>>,
 }
 
 impl LeaderWatch {
-    pub fn start(endpoints: Vec<String>) -> LeaderWatch {
+    pub fn start(poller: &StatusPoller) -> LeaderWatch {
         let (stop, stopped) = watch::channel(false);
         LeaderWatch {
             stop,
-            task: tokio::spawn(watch_leader(endpoints, stopped)),
+            task: tokio::spawn(watch_leader(poller.subscribe(), stopped)),
         }
     }
 
@@ -73,14 +109,17 @@ impl LeaderWatch {
     }
 }
 
-async fn watch_leader(endpoints: Vec<String>, mut stop: watch::Receiver<bool>) -> Vec<LeaderSeen> {
+async fn watch_leader(
+    mut snapshots: watch::Receiver<Snapshot>,
+    mut stop: watch::Receiver<bool>,
+) -> Vec<LeaderSeen> {
     let mut seen: Vec<LeaderSeen> = Vec::new();
     loop {
-        let views = admin::statuses(&endpoints).await;
-        if let Some(v) = admin::newest_leader(&views)
+        let leader = snapshots.borrow_and_update().leader();
+        if let Some(v) = leader
             && seen
                 .last()
-                .is_none_or(|l| (l.node, l.term) != (v.node_id, v.term))
+                .is_none_or(|l| (l.node, l.term) != (v.node_id, v.term) && v.term >= l.term)
         {
             seen.push(LeaderSeen {
                 at: SystemTime::now(),
@@ -89,7 +128,7 @@ async fn watch_leader(endpoints: Vec<String>, mut stop: watch::Receiver<bool>) -
             });
         }
         tokio::select! {
-            _ = tokio::time::sleep(WATCH_EVERY) => {}
+            r = snapshots.changed() => if r.is_err() { return seen },
             _ = stop.changed() => return seen,
         }
     }

@@ -1,13 +1,101 @@
 //! The cluster a run drives: a fresh local one `loadgen` starts on free loopback ports (and
-//! stops), or a running one given with `--target`.
+//! stops), or a running one given with `--target`; and the interrupt that stops it early.
+//!
+//! **Nothing left running.** SIGINT, SIGTERM and SIGHUP do not kill `loadgen`: they set the
+//! run's [`Interrupt`], which stops the load (Goose's killswitch), skips the rest of the
+//! run, stops the cluster (SIGTERM to every replica, then SIGKILL after a grace), writes the
+//! results folder marked `interrupted`, and exits 130. A second signal while it does so is
+//! only acknowledged. The handler is installed with `ctrlc` before Goose starts, so Goose's
+//! own Ctrl-C handler (which exits on a second Ctrl-C, leaving replicas behind) is never
+//! installed. What this cannot cover is `loadgen` itself being killed with SIGKILL: that
+//! needs the replicas to get a parent-death signal, which only the launcher can ask for when
+//! it spawns them (see the note on [`Replicas::start`]).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use telegraft::launcher::LocalCluster;
+use tokio::sync::watch;
+
+/// An interrupt (SIGINT, SIGTERM or SIGHUP) of this process; see the module docs.
+#[derive(Clone)]
+pub struct Interrupt {
+    flag: Arc<AtomicBool>,
+    rx: watch::Receiver<bool>,
+}
+
+/// The process's one interrupt, set up by the first [`Interrupt::install`].
+static INTERRUPT: OnceLock<Option<(Arc<AtomicBool>, watch::Receiver<bool>)>> = OnceLock::new();
+
+impl Interrupt {
+    /// Installs the handler once per process and returns the interrupt. If another handler
+    /// was installed first (nothing in `loadgen` does), signals keep their old effect and
+    /// this interrupt never fires.
+    pub fn install() -> Interrupt {
+        let installed = INTERRUPT.get_or_init(|| {
+            let flag = Arc::new(AtomicBool::new(false));
+            let (tx, rx) = watch::channel(false);
+            let f = flag.clone();
+            let handler = move || {
+                if f.swap(true, Ordering::SeqCst) {
+                    eprintln!("loadgen: still stopping the replicas and writing the results");
+                    return;
+                }
+                eprintln!(
+                    "loadgen: interrupted: stopping the load and the cluster; the results \
+                     folder is written and marked interrupted"
+                );
+                let _ = tx.send(true);
+                goose::trigger_killswitch("interrupted");
+            };
+            match ctrlc::set_handler(handler) {
+                Ok(()) => Some((flag, rx)),
+                Err(e) => {
+                    eprintln!("loadgen: cannot handle SIGINT/SIGTERM: {e}");
+                    None
+                }
+            }
+        });
+        match installed {
+            Some((flag, rx)) => Interrupt {
+                flag: flag.clone(),
+                rx: rx.clone(),
+            },
+            None => Interrupt {
+                flag: Arc::new(AtomicBool::new(false)),
+                rx: watch::channel(false).1,
+            },
+        }
+    }
+
+    /// Whether it has fired.
+    pub fn is_set(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// The flag, for loops that poll it (the load's users).
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        self.flag.clone()
+    }
+
+    /// Follows it, for tasks that wait on it.
+    pub fn receiver(&self) -> watch::Receiver<bool> {
+        self.rx.clone()
+    }
+
+    /// Returns once it has fired (never, if it cannot).
+    pub async fn fired(&self) {
+        let mut rx = self.rx.clone();
+        let _ = rx.wait_for(|set| *set).await;
+        if !self.is_set() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
 
 /// The replicas of one run.
 pub struct Replicas {
@@ -42,6 +130,12 @@ impl Replicas {
 
     /// Starts `replicas` replicas of `exe` with their data under `data_dir`. Partitions go
     /// through an admin RPC each replica refuses unless started with fault injection on.
+    ///
+    /// The replicas are children of this process in its process group: a terminal's Ctrl-C
+    /// reaches them too, and if `loadgen` is killed with SIGKILL they keep running. The
+    /// launcher (`telegraft::launcher::LocalCluster::spawn`) would have to start each in its
+    /// own process group with a parent-death signal to cover that; `loadgen` cannot do it
+    /// from outside. [`Interrupt`] covers every signal that can be caught.
     pub fn start(
         exe: &Path,
         replicas: u32,

@@ -83,6 +83,7 @@ pub(crate) fn read_event(
             .as_ref()
             .map(|r| seen(&r.messages))
             .unwrap_or_default(),
+        truncated: result.as_ref().is_ok_and(|r| r.has_more),
     }
 }
 

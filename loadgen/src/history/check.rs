@@ -7,15 +7,29 @@
 //! - **duplicate**: a message twice in one list;
 //! - **reordered**: a read whose messages of one chat are not in the final list's order;
 //! - **stale**: a linearizable read missing a message of one of the reader's chats that was
-//!   acknowledged before the read began and falls inside the read's window;
+//!   acknowledged before the read began and falls inside the read's window (a read whose
+//!   page the cluster cut short, `truncated`, is not held to its whole window, here or for
+//!   non-monotonic);
 //! - **non-monotonic**: a reader missing a message that an earlier read of the same reader
 //!   (completed before this one began) returned, and that falls inside this read's window;
-//! - **divergent**: replicas whose final lists of a chat (or whose state digests) differ;
+//! - **divergent**: replicas whose final lists of a chat differ from the reference (the
+//!   leader's linearizable read), or replicas at the same applied index whose state digests
+//!   differ. A replica that had not applied the leader's commit index when the wait after the
+//!   load ended is *lagging*, not divergent: its lists must only be a prefix of the
+//!   reference's;
 //! - **stale_local**: what would be stale, in a `local` read. Local reads may be stale by
 //!   design, so these are listed and counted but do not fail the verdict.
 //!
 //! Sends with an indeterminate outcome (a timeout, a lost connection) may appear or not, but
-//! at most once.
+//! at most once. A NOT_FOUND answer for a chat's member (a user that acknowledged writes
+//! created) is a definite answer: its list is empty, and every message acknowledged in the
+//! chat is lost.
+//!
+//! The verdict is `fail` when an anomaly other than `stale_local` is found; otherwise
+//! `incomplete` when a chat could not be read (no reference list for a chat with
+//! acknowledged messages, or a failed read of a live replica), so that nothing unchecked is
+//! reported as passed; otherwise `pass`. `skipped` is for runs whose scenario says
+//! `check: off` ([`Report::skipped`]).
 //!
 //! The check runs in phases, each a method of [`Checker`]: count the sends, compare the final
 //! lists (which fixes each chat's order), compare the digests, find the lost messages, then
@@ -102,18 +116,85 @@ pub struct Counts {
     pub anomalies: BTreeMap<String, u64>,
 }
 
+/// The history check's verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Everything was read and nothing was wrong.
+    Pass,
+    /// An anomaly was found.
+    Fail,
+    /// Nothing was found, but not everything could be read.
+    Incomplete,
+    /// Not run: the scenario says `check: off`.
+    Skipped,
+}
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Incomplete => "incomplete",
+            Verdict::Skipped => "skipped",
+        }
+    }
+}
+
+/// A live replica behind the leader's commit index at the end.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct LaggingReplica {
+    pub replica: String,
+    pub applied_index: u64,
+    /// The leader's commit index after the load.
+    pub target_index: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Report {
-    /// `pass` or `fail`.
-    pub verdict: String,
+    pub verdict: Verdict,
+    /// Why the check is incomplete or skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub counts: Counts,
+    /// Live replicas that had not caught up when the wait after the load ended.
+    #[serde(default)]
+    pub lagging: Vec<LaggingReplica>,
+    /// Chats that could not be read whole (from the leader or from a live replica).
+    #[serde(default)]
+    pub unread_chats: u64,
+    /// Replicas that did not answer after the load, so were not read.
+    #[serde(default)]
+    pub unreachable: Vec<String>,
     /// Every anomaly found (in order of kind, then chat).
     pub anomalies: Vec<Anomaly>,
 }
 
 impl Report {
     pub fn passed(&self) -> bool {
-        self.verdict == "pass"
+        self.verdict == Verdict::Pass
+    }
+
+    /// The report of a check that was not run.
+    pub fn skipped(reason: &str) -> Report {
+        Report::not_checked(Verdict::Skipped, reason)
+    }
+
+    /// The report of a check that could not run at all.
+    pub fn incomplete(reason: &str) -> Report {
+        Report::not_checked(Verdict::Incomplete, reason)
+    }
+
+    fn not_checked(verdict: Verdict, reason: &str) -> Report {
+        Report {
+            verdict,
+            reason: Some(reason.to_string()),
+            counts: Counts::default(),
+            lagging: Vec::new(),
+            unread_chats: 0,
+            unreachable: Vec::new(),
+            anomalies: Vec::new(),
+        }
     }
 }
 
@@ -123,6 +204,7 @@ pub fn check(history: &[Event]) -> Report {
     c.compare_finals();
     c.compare_digests();
     c.find_lost();
+    c.find_unread();
     c.check_reads();
     c.verdict()
 }
@@ -139,8 +221,16 @@ struct Sent {
 struct Checker<'a> {
     history: &'a [Event],
     sent: HashMap<&'a str, Sent>,
-    /// Per chat: each message's position in the (first replica's) final list.
+    /// Per chat: each message's position in the reference final list.
     order: BTreeMap<u64, HashMap<&'a str, usize>>,
+    /// Chats whose reference read answered NOT_FOUND, with the answer.
+    not_found: BTreeMap<u64, &'a str>,
+    lagging: Vec<LaggingReplica>,
+    unreachable: Vec<String>,
+    /// Chats some final read could not read.
+    unread: BTreeSet<u64>,
+    /// Why no final read could be made at all, if none could.
+    unread_all: Option<String>,
     counts: Counts,
     found: Vec<Anomaly>,
 }
@@ -150,7 +240,30 @@ impl<'a> Checker<'a> {
     fn new(history: &'a [Event]) -> Checker<'a> {
         let mut counts = Counts::default();
         let mut sent = HashMap::new();
+        let (mut lagging, mut unreachable) = (Vec::new(), Vec::new());
+        let (mut unread, mut unread_all) = (BTreeSet::new(), None);
         for e in history {
+            match e {
+                Event::Lagging {
+                    replica,
+                    applied_index,
+                    target_index,
+                } => lagging.push(LaggingReplica {
+                    replica: replica.clone(),
+                    applied_index: *applied_index,
+                    target_index: *target_index,
+                }),
+                Event::Down { replica } => unreachable.push(replica.clone()),
+                Event::Unread {
+                    chat: Some(chat), ..
+                } => {
+                    unread.insert(*chat);
+                }
+                Event::Unread {
+                    chat: None, reason, ..
+                } => unread_all = Some(reason.clone()),
+                _ => {}
+            }
             if let Event::Send {
                 outcome,
                 chat,
@@ -180,6 +293,11 @@ impl<'a> Checker<'a> {
             history,
             sent,
             order: BTreeMap::new(),
+            not_found: BTreeMap::new(),
+            lagging,
+            unreachable,
+            unread,
+            unread_all,
             counts,
             found: Vec::new(),
         }
@@ -194,69 +312,122 @@ impl<'a> Checker<'a> {
         });
     }
 
-    /// Final lists: one per chat per replica; they must agree, and the first replica's list
-    /// is the order every read is held to.
+    /// Final lists: one per chat per replica. The reference (the leader's linearizable
+    /// read, or the first list when none is marked) fixes the order every read is held to;
+    /// every other replica's list must equal it, or, for a lagging replica, be a prefix of it.
     fn compare_finals(&mut self) {
-        let mut finals: BTreeMap<u64, Vec<(&str, &[Seen])>> = BTreeMap::new();
+        let mut finals: BTreeMap<u64, Vec<FinalList<'a>>> = BTreeMap::new();
         for e in self.history {
             if let Event::Final {
                 replica,
                 chat,
                 messages,
+                reference,
+                not_found,
             } = e
             {
-                finals.entry(*chat).or_default().push((replica, messages));
+                finals.entry(*chat).or_default().push(FinalList {
+                    replica,
+                    messages,
+                    reference: *reference,
+                    not_found: not_found.as_deref(),
+                });
             }
         }
+        let lagging: HashMap<String, LaggingReplica> = self
+            .lagging
+            .iter()
+            .map(|l| (l.replica.clone(), l.clone()))
+            .collect();
         let keys = |l: &[Seen]| l.iter().map(|m| m.key.clone()).collect::<Vec<_>>();
-        for (chat, lists) in finals {
-            let (first_replica, reference) = lists[0];
-            self.counts.final_messages += reference.len() as u64;
-            for (replica, list) in &lists[1..] {
-                if keys(list) != keys(reference) {
-                    let detail = format!(
-                        "{replica} has {} messages, {first_replica} has {}",
-                        list.len(),
-                        reference.len()
-                    );
-                    self.report(Kind::Divergent, chat, "", detail);
+        let mut problems = Vec::new();
+        for (chat, lists) in &finals {
+            let at = lists.iter().position(|l| l.reference).unwrap_or(0);
+            let reference = &lists[at];
+            self.counts.final_messages += reference.messages.len() as u64;
+            if let Some(why) = reference.not_found {
+                self.not_found.insert(*chat, why);
+            }
+            let want = keys(reference.messages);
+            for (i, list) in lists.iter().enumerate() {
+                if i == at {
+                    continue;
+                }
+                let have = keys(list.messages);
+                let detail = match lagging.get(list.replica) {
+                    Some(l) if !want.starts_with(&have) => Some(format!(
+                        "{} (lagging: applied {} of {}) has {} messages that are not a prefix \
+                         of the {} of {}",
+                        list.replica,
+                        l.applied_index,
+                        l.target_index,
+                        have.len(),
+                        want.len(),
+                        reference.replica
+                    )),
+                    Some(_) => None,
+                    None if have != want => Some(format!(
+                        "{} has {} messages, {} has {}",
+                        list.replica,
+                        have.len(),
+                        reference.replica,
+                        want.len()
+                    )),
+                    None => None,
+                };
+                if let Some(detail) = detail {
+                    problems.push((*chat, detail));
                 }
             }
-            self.check_list(chat, reference, &format!("final list ({first_replica})"));
+            self.check_list(
+                *chat,
+                reference.messages,
+                &format!("final list ({})", reference.replica),
+            );
             let positions = reference
+                .messages
                 .iter()
                 .enumerate()
                 .map(|(i, m)| (m.key.as_str(), i))
                 .collect();
-            self.order.insert(chat, positions);
+            self.order.insert(*chat, positions);
+        }
+        for (chat, detail) in problems {
+            self.report(Kind::Divergent, chat, "", detail);
         }
     }
 
-    /// The replicas' whole states must be equal too.
+    /// The replicas' whole states must be equal too, where they applied the same entries
+    /// (a lagging replica's digest describes an earlier state).
     fn compare_digests(&mut self) {
-        let digests: Vec<(&str, u64, &str)> = self
-            .history
-            .iter()
-            .filter_map(|e| match e {
-                Event::Digest {
-                    replica,
-                    applied_index,
-                    digest,
-                } => Some((replica.as_str(), *applied_index, digest.as_str())),
-                _ => None,
-            })
-            .collect();
-        let Some(first) = digests.first() else {
-            return;
-        };
-        for d in &digests[1..] {
-            if (d.1, d.2) != (first.1, first.2) {
-                let detail = format!(
-                    "state digest of {} at index {} is {}, of {} at index {} is {}",
-                    d.0, d.1, d.2, first.0, first.1, first.2
-                );
-                self.report(Kind::Divergent, 0, "", detail);
+        let mut by_index: BTreeMap<u64, Vec<(&str, &str)>> = BTreeMap::new();
+        for e in self.history {
+            if let Event::Digest {
+                replica,
+                applied_index,
+                digest,
+            } = e
+            {
+                by_index
+                    .entry(*applied_index)
+                    .or_default()
+                    .push((replica, digest));
             }
+        }
+        let mut problems = Vec::new();
+        for (index, digests) in by_index {
+            let first = digests[0];
+            for d in &digests[1..] {
+                if d.1 != first.1 {
+                    problems.push(format!(
+                        "state digest of {} at index {index} is {}, of {} is {}",
+                        d.0, d.1, first.0, first.1
+                    ));
+                }
+            }
+        }
+        for detail in problems {
+            self.report(Kind::Divergent, 0, "", detail);
         }
     }
 
@@ -271,9 +442,26 @@ impl<'a> Checker<'a> {
             .collect();
         lost.sort_by_key(|(k, _, _)| *k);
         for (key, chat, complete_us) in lost {
-            let detail = format!("acknowledged at {complete_us} µs, missing from the final list");
+            let why = match self.not_found.get(&chat) {
+                Some(answer) => format!(" (the leader answered NOT_FOUND: {answer})"),
+                None => String::new(),
+            };
+            let detail =
+                format!("acknowledged at {complete_us} µs, missing from the final list{why}");
             self.report(Kind::Lost, chat, key, detail);
         }
+    }
+
+    /// Unread: a chat with acknowledged messages and no reference list is as unchecked as one
+    /// whose read failed.
+    fn find_unread(&mut self) {
+        let unchecked: Vec<u64> = self
+            .sent
+            .values()
+            .filter(|s| s.outcome == Outcome::Ok && !self.order.contains_key(&s.chat))
+            .map(|s| s.chat)
+            .collect();
+        self.unread.extend(unchecked);
     }
 
     /// Every successful read, in completion order: its lists, its order, its staleness and
@@ -307,6 +495,7 @@ impl<'a> Checker<'a> {
                 linearizable,
                 chats,
                 messages,
+                truncated,
                 ..
             } = e
             else {
@@ -322,9 +511,11 @@ impl<'a> Checker<'a> {
                 returned: messages.iter().map(|m| m.key.as_str()).collect(),
             };
             self.check_read_lists(&read, messages);
-            self.find_stale(&read);
             let before = earlier.entry((*client, *user)).or_default();
-            self.find_non_monotonic(&read, before);
+            if !truncated {
+                self.find_stale(&read);
+                self.find_non_monotonic(&read, before);
+            }
             before.push((*complete_us, messages));
         }
     }
@@ -437,7 +628,7 @@ impl<'a> Checker<'a> {
     }
 
     /// Sorts what was found, counts it by kind, and gives the verdict: any anomaly but
-    /// `stale_local` fails.
+    /// `stale_local` fails; else anything unread makes it incomplete.
     fn verdict(mut self) -> Report {
         self.found
             .sort_by(|a, b| (a.kind, a.chat, &a.key).cmp(&(b.kind, b.chat, &b.key)));
@@ -449,12 +640,35 @@ impl<'a> Checker<'a> {
                 .or_insert(0) += 1;
         }
         let failed = self.found.iter().any(|a| a.kind != Kind::StaleLocal);
+        let unread = self.unread.len() as u64;
+        let (verdict, reason) = if failed {
+            (Verdict::Fail, None)
+        } else if let Some(why) = self.unread_all {
+            (Verdict::Incomplete, Some(why))
+        } else if unread > 0 {
+            let why = format!("{unread} chats could not be read whole");
+            (Verdict::Incomplete, Some(why))
+        } else {
+            (Verdict::Pass, None)
+        };
         Report {
-            verdict: if failed { "fail" } else { "pass" }.into(),
+            verdict,
+            reason,
             counts: self.counts,
+            lagging: self.lagging,
+            unread_chats: unread,
+            unreachable: self.unreachable,
             anomalies: self.found,
         }
     }
+}
+
+/// One replica's final list of a chat.
+struct FinalList<'a> {
+    replica: &'a str,
+    messages: &'a [Seen],
+    reference: bool,
+    not_found: Option<&'a str>,
 }
 
 /// A reader: (client, user).
@@ -525,6 +739,7 @@ mod tests {
             linearizable: true,
             chats: vec![1],
             messages,
+            truncated: false,
         }
     }
 
@@ -533,6 +748,8 @@ mod tests {
             replica: replica.into(),
             chat: 1,
             messages,
+            reference: false,
+            not_found: None,
         }
     }
 
@@ -559,7 +776,7 @@ mod tests {
     #[test]
     fn a_clean_history_passes() {
         let r = check(&clean());
-        assert_eq!(r.verdict, "pass", "{:?}", r.anomalies);
+        assert_eq!(r.verdict, Verdict::Pass, "{:?}", r.anomalies);
         assert_eq!(
             (
                 r.counts.sends_ok,
@@ -576,7 +793,7 @@ mod tests {
         h.retain(
             |e| !matches!(e, Event::Read { messages, .. } if messages.iter().any(|m| m.key == "c")),
         );
-        assert_eq!(check(&h).verdict, "pass");
+        assert_eq!(check(&h).verdict, Verdict::Pass);
     }
 
     #[test]
@@ -649,6 +866,14 @@ mod tests {
         let r = check(&h);
         assert_eq!(kinds(&h), vec![Kind::Stale], "{:?}", r.anomalies);
         assert_eq!(r.anomalies[0].key, "b");
+        // A page the cluster cut short only holds the first messages of the window.
+        let mut h = clean();
+        let mut cut = read(8, 260, 0, seen(1, &[("a", 100)]));
+        if let Event::Read { truncated, .. } = &mut cut {
+            *truncated = true;
+        }
+        h.push(cut);
+        assert_eq!(kinds(&h), vec![]);
         // Outside the read's window (sent before `after`), or a local read: not stale.
         let mut h = clean();
         h.push(read(8, 260, 250, seen(1, &[])));
@@ -661,7 +886,7 @@ mod tests {
         }
         h.push(local);
         assert_eq!(kinds(&h), vec![Kind::StaleLocal]);
-        assert_eq!(check(&h).verdict, "pass");
+        assert_eq!(check(&h).verdict, Verdict::Pass);
     }
 
     #[test]
@@ -724,8 +949,106 @@ mod tests {
         h.push(digest("r1", "abc"));
         h.push(digest("r2", "abc"));
         assert_eq!(kinds(&h), vec![]);
+        // At another index, a digest describes another state: not compared.
+        h.push(Event::Digest {
+            replica: "r4".into(),
+            applied_index: 39,
+            digest: "abz".into(),
+        });
+        assert_eq!(kinds(&h), vec![]);
         h.push(digest("r3", "abd"));
         assert_eq!(kinds(&h), vec![Kind::Divergent]);
+    }
+
+    #[test]
+    fn a_lagging_replica_holding_a_prefix_is_not_divergent() {
+        let lagging = |applied| Event::Lagging {
+            replica: "r2".into(),
+            applied_index: applied,
+            target_index: 40,
+        };
+        let mut h = clean();
+        h.retain(|e| !matches!(e, Event::Final { replica, .. } if replica == "r2"));
+        h.push(fin("r2", seen(1, &[("a", 100), ("b", 200)])));
+        // Caught up, it would be divergent.
+        assert_eq!(kinds(&h), vec![Kind::Divergent]);
+        h.push(lagging(30));
+        let r = check(&h);
+        assert_eq!(r.verdict, Verdict::Pass, "{:?}", r.anomalies);
+        assert_eq!(r.lagging.len(), 1);
+        // Even lagging, a list that is not a prefix is divergent.
+        h.retain(|e| !matches!(e, Event::Final { replica, .. } if replica == "r2"));
+        h.push(fin("r2", seen(1, &[("b", 200)])));
+        assert_eq!(kinds(&h), vec![Kind::Divergent]);
+    }
+
+    #[test]
+    fn the_leaders_read_is_the_reference_whatever_the_order() {
+        let mut h = clean();
+        h.retain(|e| !matches!(e, Event::Final { .. }));
+        h.push(fin("r2", seen(1, &[("a", 100), ("c", 300), ("b", 200)])));
+        let mut leader = fin("r1", seen(1, &[("a", 100), ("b", 200), ("c", 300)]));
+        if let Event::Final { reference, .. } = &mut leader {
+            *reference = true;
+        }
+        h.push(leader);
+        let r = check(&h);
+        assert_eq!(kinds(&h), vec![Kind::Divergent]);
+        assert!(
+            r.anomalies[0].detail.starts_with("r2 has"),
+            "{:?}",
+            r.anomalies
+        );
+    }
+
+    #[test]
+    fn not_found_for_a_member_is_definite_and_everything_acknowledged_is_lost() {
+        let mut h = clean();
+        h.retain(|e| !matches!(e, Event::Final { .. } | Event::Read { .. }));
+        h.push(Event::Final {
+            replica: "r1 (linearizable)".into(),
+            chat: 1,
+            messages: vec![],
+            reference: true,
+            not_found: Some("user 7 not found".into()),
+        });
+        let r = check(&h);
+        assert_eq!(r.verdict, Verdict::Fail);
+        assert_eq!(kinds(&h), vec![Kind::Lost, Kind::Lost]);
+        assert!(
+            r.anomalies[0].detail.contains("NOT_FOUND"),
+            "{:?}",
+            r.anomalies
+        );
+    }
+
+    #[test]
+    fn a_chat_that_could_not_be_read_makes_the_check_incomplete() {
+        let mut h = clean();
+        h.push(Event::Unread {
+            replica: Some("r3".into()),
+            chat: Some(1),
+            reason: "Internal".into(),
+        });
+        let r = check(&h);
+        assert_eq!((r.verdict, r.unread_chats), (Verdict::Incomplete, 1));
+        // An anomaly still fails it.
+        h.push(read(8, 260, 0, seen(1, &[("a", 100)])));
+        assert_eq!(check(&h).verdict, Verdict::Fail);
+        // No final list at all for a chat with acknowledged messages: incomplete, not pass.
+        let mut h = clean();
+        h.retain(|e| !matches!(e, Event::Final { .. }));
+        h.retain(|e| !matches!(e, Event::Read { .. }));
+        let r = check(&h);
+        assert_eq!((r.verdict, r.unread_chats), (Verdict::Incomplete, 1));
+        // Nothing could be read at all: incomplete, with the reason.
+        let r = check(&[Event::Unread {
+            replica: None,
+            chat: None,
+            reason: "no replica answered".into(),
+        }]);
+        assert_eq!(r.verdict, Verdict::Incomplete);
+        assert_eq!(r.reason.as_deref(), Some("no replica answered"));
     }
 
     #[test]

@@ -48,6 +48,7 @@ pub fn to_elle(history: &[Event]) -> Vec<serde_json::Value> {
             replica,
             chat,
             messages,
+            ..
         } = e
         {
             let next = process.len() as u64;

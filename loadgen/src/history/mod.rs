@@ -6,7 +6,10 @@
 //! can be recognised wherever it shows up. `GetMessages` reads part of the lists of the
 //! reader's chats: the messages whose (client-chosen) send time is after the read's `after`
 //! time, in the cluster's order. After the load, every chat's whole list is read from every
-//! replica (a `Final` event each), and each replica's state digest is recorded.
+//! live replica (a `Final` event each; the leader's linearizable read is the reference), and
+//! each replica's state digest is recorded. What could not be read is recorded too
+//! (`Unread`, `Lagging`, `Down`), so that the checker never reports as passed what it did not
+//! see.
 //!
 //! - this module: the events (one line of `history.jsonl` each) and the message keys;
 //! - [`calls`]: how a finished call becomes an event (its outcome, what a read returned);
@@ -22,7 +25,7 @@ mod check;
 mod elle;
 
 pub(crate) use calls::{CallTimes, read_event, seen, send_event};
-pub use check::{Anomaly, Counts, Kind, Report, check};
+pub use check::{Anomaly, Counts, Kind, LaggingReplica, Report, Verdict, check};
 pub use elle::to_elle;
 
 use serde::{Deserialize, Serialize};
@@ -77,13 +80,40 @@ pub enum Event {
         /// The chats the reader was a member of when the read began (joins acknowledged).
         chats: Vec<u64>,
         messages: Vec<Seen>,
+        /// The cluster cut the page short (`has_more`): the read saw the first messages of
+        /// its window only.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        truncated: bool,
     },
     /// A chat's whole list, read from one replica after the load.
     Final {
         replica: String,
         chat: u64,
         messages: Vec<Seen>,
+        /// The leader's linearizable read: the list every other is compared with.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        reference: bool,
+        /// Set when the replica answered NOT_FOUND for the chat's member, a user that
+        /// acknowledged writes created: a definite answer, so the list is empty.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        not_found: Option<String>,
     },
+    /// A final read that could not be made. `replica` and `chat` are `None` when none could
+    /// be made at all (no replica answered, or no leader to read from).
+    Unread {
+        replica: Option<String>,
+        chat: Option<u64>,
+        reason: String,
+    },
+    /// A live replica that had not applied the leader's commit index (`target_index`) when
+    /// the wait after the load ended: its lists may be a prefix of the reference's.
+    Lagging {
+        replica: String,
+        applied_index: u64,
+        target_index: u64,
+    },
+    /// A replica that did not answer after the load: it was not read.
+    Down { replica: String },
     /// A replica's state digest after the load, once the replicas applied the same entries.
     Digest {
         replica: String,

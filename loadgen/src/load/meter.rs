@@ -102,11 +102,16 @@ impl Meter {
     }
 
     /// Records one call that completed: intended (open) or started (closed) at `intended`,
-    /// sent at `sent`, done at `done`, failed with `failure` if it did.
+    /// sent at `sent`, done at `done`, failed with `failure` if it did. `held` is when the
+    /// user's back-off after an earlier failure ended, if it held this send back: how late the
+    /// generator was counts from the later of the two, since holding back is the client's
+    /// policy and not the generator falling behind (the latency still counts from the
+    /// intended time).
     pub fn record(
         &self,
         op: Op,
         intended: Instant,
+        held: Option<Instant>,
         sent: Instant,
         done: Instant,
         failure: Option<&Failure>,
@@ -121,7 +126,8 @@ impl Meter {
             return;
         }
         if self.paced {
-            let late = sent.saturating_duration_since(intended);
+            let due = held.map_or(intended, |h| h.max(intended));
+            let late = sent.saturating_duration_since(due);
             self.sent_in_window.fetch_add(1, Ordering::Relaxed);
             if late > LATE {
                 self.late.fetch_add(1, Ordering::Relaxed);
@@ -133,8 +139,12 @@ impl Meter {
         }
         let mut r = self.recorder.lock().unwrap();
         match failure {
-            None => r.ok(op, done - intended, done - sent),
-            Some(f) => r.error(op, &f.name()),
+            None => r.ok(
+                op,
+                done.saturating_duration_since(intended),
+                done.saturating_duration_since(sent),
+            ),
+            Some(f) => r.error(op, &f.name(), done.saturating_duration_since(intended)),
         }
     }
 

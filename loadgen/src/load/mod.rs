@@ -5,7 +5,8 @@
 //!   [`dataset`], which creates them before the load;
 //! - [`ops`]: the chat operations, one implementation each of one small interface;
 //! - [`client`]: gRPC connections and what a failed call counts as;
-//! - [`runner`]: the Goose attack (users, pacing) that makes the calls;
+//! - [`runner`]: the Goose attack (users, pacing) that makes the calls, and [`pacer`], which
+//!   sends each call within microseconds of its intended time;
 //! - [`meter`] and [`record`]: what the calls measured (per-operation HDR histograms,
 //!   corrected and service time, lateness), and [`timeseries`], the per-second clock that
 //!   closes intervals;
@@ -17,6 +18,7 @@ mod client;
 mod dataset;
 mod meter;
 mod ops;
+mod pacer;
 mod population;
 mod progress;
 mod record;
@@ -24,7 +26,8 @@ mod runner;
 mod schedule;
 mod timeseries;
 
-pub(crate) use client::{Failure, connect, with_timeout};
+pub use client::Topology;
+pub(crate) use client::{Failure, connect};
 pub(crate) use dataset::create_dataset;
 pub use meter::{LATE, Pacing};
 pub use population::{ChatInfo, JoinOutcome, Population};

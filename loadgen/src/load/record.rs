@@ -6,10 +6,14 @@
 //!   (coordinated-omission correction, as wrk2 does).
 //! - *service time*: from the moment the request was actually sent to its completion.
 //!
-//! In the closed model the two are equal. Errors are counted by gRPC status code and kept
-//! out of the latency histograms. A per-second interval histogram feeds the time series
-//! (`timeseries.csv`), and the interval histograms can be written as a standard
-//! HdrHistogram interval log (`<op>.hdr.hlog`) that other HdrHistogram tools read.
+//! In the closed model the two are equal. A failed call (an error code, or a timeout) enters
+//! the corrected histogram too, at the time its answer came or the generator gave up on it
+//! (wrk2-style), so that leaving failures out can never make a percentile look better; it is
+//! also counted by gRPC status code. The service-time histogram holds successful calls
+//! only: it describes the work the cluster did. A per-second interval histogram (corrected,
+//! every call) feeds the time series (`timeseries.csv`), and the interval histograms can be
+//! written as a standard HdrHistogram interval log (`<op>.hdr.hlog`) that other HdrHistogram
+//! tools read.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -97,7 +101,11 @@ pub struct Interval {
 
 #[derive(Default)]
 struct OpRecord {
+    /// Successful calls.
+    ok: u64,
+    /// Every call, failed ones included, from its intended send time.
     corrected: Option<Histogram<u64>>,
+    /// Successful calls only, from the actual send.
     service: Option<Histogram<u64>>,
     errors_by_code: BTreeMap<String, u64>,
     interval: Option<Histogram<u64>>,
@@ -109,10 +117,13 @@ struct OpRecord {
 /// What one operation did over the measured window.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OpSummary {
+    /// Successful calls.
     pub count: u64,
     pub errors: u64,
     pub errors_by_code: BTreeMap<String, u64>,
+    /// Every call (failed and timed-out ones included), from the intended send time.
     pub latency_ms: Percentiles,
+    /// Successful calls only, from the actual send.
     pub service_time_ms: Percentiles,
 }
 
@@ -133,6 +144,7 @@ impl Recorder {
     /// A successful call: latency from the intended send time, and service time.
     pub fn ok(&mut self, op: Op, corrected: Duration, service: Duration) {
         let r = self.op(op);
+        r.ok += 1;
         r.corrected
             .get_or_insert_with(histogram)
             .saturating_record(micros(corrected));
@@ -144,11 +156,19 @@ impl Recorder {
             .saturating_record(micros(corrected));
     }
 
-    /// A failed call, counted by its gRPC status code name (`Unavailable`, `DeadlineExceeded`).
-    pub fn error(&mut self, op: Op, code: &str) {
+    /// A failed call, counted by its gRPC status code name (`Unavailable`, `Timeout`), with
+    /// its latency from the intended send time to its answer (or to when the generator gave
+    /// up on it).
+    pub fn error(&mut self, op: Op, code: &str, corrected: Duration) {
         let r = self.op(op);
         *r.errors_by_code.entry(code.to_string()).or_insert(0) += 1;
         r.interval_errors += 1;
+        r.corrected
+            .get_or_insert_with(histogram)
+            .saturating_record(micros(corrected));
+        r.interval
+            .get_or_insert_with(histogram)
+            .saturating_record(micros(corrected));
     }
 
     /// Closes the interval ending at `second` (seconds since the measured window began):
@@ -158,7 +178,7 @@ impl Recorder {
         for (&op, r) in &mut self.ops {
             let h = r.interval.take();
             let errors = std::mem::take(&mut r.interval_errors);
-            let count = h.as_ref().map_or(0, |h| h.len());
+            let count = h.as_ref().map_or(0, |h| h.len()).saturating_sub(errors);
             if count == 0 && errors == 0 {
                 continue;
             }
@@ -181,9 +201,8 @@ impl Recorder {
 
     pub fn summary(&self, op: Op) -> Option<OpSummary> {
         let r = self.ops.get(&op)?;
-        let count = r.corrected.as_ref().map_or(0, |h| h.len());
         Some(OpSummary {
-            count,
+            count: r.ok,
             errors: r.errors_by_code.values().sum(),
             errors_by_code: r.errors_by_code.clone(),
             latency_ms: r
@@ -261,17 +280,43 @@ mod tests {
             Duration::from_micros(800),
             Duration::from_micros(700),
         );
-        r.error(Op::GetMessages, "Unavailable");
-        r.error(Op::GetMessages, "Unavailable");
-        r.error(Op::GetMessages, "DeadlineExceeded");
+        r.error(Op::GetMessages, "Unavailable", Duration::from_micros(900));
+        r.error(Op::GetMessages, "Unavailable", Duration::from_micros(900));
+        r.error(
+            Op::GetMessages,
+            "DeadlineExceeded",
+            Duration::from_micros(900),
+        );
         let rows = r.close_interval(1);
         assert_eq!(rows.len(), 1);
         assert_eq!((rows[0].count, rows[0].errors), (1, 3));
-        assert!((rows[0].p50_ms - 0.8).abs() < 0.01);
+        // Failed calls count in the corrected latency.
+        assert!((rows[0].p50_ms - 0.9).abs() < 0.01, "{:?}", rows[0]);
         assert!(r.close_interval(2).is_empty(), "a quiet second has no rows");
         let s = r.summary(Op::GetMessages).unwrap();
         assert_eq!(s.errors, 3);
         assert_eq!(s.errors_by_code["Unavailable"], 2);
+    }
+
+    #[test]
+    fn timeouts_raise_the_corrected_percentiles_and_leave_service_time_alone() {
+        let mut r = Recorder::new();
+        for _ in 0..90 {
+            r.ok(
+                Op::SendMessage,
+                Duration::from_millis(2),
+                Duration::from_millis(1),
+            );
+        }
+        // A tenth of the calls were given up on after 5 s.
+        for _ in 0..10 {
+            r.error(Op::SendMessage, "Timeout", Duration::from_secs(5));
+        }
+        let s = r.summary(Op::SendMessage).unwrap();
+        assert_eq!((s.count, s.errors), (90, 10));
+        assert!(s.latency_ms.p99 > 4_900.0, "{:?}", s.latency_ms);
+        assert!(s.latency_ms.p50 < 3.0, "{:?}", s.latency_ms);
+        assert!(s.service_time_ms.max < 1.1, "{:?}", s.service_time_ms);
     }
 
     #[test]

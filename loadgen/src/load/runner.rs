@@ -9,12 +9,14 @@
 //! therefore starts `u/U` of the way into the cycle, passing over the transactions before that
 //! point once without calling. Goose's per-transaction table would count those passes, so it
 //! is off; its per-request table (one row per operation) is the one to read.
-//! Every Goose user owns one gRPC connection and one exactly-once client id. What a call does
-//! is the operation's ([`super::ops`]); what it measured, the [`Meter`]'s; the progress line is
-//! drawn apart from this loop ([`super::progress`]).
+//! Every Goose user owns one gRPC connection at a time ([`Route`]: which replica, and how it
+//! moves after failures) and one exactly-once client id. What a call does is the operation's
+//! ([`super::ops`]); what it measured, the [`Meter`]'s; the progress line is drawn apart from
+//! this loop ([`super::progress`]).
 //!
 //! **Open model.** Each user has its share of the arrival schedule ([`crate::schedule`]): a
-//! transaction first waits for the user's next intended send time, then calls. If the user is
+//! transaction first waits for the user's next intended send time (through the [`Pacer`],
+//! which sends within microseconds of it), then calls. If the user is
 //! still busy with an earlier call when a send time passes, the next call goes out late, and
 //! its latency still counts from the intended time (coordinated-omission correction, as wrk2
 //! does). How late sends went out is measured too, and so is how many intended sends never went
@@ -27,21 +29,23 @@
 //! coarse buckets. Every call is recorded twice: in Goose (`record_custom_request_duration`,
 //! with the service time) so its report stays meaningful, and in the project's own
 //! [`super::record::Recorder`] at microsecond resolution, which the results use. All users start together:
-//! each connects in its on-start transaction and waits at a barrier, and the schedule's zero
+//! each sets up in its on-start transaction and waits at a barrier, and the schedule's zero
 //! is the moment the last one arrives.
+//!
+//! **Stopping early.** When `cancel` is set (SIGINT or SIGTERM), the next transaction of any
+//! user pulls Goose's killswitch, and the attack ends as if its plan were over.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use goose::prelude::*;
-use telegraft::proto::chat::chat_client::ChatClient;
 use tokio::sync::{Barrier, watch};
-use tonic::transport::Channel;
 
-use super::client::{self, Failure};
+use super::client::{Failure, Route, Topology};
 use super::meter::{Meter, Pacing};
 use super::ops::{self, Caller, OpEnv};
+use super::pacer::Pacer;
 use super::population::Population;
 use super::progress::Progress;
 use super::record::{Interval, Recorder};
@@ -69,6 +73,11 @@ pub struct RunPlan {
     /// Set when every user has started: the run's zero, from which the schedule, the
     /// history's times and the scenario's fault times count.
     pub start: Arc<OnceLock<Instant>>,
+    /// Who leads and which replicas answer, as the status poller last saw (users follow it
+    /// after failures).
+    pub topology: watch::Receiver<Topology>,
+    /// Set to stop the load early (an interrupt).
+    pub cancel: Arc<AtomicBool>,
 }
 
 /// What a run measured.
@@ -83,12 +92,29 @@ pub struct RunOutput {
     pub calls: u64,
     /// CPU time the generator process used while the load ran (user + system).
     pub cpu: Duration,
-    /// Users that could not connect (their calls count as `Unavailable`).
-    pub connect_failures: u64,
+    /// Failures after which a user moved to another replica (or looked for the leader).
+    pub reroutes: u64,
     /// Every send and poll, in completion order (times from the run's start).
     pub history: Vec<Event>,
     /// The run's start (the schedule's zero), by the wall clock.
     pub started: SystemTime,
+}
+
+impl RunOutput {
+    /// A run that made no call (it was interrupted before the load).
+    pub fn empty() -> RunOutput {
+        RunOutput {
+            recorder: Recorder::new(),
+            timeseries: Vec::new(),
+            measured_start: SystemTime::now(),
+            pacing: None,
+            calls: 0,
+            cpu: Duration::ZERO,
+            reroutes: 0,
+            history: Vec::new(),
+            started: SystemTime::now(),
+        }
+    }
 }
 
 /// Runs the scenario's load (warm-up, then the measured window) and returns what it measured.
@@ -149,8 +175,12 @@ struct Ctx {
     /// Sends the schedule intends in the measured window.
     intended: Option<u64>,
     routing: Routing,
-    endpoints: Vec<String>,
+    endpoints: Arc<Vec<String>>,
     leader: Option<String>,
+    topology: watch::Receiver<Topology>,
+    /// Sends on time (open model).
+    pacer: Option<Pacer>,
+    cancel: Arc<AtomicBool>,
     seed: u64,
     client_base: u64,
     users: usize,
@@ -162,14 +192,14 @@ struct Ctx {
     meter: Arc<Meter>,
     barrier: Barrier,
     start: Arc<OnceLock<Instant>>,
-    connect_failures: AtomicU64,
+    reroutes: AtomicU64,
     done_users: AtomicUsize,
 }
 
 /// One Goose user's own state (Goose session data).
 #[derive(Clone)]
 struct UserState {
-    client: Option<ChatClient<Channel>>,
+    route: Route,
     caller: Caller,
     times: Option<UserTimes>,
     /// Transactions to pass over before the first call (this user's place in the cycle).
@@ -195,10 +225,13 @@ impl Ctx {
                 end,
                 schedule.is_some(),
             )?),
+            pacer: schedule.as_ref().map(|_| Pacer::start()).transpose()?,
             schedule,
             routing: s.routing,
-            endpoints: plan.endpoints.clone(),
+            endpoints: Arc::new(plan.endpoints.clone()),
             leader: plan.leader.clone(),
+            topology: plan.topology.clone(),
+            cancel: plan.cancel.clone(),
             seed: s.seed,
             client_base: plan.client_base,
             users,
@@ -213,7 +246,7 @@ impl Ctx {
             ),
             barrier: Barrier::new(users),
             start: plan.start.clone(),
-            connect_failures: AtomicU64::new(0),
+            reroutes: AtomicU64::new(0),
             done_users: AtomicUsize::new(0),
         })
     }
@@ -240,7 +273,7 @@ impl Ctx {
             pacing: self.intended.map(|i| self.meter.pacing(i)),
             calls: self.meter.totals().calls,
             cpu,
-            connect_failures: self.connect_failures.load(Ordering::Relaxed),
+            reroutes: self.reroutes.load(Ordering::Relaxed),
             history: std::mem::take(&mut *self.env.history.lock().unwrap()),
             started,
         }
@@ -296,24 +329,19 @@ fn attack(plan: &RunPlan, ctx: &Arc<Ctx>, mix: &Mix) -> anyhow::Result<Box<Goose
         )?)
 }
 
-/// A user's setup: its connection, its caller state, its place in the schedule and the
-/// cycle; then every user waits for the others.
+/// A user's setup: its route (connections are made on its first call), its caller state,
+/// its place in the schedule and the cycle; then every user waits for the others.
 async fn on_start(ctx: Arc<Ctx>, user: &mut GooseUser) -> TransactionResult {
     let u = user.weighted_users_index % ctx.users;
-    let addr = match (ctx.routing, &ctx.leader) {
-        (Routing::Leader, Some(leader)) => leader.clone(),
-        _ => ctx.endpoints[u % ctx.endpoints.len()].clone(),
-    };
-    let client = match client::connect(&addr).await {
-        Ok(c) => Some(c),
-        Err(e) => {
-            eprintln!("loadgen: user {u}: {e}");
-            ctx.connect_failures.fetch_add(1, Ordering::Relaxed);
-            None
-        }
-    };
+    let route = Route::new(
+        ctx.endpoints.clone(),
+        ctx.routing,
+        ctx.leader.as_deref(),
+        u,
+        ctx.topology.clone(),
+    );
     user.set_session_data(UserState {
-        client,
+        route,
         caller: Caller::new(&ctx.env, u, ctx.users, ctx.seed, ctx.client_base + u as u64),
         times: ctx.schedule.as_ref().map(|s| s.user_times(u, ctx.users)),
         skip: u * ctx.cycle / ctx.users,
@@ -329,8 +357,14 @@ async fn on_start(ctx: Arc<Ctx>, user: &mut GooseUser) -> TransactionResult {
     Ok(())
 }
 
-/// One transaction of `op`: wait for the intended send time (open model), call, record.
+/// One transaction of `op`: wait for the intended send time (open model) and any back-off,
+/// call, record.
 async fn transaction(ctx: Arc<Ctx>, user: &mut GooseUser, op: Op) -> TransactionResult {
+    if ctx.cancel.load(Ordering::Relaxed) {
+        goose::trigger_killswitch("interrupted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        return Ok(());
+    }
     let start = ctx.start();
     let Some(st) = user.get_session_data_mut::<UserState>() else {
         return Err(Box::new(TransactionError::Custom(
@@ -357,18 +391,25 @@ async fn transaction(ctx: Arc<Ctx>, user: &mut GooseUser, op: Op) -> Transaction
         tokio::time::sleep(Duration::from_millis(20)).await;
         return Ok(());
     };
-    // A timer, even one already due, waits for the next tick of tokio's 1 ms wheel: only
-    // sleep when the send time is still ahead.
-    if intended > Instant::now() {
-        tokio::time::sleep_until(intended.into()).await;
+    // A back-off after a failure holds the send back further.
+    let held = st.route.held_until().filter(|h| *h > intended);
+    let due = held.unwrap_or(intended);
+    match &ctx.pacer {
+        Some(pacer) => pacer.wait_until(due).await,
+        None if due > Instant::now() => tokio::time::sleep_until(due.into()).await,
+        None => {}
     }
     let sent = Instant::now();
     // Closed model: the call starts now; its latency is its service time.
     let intended = if st.times.is_some() { intended } else { sent };
-    let result = ops::call(op, &ctx.env, &mut st.caller, st.client.as_ref()).await;
+    let client = st.route.client();
+    let result = ops::call(op, &ctx.env, &mut st.caller, client.as_ref().ok()).await;
     let done = Instant::now();
+    if st.route.after(result.as_ref().err(), done) {
+        ctx.reroutes.fetch_add(1, Ordering::Relaxed);
+    }
     ctx.meter
-        .record(op, intended, sent, done, result.as_ref().err());
+        .record(op, intended, held, sent, done, result.as_ref().err());
     let failure = result.err();
     user.record_custom_request_duration(
         "gRPC",

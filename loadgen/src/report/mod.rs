@@ -6,13 +6,14 @@
 //! self-contained: charts are inlined SVG, styles are inline, and there is no script needed
 //! to see anything and no URL to fetch, so a page opens from disk on a laptop with no
 //! network. The only script sorts the index's table. [`terminal`] is the text a run prints
-//! when it ends.
+//! when it ends, and [`junit`] its verdicts as JUnit XML (`--junit FILE`).
 //!
 //! Written to the reports folder: `<run-id>.html` per run, `index.html`, and the aggregate
 //! table as `summary.csv` and `summary.parquet`. Links to raw files are relative, so
 //! `reports/` and `results/` can be moved together.
 
 pub mod data;
+pub mod junit;
 pub mod terminal;
 
 mod charts;

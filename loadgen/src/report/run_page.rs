@@ -27,7 +27,7 @@ pub(super) fn run_page(env: &Environment, run: &Run, out: &Path) -> anyhow::Resu
         facts => facts(run),
         yaml => run.scenario_yaml,
         ops => op_rows(run),
-        slo => s.slo,
+        slo => slo_rows(s),
         slo_pass => s.slo_pass(),
         warning => s.generator.warning,
         generator => s.generator,
@@ -40,6 +40,25 @@ pub(super) fn run_page(env: &Environment, run: &Run, out: &Path) -> anyhow::Resu
         faults => s.faults,
         files => file_links(run, out),
     })?)
+}
+
+/// One objective as the page shows it.
+#[derive(Serialize)]
+struct SloRow {
+    name: String,
+    measured: String,
+    pass: bool,
+}
+
+fn slo_rows(s: &Summary) -> Vec<SloRow> {
+    s.slo
+        .iter()
+        .map(|v| SloRow {
+            name: v.name(),
+            measured: v.measured(),
+            pass: v.passed(),
+        })
+        .collect()
 }
 
 #[derive(Serialize)]

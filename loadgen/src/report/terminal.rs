@@ -7,8 +7,8 @@ use std::path::Path;
 
 use comfy_table::{CellAlignment, Table, presets};
 
-use crate::history::{Anomaly, Counts};
-use crate::results::Summary;
+use crate::history::{Anomaly, Counts, Verdict};
+use crate::results::{CheckSummary, Summary};
 
 /// The end of `loadgen bench`, up to the line naming the results folder.
 pub fn bench_summary(s: &Summary, dir: &Path) -> String {
@@ -21,23 +21,24 @@ pub fn bench_summary(s: &Summary, dir: &Path) -> String {
         "\n{} · {} replicas · {} model{offered} · {} s measured",
         s.scenario, s.replicas, s.model, s.duration_s
     );
+    if s.interrupted {
+        let _ = writeln!(
+            out,
+            "INTERRUPTED: the run was stopped early; its figures cover part of the plan"
+        );
+    }
     let _ = writeln!(out, "{}", table(s));
+    let _ = writeln!(
+        out,
+        "latency: from the intended send time, every call (failed and timed-out ones \
+         included); svc: service time of successful calls"
+    );
     out.push_str(&slo_lines(s));
     if let Some(w) = &s.generator.warning {
         let _ = writeln!(out, "warning: {w}");
     }
-    match &s.check {
-        Some(c) => {
-            let _ = writeln!(out, "history check: {}", check_line(&c.verdict, &c.counts));
-            out.push_str(&anomaly_lines(&c.anomalies, 5));
-        }
-        None => {
-            let _ = writeln!(
-                out,
-                "history check: not run (the target does not answer Admin.Status)"
-            );
-        }
-    }
+    let _ = writeln!(out, "history check: {}", check_summary_line(&s.check));
+    out.push_str(&anomaly_lines(&s.check.anomalies, 5));
     let _ = writeln!(
         out,
         "generator: {} calls, {:.1} µs CPU per call",
@@ -95,31 +96,50 @@ pub fn table(s: &Summary) -> Table {
     t
 }
 
-/// `SLO send_message p99 <= 5 ms: MISSED (7.10 ms)`, one line per objective.
+/// `SLO send_message p99 <= 5ms: MISSED (7.1ms)`, one line per objective.
 fn slo_lines(s: &Summary) -> String {
     let mut out = String::new();
     for slo in &s.slo {
-        let actual = slo
-            .actual_ms
-            .map_or("no successful calls".to_string(), |a| format!("{a:.2} ms"));
         let _ = writeln!(
             out,
-            "SLO {} {} <= {} ms: {} ({actual})",
-            slo.op,
-            slo.metric,
-            slo.limit_ms,
-            if slo.pass { "pass" } else { "MISSED" },
+            "SLO {}: {} ({})",
+            slo.name(),
+            if slo.passed() { "pass" } else { "MISSED" },
+            slo.measured(),
         );
     }
     out
 }
 
+/// The check's line: [`check_line`], then what could not be read.
+pub fn check_summary_line(c: &CheckSummary) -> String {
+    let mut line = check_line(c.verdict, &c.counts);
+    if let Some(why) = &c.reason {
+        let _ = write!(line, ": {why}");
+    }
+    if c.unread_chats > 0 {
+        let _ = write!(line, "; {} chats unread", c.unread_chats);
+    }
+    if !c.lagging.is_empty() {
+        let lagging: Vec<String> = c
+            .lagging
+            .iter()
+            .map(|l| format!("{} at {} of {}", l.replica, l.applied_index, l.target_index))
+            .collect();
+        let _ = write!(line, "; lagging: {}", lagging.join(", "));
+    }
+    if !c.unreachable.is_empty() {
+        let _ = write!(line, "; not answering: {}", c.unreachable.join(", "));
+    }
+    line
+}
+
 /// `PASS (120 sends acknowledged, 0 indeterminate, 300 reads, 120 messages in the final
 /// state; anomalies: stale_local 4 (allowed by local reads))`.
-pub fn check_line(verdict: &str, counts: &Counts) -> String {
+pub fn check_line(verdict: Verdict, counts: &Counts) -> String {
     format!(
         "{} ({} sends acknowledged, {} indeterminate, {} reads, {} messages in the final state{})",
-        verdict.to_uppercase(),
+        verdict.name().to_uppercase(),
         counts.sends_ok,
         counts.sends_unknown,
         counts.reads,
@@ -166,14 +186,14 @@ mod tests {
     #[test]
     fn anomaly_counts_say_which_ones_local_reads_allow() {
         let mut counts = Counts::default();
-        assert!(check_line("pass", &counts).ends_with("final state)"));
+        assert!(check_line(Verdict::Pass, &counts).ends_with("final state)"));
         counts.anomalies.insert("lost".into(), 2);
         counts.anomalies.insert("stale_local".into(), 40);
         assert!(
-            check_line("fail", &counts)
+            check_line(Verdict::Fail, &counts)
                 .ends_with("; anomalies: lost 2, stale_local 40 (allowed by local reads))"),
             "{}",
-            check_line("fail", &counts)
+            check_line(Verdict::Fail, &counts)
         );
     }
 }

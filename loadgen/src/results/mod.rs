@@ -23,8 +23,9 @@ mod summary;
 pub use crate::control::FaultRecord;
 pub use provenance::Machine;
 pub use summary::{
-    CheckSummary, ClusterEnd, Generator, LeaderChange, NodeEnd, OpResult, RateStep, RunFacts,
-    SloResult, Summary, Versions, evaluate_slos, op_results, schema,
+    CheckSummary, ClusterEnd, Generator, LatencyLimit, LeaderChange, NodeEnd, OpResult, RateStep,
+    RunFacts, SloResult, SloValue, SloVerdict, Summary, Versions, evaluate_slos, op_results,
+    schema,
 };
 
 use std::path::{Path, PathBuf};
@@ -272,14 +273,44 @@ mod tests {
             "name: t\ndataset: {users: 2, chats: 1, members_per_chat: 1}\n\
              load: {model: open, rate: 10, users: 1, duration: 2s}\n\
              mix: {send_message: 1, get_messages: 1}\n\
-             slo: {send_message: {p99: 5ms, max: 101ms}, get_messages: {p50: 1ms}}\n",
+             slo: {send_message: {p99: 5ms, max: 101ms, error_rate: 5%, min_throughput: 40},\
+                   get_messages: {p50: 1ms, error_rate: 0.1%, min_throughput: 1},\
+                   run: {schedule: kept, unavailable_ms: 1500}}\n",
             &[],
         )
         .unwrap()
     }
 
+    fn generator(warning: Option<&str>) -> Generator {
+        Generator {
+            calls: 0,
+            cpu_s: 0.0,
+            cpu_us_per_call: 0.0,
+            intended: Some(20),
+            sent: Some(20),
+            late: Some(0),
+            lateness_ms: None,
+            warning: warning.map(String::from),
+            reroutes: 0,
+        }
+    }
+
+    fn fault(unavailable_ms: Option<f64>) -> FaultRecord {
+        FaultRecord {
+            at_s: 1.0,
+            action: crate::scenario::Action::Kill,
+            target: "leader".into(),
+            node: Some(1),
+            unavailable_ms,
+            error: None,
+            unreached: vec![],
+            healed: None,
+            at_us: 0,
+        }
+    }
+
     #[test]
-    fn slos_pass_and_fail_on_corrected_latency() {
+    fn slos_pass_and_fail_on_corrected_latency_errors_throughput_schedule_and_faults() {
         let mut r = Recorder::new();
         for ms in 1..=100u64 {
             // Service time is always 1 ms; corrected latency grows to 100 ms.
@@ -289,21 +320,76 @@ mod tests {
                 Duration::from_millis(1),
             );
         }
+        // 4 failures of 104 calls: 3.8462%.
+        for _ in 0..4 {
+            r.error(Op::SendMessage, "Unavailable", Duration::from_micros(50));
+        }
+        r.error(Op::GetMessages, "Timeout", Duration::from_secs(5));
         let ops = op_results(&r, 2.0);
         assert_eq!(ops["send_message"].count, 100);
         assert_eq!(ops["send_message"].throughput, 50.0);
-        let slo = evaluate_slos(&scenario(), &ops);
+        let slo = evaluate_slos(&scenario(), &ops, &generator(None), &[fault(Some(900.0))]);
         let verdict = |op: &str, m: &str| {
-            slo.iter()
-                .find(|s| s.op == op && s.metric == m)
-                .map(|s| (s.pass, s.actual_ms))
-                .unwrap()
+            let s = slo.iter().find(|s| s.op == op && s.objective == m).unwrap();
+            (s.passed(), s.actual.clone())
         };
+        let n = |v: f64| Some(SloValue::Number(v));
         assert!(!verdict("send_message", "p99").0, "p99 is 99 ms > 5 ms");
         // HDR reports the top of the 3-significant-digit bucket: 100 ms reads as 100.06.
         assert!(verdict("send_message", "max").0);
-        // No successful get_messages call: the objective cannot be met.
+        assert_eq!(verdict("send_message", "error_rate"), (true, n(3.8462)));
+        assert_eq!(verdict("send_message", "min_throughput"), (true, n(50.0)));
+        // No successful get_messages call: its latency cannot be met, its one call failed.
         assert_eq!(verdict("get_messages", "p50"), (false, None));
+        assert_eq!(verdict("get_messages", "error_rate"), (false, n(100.0)));
+        assert_eq!(verdict("get_messages", "min_throughput"), (false, n(0.0)));
+        assert_eq!(
+            verdict("run", "schedule"),
+            (true, Some(SloValue::Text("kept".into())))
+        );
+        assert_eq!(verdict("run", "unavailable_ms"), (true, n(900.0)));
+        // How they read (the JUnit test cases' names).
+        let names: Vec<String> = slo.iter().map(SloResult::name).collect();
+        assert_eq!(
+            names,
+            [
+                "send_message p99 <= 5ms",
+                "send_message max <= 101ms",
+                "send_message error_rate <= 5%",
+                "send_message min_throughput >= 40 ops/s",
+                "get_messages p50 <= 1ms",
+                "get_messages error_rate <= 0.1%",
+                "get_messages min_throughput >= 1 ops/s",
+                "run schedule: kept",
+                "run unavailable_ms <= 1500ms",
+            ]
+        );
+        // Latency entries keep their milliseconds; the others do not have them.
+        let json = serde_json::to_value(&slo).unwrap();
+        assert_eq!(json[0]["limit_ms"], 5.0);
+        assert!(json[2].get("limit_ms").is_none());
+        let back: Vec<SloResult> = serde_json::from_value(json).unwrap();
+        assert_eq!(back, slo);
+
+        // A schedule not kept, a fault never recovered from.
+        let slo = evaluate_slos(
+            &scenario(),
+            &ops,
+            &generator(Some("behind")),
+            &[fault(Some(10.0)), fault(None)],
+        );
+        let run: Vec<(bool, String)> = slo
+            .iter()
+            .filter(|s| s.op == "run")
+            .map(|s| (s.passed(), s.measured()))
+            .collect();
+        assert_eq!(
+            run,
+            [
+                (false, "missed".to_string()),
+                (false, "never recovered".to_string())
+            ]
+        );
     }
 
     #[test]
@@ -314,7 +400,7 @@ mod tests {
             Duration::from_millis(3),
             Duration::from_millis(2),
         );
-        r.error(Op::SendMessage, "Unavailable");
+        r.error(Op::SendMessage, "Unavailable", Duration::from_millis(3));
         let rows = r.close_interval(1);
         assert_eq!(
             timeseries_csv(&rows).unwrap(),
@@ -354,11 +440,28 @@ mod tests {
         let run = RunDir::create(dir.path(), UNIX_EPOCH, "t", 1).unwrap();
         let again = RunDir::create(dir.path(), UNIX_EPOCH, "t", 1).unwrap();
         assert_eq!(again.run_id(), format!("{}-2", run.run_id()));
-        let history = vec![Event::Final {
-            replica: "r1".into(),
-            chat: 1,
-            messages: vec![],
-        }];
+        let history = vec![
+            Event::Final {
+                replica: "r1".into(),
+                chat: 1,
+                messages: vec![],
+                reference: true,
+                not_found: Some("user 3".into()),
+            },
+            Event::Unread {
+                replica: None,
+                chat: None,
+                reason: "no leader".into(),
+            },
+            Event::Lagging {
+                replica: "r2".into(),
+                applied_index: 3,
+                target_index: 9,
+            },
+            Event::Down {
+                replica: "r3".into(),
+            },
+        ];
         run.write_history(&history).unwrap();
         assert_eq!(run.read_history().unwrap(), history);
         assert!(run.path().join(files::ELLE).is_file());

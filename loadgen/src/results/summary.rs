@@ -4,7 +4,9 @@
 //! the code silently.
 //!
 //! Latencies are in milliseconds with microsecond resolution. `latency_ms` is measured from
-//! the intended send time (open model) and `service_time_ms` from the actual send.
+//! the intended send time (open model) over every call, failed and timed-out ones included
+//! (a timeout at the time the generator gave up); `service_time_ms` from the actual send,
+//! over successful calls only.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,7 +18,7 @@ use telegraft::admin::NodeView;
 
 use super::provenance::{self, Machine};
 use crate::control::{FaultRecord, LeaderSeen};
-use crate::history::{Anomaly, Counts, Report};
+use crate::history::{Anomaly, Counts, LaggingReplica, Report, Verdict};
 use crate::load::{OpSummary, Percentiles, Recorder, RunOutput, Schedule};
 use crate::scenario::{Model, Op, Scenario};
 
@@ -50,12 +52,15 @@ pub struct Summary {
     pub cluster: ClusterEnd,
     #[serde(default)]
     pub versions: Versions,
-    /// The history checker's verdict; `None` when the target could not be checked.
-    #[serde(default)]
-    pub check: Option<CheckSummary>,
+    /// The history checker's verdict (`pass`, `fail`, `incomplete` or `skipped`).
+    pub check: CheckSummary,
     /// The faults injected, with their unavailability windows.
     #[serde(default)]
     pub faults: Vec<FaultRecord>,
+    /// The run was stopped early by SIGINT or SIGTERM: its figures cover only part of the
+    /// plan, and its verdicts do not count (`loadgen` exits 130).
+    #[serde(default)]
+    pub interrupted: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -67,9 +72,10 @@ pub struct OpResult {
     pub errors_by_code: BTreeMap<String, u64>,
     /// Successful calls per second of the measured window.
     pub throughput: f64,
-    /// From the intended send time (coordinated-omission corrected).
+    /// Every call (failed and timed-out ones included), from the intended send time
+    /// (coordinated-omission corrected).
     pub latency_ms: Percentiles,
-    /// From the actual send.
+    /// Successful calls only, from the actual send.
     pub service_time_ms: Percentiles,
 }
 
@@ -82,16 +88,102 @@ pub struct RateStep {
     pub rate: f64,
 }
 
-/// One latency objective of the scenario, judged on the corrected latency.
+/// One objective of the scenario and how the run did against it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SloResult {
+    /// The operation (`send_message`), or `run` for an objective on the whole run.
     pub op: String,
-    /// `p50`, `p90`, `p99`, `p999`, `p9999` or `max`.
-    pub metric: String,
+    /// `p50`, `p90`, `p99`, `p999`, `p9999`, `max` (latency, of every call), `error_rate`,
+    /// `min_throughput`, `schedule` or `unavailable_ms`.
+    pub objective: String,
+    /// The limit: at most this (latency, `error_rate`, `unavailable_ms`), at least this
+    /// (`min_throughput`), or `kept` (`schedule`).
+    pub limit: SloValue,
+    /// What the run measured; `None` when there was nothing to measure (no successful call
+    /// for a latency, no call at all for an error rate, a fault after which no write was
+    /// ever acknowledged).
+    pub actual: Option<SloValue>,
+    /// `ms`, `%`, `ops/s`, or empty for `schedule`.
+    pub unit: String,
+    pub verdict: SloVerdict,
+    /// Latency objectives also give the limit and the measure as before, in milliseconds.
+    #[serde(flatten)]
+    pub latency: Option<LatencyLimit>,
+}
+
+/// A limit or a measure: a number in the objective's unit, or a word (`kept`, `missed`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum SloValue {
+    Number(f64),
+    Text(String),
+}
+
+/// `pass` or `fail`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SloVerdict {
+    Pass,
+    Fail,
+}
+
+/// A latency objective's limit and measure in milliseconds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LatencyLimit {
     pub limit_ms: f64,
-    /// `None` when the operation had no successful call to measure.
+    /// `None` when the operation had no successful call.
     pub actual_ms: Option<f64>,
-    pub pass: bool,
+}
+
+impl SloResult {
+    pub fn passed(&self) -> bool {
+        self.verdict == SloVerdict::Pass
+    }
+
+    /// How the objective reads: `send_message p99 <= 50ms`, `send_message error_rate <=
+    /// 0.1%`, `send_message min_throughput >= 100 ops/s`, `run schedule: kept`, `run
+    /// unavailable_ms <= 1500ms`. The JUnit test cases are named so.
+    pub fn name(&self) -> String {
+        let (op, o) = (&self.op, &self.objective);
+        match (&self.limit, o.as_str()) {
+            (SloValue::Text(t), _) => format!("{op} {o}: {t}"),
+            (SloValue::Number(n), "min_throughput") => format!("{op} {o} >= {} ops/s", num(*n)),
+            (SloValue::Number(n), _) if self.unit == "ms" => format!("{op} {o} <= {}", ms(*n)),
+            (SloValue::Number(n), _) => format!("{op} {o} <= {}{}", num(*n), self.unit),
+        }
+    }
+
+    /// What was measured, as people read it: `12.3ms`, `0.05%`, `120 ops/s`, `missed`.
+    pub fn measured(&self) -> String {
+        match &self.actual {
+            None if self.latency.is_some() => "no successful call".into(),
+            None if self.objective == "error_rate" => "no call".into(),
+            None => "never recovered".into(),
+            Some(SloValue::Text(t)) => t.clone(),
+            Some(SloValue::Number(n)) if self.unit == "ms" => ms(*n),
+            Some(SloValue::Number(n)) if self.unit == "ops/s" => format!("{} ops/s", num(*n)),
+            Some(SloValue::Number(n)) => format!("{}{}", num(*n), self.unit),
+        }
+    }
+}
+
+/// A number without trailing zeros, rounded to 3 decimals: `50`, `0.1`, `12.346`.
+fn num(v: f64) -> String {
+    let r = round_to(v, 3);
+    if r.fract() == 0.0 {
+        format!("{r:.0}")
+    } else {
+        format!("{r}")
+    }
+}
+
+/// Milliseconds, or microseconds below one: `50ms`, `0.5ms`... `1us`.
+fn ms(v: f64) -> String {
+    if v >= 1.0 || v == 0.0 {
+        format!("{}ms", num(v))
+    } else {
+        format!("{}us", num(v * 1000.0))
+    }
 }
 
 /// How well the open model's schedule was kept, and what the generator cost.
@@ -110,7 +202,10 @@ pub struct Generator {
     pub lateness_ms: Option<Percentiles>,
     /// Set when the generator did not keep the schedule.
     pub warning: Option<String>,
-    pub connect_failures: u64,
+    /// Failures after which a user moved to another replica (`routing: any`) or looked for
+    /// the leader again (`routing: leader`).
+    #[serde(default)]
+    pub reroutes: u64,
 }
 
 /// One replica as seen at the end of the run.
@@ -153,13 +248,25 @@ pub struct ClusterEnd {
     pub leader_changes: Vec<LeaderChange>,
 }
 
-/// What summary.json keeps of the checker's report: the verdict, the counts, and the first
-/// anomalies (all of them are in `check.json`).
+/// What summary.json keeps of the checker's report: the verdict, what could not be read,
+/// the counts, and the first anomalies (all of them are in `check.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CheckSummary {
-    /// `pass` or `fail`.
-    pub verdict: String,
+    /// `pass`, `fail` (an anomaly), `incomplete` (something could not be read, or the check
+    /// could not run) or `skipped` (`check: off`).
+    pub verdict: Verdict,
+    /// Why it is incomplete or skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub counts: Counts,
+    /// Live replicas that had not applied the leader's commit index when the wait after the
+    /// load ended (their lists need only be a prefix of the leader's).
+    pub lagging: Vec<LaggingReplica>,
+    /// Chats that could not be read whole.
+    pub unread_chats: u64,
+    /// Replicas that did not answer after the load, so were not read.
+    #[serde(default)]
+    pub unreachable: Vec<String>,
     pub anomalies: Vec<Anomaly>,
     pub anomalies_total: usize,
 }
@@ -169,21 +276,25 @@ impl CheckSummary {
 
     pub fn of(r: &Report) -> CheckSummary {
         CheckSummary {
-            verdict: r.verdict.clone(),
+            verdict: r.verdict,
+            reason: r.reason.clone(),
             counts: r.counts.clone(),
+            lagging: r.lagging.clone(),
+            unread_chats: r.unread_chats,
+            unreachable: r.unreachable.clone(),
             anomalies: r.anomalies.iter().take(Self::KEPT).cloned().collect(),
             anomalies_total: r.anomalies.len(),
         }
     }
 
     pub fn passed(&self) -> bool {
-        self.verdict == "pass"
+        self.verdict == Verdict::Pass
     }
 }
 
 impl Summary {
     pub fn slo_pass(&self) -> bool {
-        self.slo.iter().all(|s| s.pass)
+        self.slo.iter().all(SloResult::passed)
     }
 
     /// Sums up a run from what its parts handed over.
@@ -191,7 +302,8 @@ impl Summary {
         let s = run.scenario;
         let duration_s = s.duration().as_secs_f64();
         let ops = op_results(&run.load.recorder, duration_s);
-        let slo = evaluate_slos(s, &ops);
+        let generator = Generator::of(run.load);
+        let slo = evaluate_slos(s, &ops, &generator, &run.faults);
         Summary {
             run_id: run.run_id.to_string(),
             scenario: s.name.clone(),
@@ -218,13 +330,14 @@ impl Summary {
             machine: Machine::detect(run.results_root),
             ops,
             slo,
-            generator: Generator::of(run.load),
+            generator,
             cluster: run.cluster,
             versions: Versions {
                 loadgen: env!("CARGO_PKG_VERSION").into(),
             },
-            check: run.check.map(CheckSummary::of),
+            check: CheckSummary::of(run.check),
             faults: run.faults,
+            interrupted: run.interrupted,
         }
     }
 }
@@ -242,8 +355,10 @@ pub struct RunFacts<'a> {
     pub results_root: &'a Path,
     pub load: &'a RunOutput,
     pub cluster: ClusterEnd,
-    pub check: Option<&'a Report>,
+    pub check: &'a Report,
     pub faults: Vec<FaultRecord>,
+    /// Stopped early by a signal.
+    pub interrupted: bool,
 }
 
 impl ClusterEnd {
@@ -297,7 +412,7 @@ impl Generator {
             late: pacing.map(|p| p.late),
             lateness_ms: pacing.map(|p| p.lateness_ms),
             warning: pacing.and_then(|p| p.warning()),
-            connect_failures: out.connect_failures,
+            reroutes: out.reroutes,
         }
     }
 }
@@ -354,33 +469,100 @@ pub fn op_results(recorder: &Recorder, duration_s: f64) -> BTreeMap<String, OpRe
         .collect()
 }
 
-/// Checks the scenario's objectives against the corrected latencies.
-pub fn evaluate_slos(scenario: &Scenario, ops: &BTreeMap<String, OpResult>) -> Vec<SloResult> {
+/// Judges the scenario's objectives: per operation, latency percentiles (of every call, on
+/// the corrected latency; failing when no call succeeded), the error rate and the least
+/// throughput; for the run, whether the schedule was kept and the most unavailability any
+/// one fault cost.
+pub fn evaluate_slos(
+    scenario: &Scenario,
+    ops: &BTreeMap<String, OpResult>,
+    generator: &Generator,
+    faults: &[FaultRecord],
+) -> Vec<SloResult> {
     let mut out = Vec::new();
-    for (op, slo) in &scenario.slo {
-        let limits = [
-            ("p50", slo.p50),
-            ("p90", slo.p90),
-            ("p99", slo.p99),
-            ("p999", slo.p999),
-            ("p9999", slo.p9999),
-            ("max", slo.max),
-        ];
-        for (metric, limit) in limits {
-            let Some(limit) = limit else { continue };
-            let limit_ms = limit.0.as_secs_f64() * 1000.0;
-            let actual_ms = ops
-                .get(op.name())
+    let judge = |op: &str, objective: &str, limit: f64, actual: Option<f64>, unit: &str| {
+        let pass = actual.is_some_and(|a| {
+            if objective == "min_throughput" {
+                a >= limit
+            } else {
+                a <= limit
+            }
+        });
+        SloResult {
+            op: op.to_string(),
+            objective: objective.to_string(),
+            limit: SloValue::Number(limit),
+            actual: actual.map(SloValue::Number),
+            unit: unit.to_string(),
+            verdict: if pass {
+                SloVerdict::Pass
+            } else {
+                SloVerdict::Fail
+            },
+            latency: None,
+        }
+    };
+    for (op, slo) in &scenario.slo.ops {
+        let name = op.name();
+        let r = ops.get(name);
+        for (metric, limit) in slo.latencies() {
+            let limit_ms = limit.as_secs_f64() * 1000.0;
+            let actual_ms = r
                 .filter(|r| r.count > 0)
                 .and_then(|r| r.latency_ms.get(metric));
-            out.push(SloResult {
-                op: op.name().to_string(),
-                metric: metric.to_string(),
+            let mut v = judge(name, metric, limit_ms, actual_ms, "ms");
+            v.latency = Some(LatencyLimit {
                 limit_ms,
                 actual_ms,
-                pass: actual_ms.is_some_and(|a| a <= limit_ms),
             });
+            out.push(v);
         }
+        if let Some(limit) = slo.error_rate {
+            let rate = r
+                .filter(|r| r.count + r.errors > 0)
+                .map(|r| round_to(100.0 * r.errors as f64 / (r.count + r.errors) as f64, 4));
+            out.push(judge(name, "error_rate", limit.0, rate, "%"));
+        }
+        if let Some(limit) = slo.min_throughput {
+            let actual = r.map_or(0.0, |r| r.throughput);
+            out.push(judge(
+                name,
+                "min_throughput",
+                limit.0,
+                Some(actual),
+                "ops/s",
+            ));
+        }
+    }
+    let run = &scenario.slo.run;
+    if run.schedule.is_some() {
+        let kept = generator.intended.is_some() && generator.warning.is_none();
+        let word = if kept { "kept" } else { "missed" };
+        out.push(SloResult {
+            op: "run".into(),
+            objective: "schedule".into(),
+            limit: SloValue::Text("kept".into()),
+            actual: Some(SloValue::Text(word.into())),
+            unit: String::new(),
+            verdict: if kept {
+                SloVerdict::Pass
+            } else {
+                SloVerdict::Fail
+            },
+            latency: None,
+        });
+    }
+    if let Some(limit) = run.unavailable_ms {
+        // Every fault carried out must have been followed by an acknowledged write.
+        let carried_out: Vec<Option<f64>> = faults
+            .iter()
+            .filter(|f| f.node.is_some())
+            .map(|f| f.unavailable_ms)
+            .collect();
+        let worst = carried_out
+            .iter()
+            .try_fold(0.0f64, |worst, u| u.map(|u| worst.max(u)));
+        out.push(judge("run", "unavailable_ms", limit.0, worst, "ms"));
     }
     out
 }

@@ -1,3 +1,4 @@
+#![allow(dead_code)]
 //! A fake chat server for the load generator's tests: a real tonic server on loopback that
 //! answers every call after a fixed delay, with made-up ids.
 
@@ -69,6 +70,202 @@ pub async fn serve(delay: Duration, read_delay: Duration) -> String {
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(ChatServer::new(SlowChat { delay, read_delay }))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    addr
+}
+
+/// An in-memory chat "cluster" of one replica that also answers `Admin.Status` as a leader,
+/// so `loadgen` checks its history like a real cluster's. With `fail_final_reads`, every
+/// whole-chat read (a poll from the beginning of time) for a member of chat 1 fails with
+/// INTERNAL: the final read of at least one chat fails.
+#[derive(Default)]
+struct MemChat {
+    state: std::sync::Mutex<Mem>,
+    fail_final_reads: bool,
+}
+
+#[derive(Default)]
+struct Mem {
+    users: Vec<String>,
+    /// Chat id (from 1) to its members.
+    chats: Vec<std::collections::BTreeSet<u64>>,
+    messages: Vec<Message>,
+    writes: u64,
+}
+
+impl Mem {
+    fn user(&self, id: u64) -> Result<(), Status> {
+        if id == 0 || id as usize > self.users.len() {
+            return Err(Status::not_found(format!("user {id}")));
+        }
+        Ok(())
+    }
+    fn chat(&mut self, id: u64) -> Result<&mut std::collections::BTreeSet<u64>, Status> {
+        match (id as usize)
+            .checked_sub(1)
+            .and_then(|i| self.chats.get_mut(i))
+        {
+            Some(c) => Ok(c),
+            None => Err(Status::not_found(format!("chat {id}"))),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Chat for MemChat {
+    async fn create_user(
+        &self,
+        r: Request<CreateUserRequest>,
+    ) -> Result<Response<CreateUserResponse>, Status> {
+        let mut m = self.state.lock().unwrap();
+        m.users.push(r.into_inner().username);
+        m.writes += 1;
+        Ok(Response::new(CreateUserResponse {
+            user_id: m.users.len() as u64,
+        }))
+    }
+    async fn create_chat(
+        &self,
+        r: Request<CreateChatRequest>,
+    ) -> Result<Response<CreateChatResponse>, Status> {
+        let r = r.into_inner();
+        let mut m = self.state.lock().unwrap();
+        m.user(r.user_id)?;
+        m.chats.push([r.user_id].into_iter().collect());
+        m.writes += 1;
+        Ok(Response::new(CreateChatResponse {
+            chat_id: m.chats.len() as u64,
+        }))
+    }
+    async fn join_chat(
+        &self,
+        r: Request<JoinChatRequest>,
+    ) -> Result<Response<JoinChatResponse>, Status> {
+        let r = r.into_inner();
+        let mut m = self.state.lock().unwrap();
+        m.user(r.user_id)?;
+        m.chat(r.chat_id)?.insert(r.user_id);
+        m.writes += 1;
+        Ok(Response::new(JoinChatResponse {}))
+    }
+    async fn send_message(
+        &self,
+        r: Request<SendMessageRequest>,
+    ) -> Result<Response<SendMessageResponse>, Status> {
+        let r = r.into_inner();
+        let mut m = self.state.lock().unwrap();
+        if !m.chat(r.chat_id)?.contains(&r.user_id) {
+            return Err(Status::failed_precondition("not a member"));
+        }
+        let id = m.messages.len() as u64 + 1;
+        m.messages.push(Message {
+            message_id: id,
+            chat_id: r.chat_id,
+            user_id: r.user_id,
+            content: r.content,
+            sent_time: r.sent_time,
+            // The fake's clock is the client's.
+            committed_at: r.sent_time,
+        });
+        m.writes += 1;
+        Ok(Response::new(SendMessageResponse { message_id: id }))
+    }
+    async fn get_messages(
+        &self,
+        r: Request<GetMessagesRequest>,
+    ) -> Result<Response<GetMessagesResponse>, Status> {
+        let r = r.into_inner();
+        let mut m = self.state.lock().unwrap();
+        m.user(r.user_id)?;
+        let after = r.messages_after.unwrap_or_default();
+        let whole = after.seconds == 0 && after.nanos == 0;
+        if self.fail_final_reads && whole && m.chat(1)?.contains(&r.user_id) {
+            return Err(Status::internal("planted: this read fails"));
+        }
+        let key = |t: &Option<prost_types::Timestamp>| {
+            t.as_ref().map_or((0, 0), |t| (t.seconds, t.nanos))
+        };
+        let mine: Vec<u64> = (1..=m.chats.len() as u64)
+            .filter(|c| m.chats[*c as usize - 1].contains(&r.user_id))
+            .collect();
+        let messages = m
+            .messages
+            .iter()
+            .filter(|msg| mine.contains(&msg.chat_id))
+            .filter(|msg| key(&msg.committed_at) > (after.seconds, after.nanos))
+            .cloned()
+            .collect();
+        Ok(Response::new(GetMessagesResponse {
+            messages,
+            has_more: false,
+        }))
+    }
+    async fn get_chat_users(
+        &self,
+        r: Request<GetChatUsersRequest>,
+    ) -> Result<Response<GetChatUsersResponse>, Status> {
+        let r = r.into_inner();
+        let mut m = self.state.lock().unwrap();
+        let users = m
+            .chat(r.chat_id)?
+            .iter()
+            .map(|u| User {
+                user_id: *u,
+                username: String::new(),
+            })
+            .collect();
+        Ok(Response::new(GetChatUsersResponse { users }))
+    }
+}
+
+/// The admin side of a [`MemChat`].
+struct MemAdmin(std::sync::Arc<MemChat>);
+
+#[tonic::async_trait]
+impl telegraft::proto::admin::admin_server::Admin for MemAdmin {
+    async fn status(
+        &self,
+        _: Request<telegraft::proto::admin::StatusRequest>,
+    ) -> Result<Response<telegraft::proto::admin::StatusResponse>, Status> {
+        use telegraft::proto::admin::{RoleKind, StatusResponse};
+        let writes = self.0.state.lock().unwrap().writes;
+        Ok(Response::new(StatusResponse {
+            node_id: 1,
+            role: "leader".into(),
+            role_kind: RoleKind::Leader as i32,
+            term: 1,
+            leader_id: 1,
+            commit_index: writes,
+            applied_index: writes,
+            last_log_index: writes,
+            state_digest: format!("w{writes}"),
+            ..Default::default()
+        }))
+    }
+    async fn set_partition(
+        &self,
+        _: Request<telegraft::proto::admin::SetPartitionRequest>,
+    ) -> Result<Response<telegraft::proto::admin::SetPartitionResponse>, Status> {
+        Err(Status::unimplemented("no partitions here"))
+    }
+}
+
+/// Starts an in-memory chat replica (with `Admin.Status`) on a free loopback port; returns
+/// its address.
+pub async fn serve_memory(fail_final_reads: bool) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let chat = std::sync::Arc::new(MemChat {
+        fail_final_reads,
+        ..Default::default()
+    });
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(ChatServer::from_arc(chat.clone()))
+            .add_service(telegraft::proto::admin::admin_server::AdminServer::new(
+                MemAdmin(chat),
+            ))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     addr

@@ -1,5 +1,10 @@
 //! `GetMessages`: a poll for one dataset user's messages since that user's previous poll.
 //! Each generator user polls for its own share of the dataset's users in turn.
+//!
+//! A poll asks for the largest page the cluster gives ([`POLL_LIMIT`]). The cursor is still
+//! the generator's clock at the previous poll, not the last message's `committed_at`; a
+//! page cut short (`has_more`) is recorded as truncated, and the checker does not hold such
+//! a read to having seen everything in its window.
 
 use prost_types::Timestamp;
 use telegraft::proto::chat::chat_client::ChatClient;
@@ -14,6 +19,9 @@ use crate::history::{self, CallTimes, Event};
 use crate::load::client::Failure;
 
 pub(crate) struct GetMessages;
+
+/// The most messages a page may hold (the cluster clamps larger limits to this).
+pub(crate) const POLL_LIMIT: u32 = 10_000;
 
 pub(crate) struct Note {
     /// Which of the caller's polls this is.
@@ -41,7 +49,7 @@ impl Operation for GetMessages {
             user_id,
             messages_after: Some(after),
             consistency: env.consistency as i32,
-            limit: 0,
+            limit: POLL_LIMIT,
         };
         let note = Note {
             poll,
