@@ -1003,3 +1003,49 @@ async fn overload_is_refused_with_resource_exhausted() {
     send(&mut c, user, chat, "after the burst", wid).await;
     cluster.converged().await;
 }
+
+/// A follower that forwarded a request to a leader which then froze (SIGSTOP) does not wait
+/// out its timeout: when it learns of the election, it abandons the call and sends it to the
+/// new leader. One call, no client retry, succeeds; before, it failed with DEADLINE_EXCEEDED
+/// after the forwarded call's 5 s timeout. The write carries a write id, so the one the frozen
+/// leader may still append is applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_forwarded_to_a_frozen_leader_follows_the_new_one() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.leader().await;
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    let mut c = cluster.chat(follower).await;
+    let (user, chat) = setup_chat(&mut c).await;
+
+    cluster.nodes.pause(leader, true).unwrap();
+    let req = api::SendMessageRequest {
+        user_id: user,
+        chat_id: chat,
+        content: "after the freeze".into(),
+        sent_time: None,
+        write_id: Some(api::WriteId {
+            client_id: 9,
+            sequence: 1,
+        }),
+    };
+    let mut call = tonic::Request::new(req);
+    call.set_timeout(Duration::from_secs(20));
+    let sent = c.send_message(call).await;
+    // A linearizable read through the follower follows the new leader as well.
+    let read = tokio::time::timeout(Duration::from_secs(20), messages(&mut c, user, false)).await;
+    cluster.nodes.pause(leader, false).unwrap();
+
+    let id = sent
+        .expect("forwarded write follows the new leader")
+        .into_inner();
+    assert!(id.message_id > 0);
+    assert_eq!(read.expect("read answered"), vec!["after the freeze"]);
+    let new_leader = cluster.leader().await;
+    assert_ne!(new_leader, leader, "the frozen leader was replaced");
+    cluster.converged().await;
+    let mut old = cluster.chat(leader).await;
+    assert_eq!(
+        messages(&mut old, user, true).await,
+        vec!["after the freeze"]
+    );
+}

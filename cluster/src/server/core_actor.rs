@@ -61,6 +61,9 @@ pub struct CoreActor {
     next_read: ReadId,
     /// Warnings about refused peer messages and dropped sends, at most one per second each.
     warnings: Throttle,
+    /// The leader this replica knows of, published after every round for the chat service,
+    /// which abandons a request it forwarded to a leader that is no longer one.
+    leader: watch::Sender<Option<NodeId>>,
 }
 
 impl CoreActor {
@@ -71,6 +74,7 @@ impl CoreActor {
         applier_tx: mpsc::SyncSender<ApplierMsg>,
         peers: HashMap<NodeId, tmpsc::Sender<Envelope>>,
         tick: Duration,
+        leader: watch::Sender<Option<NodeId>>,
     ) -> CoreActor {
         CoreActor {
             inbox,
@@ -83,6 +87,7 @@ impl CoreActor {
             reads: HashMap::new(),
             next_read: 1,
             warnings: Throttle::default(),
+            leader,
         }
     }
 
@@ -114,6 +119,12 @@ impl CoreActor {
             self.completed(&mut core, reported).await;
             let outputs = core.take_outputs();
             self.act(outputs).await;
+            let leader = core.status().leader;
+            self.leader.send_if_modified(|known| {
+                let changed = *known != leader;
+                *known = leader;
+                changed
+            });
         }
         for (_, (_, reply)) in std::mem::take(&mut self.proposals) {
             let _ = reply.send(Err(RequestError::OutcomeUnknown));

@@ -135,6 +135,8 @@ struct Replica {
     writer: StorageWriter,
     applier: Applier,
     faults: Arc<FaultHook>,
+    /// The leader the core actor knows of (see [`CoreActor`]).
+    leader: watch::Receiver<Option<NodeId>>,
 }
 
 impl Replica {
@@ -177,6 +179,7 @@ impl Replica {
             config.options.clone(),
             Box::new(rng),
         );
+        let (leader_tx, leader) = watch::channel(None);
         let actor = CoreActor::new(
             inbox,
             completions,
@@ -184,6 +187,7 @@ impl Replica {
             applier.sender(),
             peer_txs,
             config.tick,
+            leader_tx,
         );
         tasks.spawn(fatal::supervise(
             "core actor",
@@ -199,6 +203,7 @@ impl Replica {
             writer,
             applier,
             faults: Arc::new(FaultHook::new(config.fault_injection)),
+            leader,
         }
     }
 
@@ -275,6 +280,7 @@ async fn serve(
         config.peers.clone(),
         replica.faults.clone(),
         config.max_inflight,
+        replica.leader.clone(),
     );
     let raft = service::RaftService::new(replica.core_tx.clone(), replica.faults.clone());
     let admin = service::AdminService {

@@ -19,7 +19,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -39,6 +39,9 @@ use crate::proto::raft::{MessageBatch, SendResponse, SnapshotChunk, raft_server:
 use crate::proto::{MAX_CHAT_REQUEST_BYTES, MAX_CHAT_RESPONSE_BYTES, time};
 use crate::raft::{Envelope, Message as RaftMessage, NodeId};
 
+/// A chat client to another replica.
+type Client = ChatClient<Channel>;
+
 /// Marks a request a follower forwarded to the leader.
 const FORWARDED: &str = "x-telegraft-forwarded";
 /// How long a request waits for a leader to be known before UNAVAILABLE.
@@ -55,6 +58,8 @@ pub struct ChatService {
     faults: Arc<FaultHook>,
     /// One permit per request in progress here (`--max-inflight`).
     inflight: Arc<Semaphore>,
+    /// The leader the core actor knows of: a forwarded request is abandoned when it changes.
+    leader: watch::Receiver<Option<NodeId>>,
 }
 
 enum Route<T> {
@@ -94,6 +99,7 @@ impl ChatService {
         peer_addrs: BTreeMap<NodeId, String>,
         faults: Arc<FaultHook>,
         max_inflight: usize,
+        leader: watch::Receiver<Option<NodeId>>,
     ) -> ChatService {
         ChatService {
             core_tx,
@@ -102,6 +108,7 @@ impl ChatService {
             clients: Arc::new(Mutex::new(HashMap::new())),
             faults,
             inflight: Arc::new(Semaphore::new(max_inflight)),
+            leader,
         }
     }
 
@@ -192,6 +199,33 @@ impl ChatService {
         answer(rx).await
     }
 
+    /// Sends a request on to leader `l` and waits for its answer, unless this replica learns
+    /// first that `l` is no longer the leader (a new one was elected, or an election began):
+    /// then the call is abandoned and `None` says "route it again". Without this, a request
+    /// forwarded to a leader that was paused or cut off would wait out its whole timeout
+    /// after the cluster had already moved on.
+    async fn forward<R, Fut>(
+        &self,
+        l: NodeId,
+        call: impl FnOnce(ChatClient<Channel>) -> Fut,
+    ) -> Result<Option<Response<R>>, Status>
+    where
+        Fut: Future<Output = Result<Response<R>, Status>>,
+    {
+        let client = self.client(l)?;
+        let mut leader = self.leader.clone();
+        let moved_on = async move {
+            if leader.wait_for(|now| *now != Some(l)).await.is_err() {
+                // The core actor is gone, and the process with it: keep waiting.
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            answer = call(client) => answer.map(Some),
+            () = moved_on => Ok(None),
+        }
+    }
+
     /// Proposes a write locally, or says where to forward it.
     async fn write(
         &self,
@@ -226,6 +260,45 @@ impl ChatService {
         ChatServer::new(self)
             .max_decoding_message_size(MAX_CHAT_REQUEST_BYTES)
             .max_encoding_message_size(MAX_CHAT_RESPONSE_BYTES)
+    }
+}
+
+/// How often one request may be routed again after the leader it was forwarded to lost
+/// leadership. A read or a write with a write id may be sent again safely (the state machine
+/// applies a write id once); a write without one may already be in the old leader's log, so
+/// it is answered "outcome unknown" at once instead.
+struct Reroutes {
+    left: u32,
+    safe: bool,
+}
+
+impl Reroutes {
+    const MAX: u32 = 4;
+
+    fn read() -> Reroutes {
+        Reroutes {
+            left: Reroutes::MAX,
+            safe: true,
+        }
+    }
+
+    fn write(id: Option<WriteId>) -> Reroutes {
+        Reroutes {
+            left: Reroutes::MAX,
+            safe: session_seq(id).is_some(),
+        }
+    }
+
+    /// One more try, or the error to answer with.
+    fn again(&mut self) -> Result<(), RequestError> {
+        if !self.safe {
+            return Err(RequestError::OutcomeUnknown);
+        }
+        if self.left == 0 {
+            return Err(RequestError::NotLeader { leader: None });
+        }
+        self.left -= 1;
+        Ok(())
     }
 }
 
@@ -264,11 +337,23 @@ impl Chat for ChatService {
         let command = Command::CreateUser {
             username: r.username.clone(),
         };
-        match self.write(fwd, r.write_id, command).await? {
-            Route::Done(o) => Ok(Response::new(CreateUserResponse {
-                user_id: created(o),
-            })),
-            Route::Forward(l) => self.client(l)?.create_user(mark(r)).await,
+        let mut reroutes = Reroutes::write(r.write_id);
+        loop {
+            match self.write(fwd, r.write_id, command.clone()).await? {
+                Route::Done(o) => {
+                    return Ok(Response::new(CreateUserResponse {
+                        user_id: created(o),
+                    }));
+                }
+                Route::Forward(l) => {
+                    let r = r.clone();
+                    let call = |mut c: Client| async move { c.create_user(mark(r)).await };
+                    if let Some(answer) = self.forward(l, call).await? {
+                        return Ok(answer);
+                    }
+                }
+            }
+            reroutes.again()?;
         }
     }
 
@@ -283,11 +368,23 @@ impl Chat for ChatService {
             user_id: r.user_id,
             name: r.chat_name.clone(),
         };
-        match self.write(fwd, r.write_id, command).await? {
-            Route::Done(o) => Ok(Response::new(CreateChatResponse {
-                chat_id: created(o),
-            })),
-            Route::Forward(l) => self.client(l)?.create_chat(mark(r)).await,
+        let mut reroutes = Reroutes::write(r.write_id);
+        loop {
+            match self.write(fwd, r.write_id, command.clone()).await? {
+                Route::Done(o) => {
+                    return Ok(Response::new(CreateChatResponse {
+                        chat_id: created(o),
+                    }));
+                }
+                Route::Forward(l) => {
+                    let r = r.clone();
+                    let call = |mut c: Client| async move { c.create_chat(mark(r)).await };
+                    if let Some(answer) = self.forward(l, call).await? {
+                        return Ok(answer);
+                    }
+                }
+            }
+            reroutes.again()?;
         }
     }
 
@@ -302,9 +399,18 @@ impl Chat for ChatService {
             user_id: r.user_id,
             chat_id: r.chat_id,
         };
-        match self.write(fwd, r.write_id, command).await? {
-            Route::Done(_) => Ok(Response::new(JoinChatResponse {})),
-            Route::Forward(l) => self.client(l)?.join_chat(mark(r)).await,
+        let mut reroutes = Reroutes::write(r.write_id);
+        loop {
+            match self.write(fwd, r.write_id, command.clone()).await? {
+                Route::Done(_) => return Ok(Response::new(JoinChatResponse {})),
+                Route::Forward(l) => {
+                    let call = |mut c: Client| async move { c.join_chat(mark(r)).await };
+                    if let Some(answer) = self.forward(l, call).await? {
+                        return Ok(answer);
+                    }
+                }
+            }
+            reroutes.again()?;
         }
     }
 
@@ -321,11 +427,23 @@ impl Chat for ChatService {
             content: r.content.clone(),
             sent_time_us: r.sent_time.as_ref().map(time::micros),
         };
-        match self.write(fwd, r.write_id, command).await? {
-            Route::Done(o) => Ok(Response::new(SendMessageResponse {
-                message_id: created(o),
-            })),
-            Route::Forward(l) => self.client(l)?.send_message(mark(r)).await,
+        let mut reroutes = Reroutes::write(r.write_id);
+        loop {
+            match self.write(fwd, r.write_id, command.clone()).await? {
+                Route::Done(o) => {
+                    return Ok(Response::new(SendMessageResponse {
+                        message_id: created(o),
+                    }));
+                }
+                Route::Forward(l) => {
+                    let r = r.clone();
+                    let call = |mut c: Client| async move { c.send_message(mark(r)).await };
+                    if let Some(answer) = self.forward(l, call).await? {
+                        return Ok(answer);
+                    }
+                }
+            }
+            reroutes.again()?;
         }
     }
 
@@ -342,25 +460,37 @@ impl Chat for ChatService {
             limit: r.limit,
         };
         let q = || Query::Messages(q.clone());
-        match self.query(fwd, is_local(r.consistency), q).await? {
-            Route::Done(QueryOutput::Messages(page)) => Ok(Response::new(GetMessagesResponse {
-                messages: page
-                    .messages
-                    .into_iter()
-                    .map(|m| Message {
-                        message_id: m.message_id,
-                        chat_id: m.chat_id,
-                        user_id: m.user_id,
-                        content: m.content,
-                        sent_time: m.sent_time_us.map(time::from_micros),
-                        committed_at: Some(time::from_micros(m.committed_at_us)),
-                    })
-                    .collect(),
-                has_more: page.has_more,
-            })),
-            Route::Done(_) => Err(RequestError::Internal("wrong query result".into()).into()),
-            Route::Forward(l) => self.client(l)?.get_messages(mark(r)).await,
-        }
+        let mut reroutes = Reroutes::read();
+        let page = loop {
+            match self.query(fwd, is_local(r.consistency), q).await? {
+                Route::Done(QueryOutput::Messages(page)) => break page,
+                Route::Done(_) => {
+                    return Err(RequestError::Internal("wrong query result".into()).into());
+                }
+                Route::Forward(l) => {
+                    let call = |mut c: Client| async move { c.get_messages(mark(r)).await };
+                    if let Some(answer) = self.forward(l, call).await? {
+                        return Ok(answer);
+                    }
+                }
+            }
+            reroutes.again()?;
+        };
+        Ok(Response::new(GetMessagesResponse {
+            messages: page
+                .messages
+                .into_iter()
+                .map(|m| Message {
+                    message_id: m.message_id,
+                    chat_id: m.chat_id,
+                    user_id: m.user_id,
+                    content: m.content,
+                    sent_time: m.sent_time_us.map(time::from_micros),
+                    committed_at: Some(time::from_micros(m.committed_at_us)),
+                })
+                .collect(),
+            has_more: page.has_more,
+        }))
     }
 
     async fn get_chat_users(
@@ -371,21 +501,29 @@ impl Chat for ChatService {
         let fwd = forwarded(&req);
         let r = req.into_inner();
         let chat_id = r.chat_id;
-        match self
-            .query(fwd, is_local(r.consistency), || Query::ChatUsers {
-                chat_id,
-            })
-            .await?
-        {
-            Route::Done(QueryOutput::ChatUsers(us)) => Ok(Response::new(GetChatUsersResponse {
-                users: us
-                    .into_iter()
-                    .map(|(user_id, username)| User { user_id, username })
-                    .collect(),
-            })),
-            Route::Done(_) => Err(RequestError::Internal("wrong query result".into()).into()),
-            Route::Forward(l) => self.client(l)?.get_chat_users(mark(r)).await,
-        }
+        let q = || Query::ChatUsers { chat_id };
+        let mut reroutes = Reroutes::read();
+        let users = loop {
+            match self.query(fwd, is_local(r.consistency), q).await? {
+                Route::Done(QueryOutput::ChatUsers(us)) => break us,
+                Route::Done(_) => {
+                    return Err(RequestError::Internal("wrong query result".into()).into());
+                }
+                Route::Forward(l) => {
+                    let call = |mut c: Client| async move { c.get_chat_users(mark(r)).await };
+                    if let Some(answer) = self.forward(l, call).await? {
+                        return Ok(answer);
+                    }
+                }
+            }
+            reroutes.again()?;
+        };
+        Ok(Response::new(GetChatUsersResponse {
+            users: users
+                .into_iter()
+                .map(|(user_id, username)| User { user_id, username })
+                .collect(),
+        }))
     }
 }
 
