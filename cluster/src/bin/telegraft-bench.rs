@@ -10,6 +10,10 @@
 //!   open loop), to the leader of a local cluster; every second, each replica's RSS and the
 //!   calls admitted and refused; at the end, the latency of the admitted calls, the count of
 //!   RESOURCE_EXHAUSTED, and how far each replica's RSS moved after the warm-up.
+//! - `snapshot --mb M`: a follower is frozen (SIGSTOP) while the others fill the chat
+//!   database to about M MB with large messages and compact their logs; it is then let go
+//!   and catches up by a streamed snapshot. Reports the leader's and the follower's RSS
+//!   before, and their peak while the snapshot is sent, received and installed.
 //!
 //! Figures go in cluster/README.md with the command that produced them. These are
 //! benchmarks, not tests: nothing here asserts a timing.
@@ -90,6 +94,24 @@ enum Cmd {
         #[arg(long, default_value_t = 27200)]
         base_port: u16,
     },
+    /// A lagging follower catches up by snapshot from a chat database of about `--mb` MB:
+    /// RSS of the leader and of the follower before and during.
+    Snapshot {
+        /// Size to fill the chat database to, in MB of message content.
+        #[arg(long, default_value_t = 200)]
+        mb: u64,
+        /// Message content bytes (at most 64 KiB).
+        #[arg(long, default_value_t = 60_000)]
+        message_bytes: usize,
+        /// `--snapshot-every` for every replica.
+        #[arg(long, default_value_t = 500)]
+        snapshot_every: u64,
+        /// Concurrent SendMessage calls while filling.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        #[arg(long, default_value_t = 27300)]
+        base_port: u16,
+    },
 }
 
 fn main() -> Result<()> {
@@ -144,6 +166,23 @@ fn main() -> Result<()> {
                 secs,
             };
             rt.block_on(overload(&tmp, load))
+        }
+        Cmd::Snapshot {
+            mb,
+            message_bytes,
+            snapshot_every,
+            clients,
+            base_port,
+        } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(snapshot(
+                &tmp,
+                mb << 20,
+                message_bytes,
+                snapshot_every,
+                clients.max(1),
+                base_port,
+            ))
         }
     }
 }
@@ -592,6 +631,214 @@ async fn overload(dir: &std::path::Path, load: Overload) -> Result<()> {
             series.last().map_or(0, |s| s.1 >> 20)
         );
     }
+    drop(procs);
+    Ok(())
+}
+
+/// The largest `snap-*.db` file in `dir/snapshots`, in bytes.
+fn snapshot_file_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir.join("snapshots"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".db"))
+        .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+        .max()
+        .unwrap_or(0)
+}
+
+async fn snapshot(
+    dir: &std::path::Path,
+    fill_bytes: u64,
+    message_bytes: usize,
+    snapshot_every: u64,
+    clients: usize,
+    base_port: u16,
+) -> Result<()> {
+    let exe = std::env::current_exe()?.with_file_name("telegraft");
+    if !exe.exists() {
+        bail!(
+            "{} not found: build the telegraft binary first",
+            exe.display()
+        );
+    }
+    let extra = vec!["--snapshot-every".to_string(), snapshot_every.to_string()];
+    let procs = LocalCluster::start(&exe, 3, base_port, dir, &extra)?;
+    let addrs: Vec<String> = procs.addrs.values().cloned().collect();
+    let leader = admin::wait_for_leader(&addrs, Duration::from_secs(20))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let lagging = *procs
+        .addrs
+        .keys()
+        .find(|id| **id != leader.node_id)
+        .expect("3 replicas");
+    let (leader_pid, lagging_pid) = (
+        procs.pid(leader.node_id).context("leader pid")?,
+        procs.pid(lagging).context("follower pid")?,
+    );
+    let ep = format!("http://{}", leader.addr);
+    let mut c = ChatClient::connect(ep.clone()).await?;
+    let user = c
+        .create_user(api::CreateUserRequest {
+            username: "snapshot".into(),
+            write_id: None,
+        })
+        .await?
+        .into_inner()
+        .user_id;
+    let chat = c
+        .create_chat(api::CreateChatRequest {
+            user_id: user,
+            chat_name: "snapshot".into(),
+            write_id: None,
+        })
+        .await?
+        .into_inner()
+        .chat_id;
+    // The follower has the chat, then falls behind for good.
+    let lagging_addr = procs.addrs[&lagging].clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while admin::status(&lagging_addr).await?.applied_index < 3 {
+        if Instant::now() > deadline {
+            bail!("node {lagging} did not apply the setup");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    procs.pause(lagging, true)?;
+    println!(
+        "snapshot: leader node {}, node {lagging} frozen (SIGSTOP); filling the chat database with {} MB of {} B messages, snapshot every {snapshot_every} entries",
+        leader.node_id,
+        fill_bytes >> 20,
+        message_bytes
+    );
+
+    // Fill: `clients` calls in flight until `fill_bytes` of content were written.
+    let sent = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let mut c = ChatClient::connect(ep.clone()).await?;
+        let sent = sent.clone();
+        let content = "s".repeat(message_bytes);
+        tasks.push(tokio::spawn(async move {
+            while sent.fetch_add(message_bytes as u64, Ordering::Relaxed) < fill_bytes {
+                c.send_message(api::SendMessageRequest {
+                    user_id: user,
+                    chat_id: chat,
+                    content: content.clone(),
+                    sent_time: None,
+                    write_id: None,
+                })
+                .await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    // Small messages past one more snapshot interval: the newest snapshot then covers every
+    // large message, and the follower catches up by it, not by the log.
+    for i in 0..snapshot_every + 10 {
+        c.send_message(api::SendMessageRequest {
+            user_id: user,
+            chat_id: chat,
+            content: format!("tail {i}"),
+            sent_time: None,
+            write_id: None,
+        })
+        .await?;
+    }
+    let leader_dir = procs.node_dir(leader.node_id);
+    let db = std::fs::metadata(leader_dir.join("chat.sqlite"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    // Let the leader's newest snapshot land on disk.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let snap = snapshot_file_bytes(&leader_dir);
+    let target = admin::status(&leader.addr).await?.commit_index;
+    println!(
+        "  filled in {:.1} s: commit index {target}, leader's chat.sqlite {} MB, its snapshot file {} MB",
+        start.elapsed().as_secs_f64(),
+        db >> 20,
+        snap >> 20
+    );
+
+    let (leader_base, lagging_base) = (
+        rss_bytes(leader_pid).context("leader RSS")?,
+        rss_bytes(lagging_pid).context("follower RSS")?,
+    );
+    println!(
+        "  before: leader RSS {} MB, node {lagging} RSS {} MB; letting node {lagging} go (SIGCONT)",
+        leader_base >> 20,
+        lagging_base >> 20
+    );
+    procs.pause(lagging, false)?;
+    let start = Instant::now();
+    let (mut leader_peak, mut lagging_peak) = (leader_base, lagging_base);
+    let mut last_print = Instant::now();
+    let mut last_status = Instant::now() - Duration::from_secs(1);
+    loop {
+        leader_peak = leader_peak.max(rss_bytes(leader_pid).unwrap_or(0));
+        lagging_peak = lagging_peak.max(rss_bytes(lagging_pid).unwrap_or(0));
+        if last_status.elapsed() >= Duration::from_millis(250) {
+            last_status = Instant::now();
+            if let Ok(s) = admin::status(&lagging_addr).await
+                && s.applied_index >= target
+            {
+                break;
+            }
+        }
+        if last_print.elapsed() >= Duration::from_secs(1) {
+            last_print = Instant::now();
+            println!(
+                "  {:>5.1} s: leader RSS {} MB (peak {} MB), node {lagging} RSS {} MB (peak {} MB)",
+                start.elapsed().as_secs_f64(),
+                rss_bytes(leader_pid).unwrap_or(0) >> 20,
+                leader_peak >> 20,
+                rss_bytes(lagging_pid).unwrap_or(0) >> 20,
+                lagging_peak >> 20
+            );
+        }
+        if start.elapsed() > Duration::from_secs(600) {
+            bail!("node {lagging} did not catch up within 600 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = start.elapsed();
+    // A few more samples after the catch-up, for whatever the install left behind.
+    for _ in 0..25 {
+        leader_peak = leader_peak.max(rss_bytes(leader_pid).unwrap_or(0));
+        lagging_peak = lagging_peak.max(rss_bytes(lagging_pid).unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = std::fs::read_to_string(procs.log_path(lagging)).unwrap_or_default();
+    let by_snapshot = log.contains("installing a snapshot from the leader");
+    let mb = |b: u64| b as f64 / (1 << 20) as f64;
+    println!(
+        "snapshot: node {lagging} caught up to index {target} in {:.1} s ({}); snapshot file {:.0} MB",
+        took.as_secs_f64(),
+        if by_snapshot {
+            "by snapshot"
+        } else {
+            "by the log: NO SNAPSHOT WAS SENT"
+        },
+        mb(snapshot_file_bytes(&procs.node_dir(lagging)))
+    );
+    println!(
+        "RSS leader (node {}): {:.0} MB before, peak {:.0} MB: grew {:+.1} MB",
+        leader.node_id,
+        mb(leader_base),
+        mb(leader_peak),
+        mb(leader_peak) - mb(leader_base)
+    );
+    println!(
+        "RSS follower (node {lagging}): {:.0} MB before, peak {:.0} MB: grew {:+.1} MB",
+        mb(lagging_base),
+        mb(lagging_peak),
+        mb(lagging_peak) - mb(lagging_base)
+    );
     drop(procs);
     Ok(())
 }

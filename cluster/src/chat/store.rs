@@ -353,53 +353,47 @@ impl ChatStore {
         Ok(found.is_some())
     }
 
-    /// The whole database as bytes (a consistent copy via `VACUUM INTO`).
-    pub fn snapshot(&self) -> Result<Vec<u8>, StoreError> {
-        let tmp = self.path.with_extension("snapshot.tmp");
-        let _ = std::fs::remove_file(&tmp);
+    /// Writes a consistent copy of the whole database to `path` (which must not exist) with
+    /// `VACUUM INTO`: SQLite copies it page by page, so memory stays at its page cache
+    /// whatever the database's size. The caller makes the file durable
+    /// ([`crate::storage::SnapshotDir::create`]).
+    pub fn snapshot_to(&self, path: &Path) -> Result<(), StoreError> {
         self.conn
-            .execute("VACUUM INTO ?1", [tmp.to_string_lossy().as_ref()])
+            .execute("VACUUM INTO ?1", [path.to_string_lossy().as_ref()])
             .map_err(|e| self.err(e))?;
-        let bytes = std::fs::read(&tmp).map_err(|e| StoreError::Io {
-            path: tmp.clone(),
-            source: e,
-        })?;
-        let _ = std::fs::remove_file(&tmp);
-        Ok(bytes)
+        Ok(())
     }
 
-    /// Replaces the whole state with a snapshot's bytes.
-    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+    /// Replaces the whole state with the snapshot file at `path`, which is left as it is
+    /// (it stays the node's snapshot). The file is copied by the kernel (`fs::copy`), not
+    /// read into memory; the copy is fsync'd, then the connection closed, the copy renamed
+    /// over the database, the directory fsync'd, and the database reopened. A crash part
+    /// way leaves the old database or the new one, and startup restores again if it finds
+    /// the old one behind the snapshot (`storage::reconcile`).
+    pub fn restore_from(&mut self, path: &Path) -> Result<(), StoreError> {
         let tmp = self.path.with_extension("restore.tmp");
-        let write = || -> std::io::Result<()> {
-            use std::io::Write as _;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| StoreError::Io { path: p, source }
         };
-        write().map_err(|e| StoreError::Io {
-            path: tmp.clone(),
-            source: e,
-        })?;
-        let path = self.path.clone();
+        std::fs::copy(path, &tmp).map_err(io(path))?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io(&tmp))?;
+        let db = self.path.clone();
         // Close the current connection before replacing its files.
         let placeholder = Connection::open_in_memory().map_err(|e| self.err(e))?;
         drop(std::mem::replace(&mut self.conn, placeholder));
         for suffix in ["-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
         }
-        std::fs::rename(&tmp, &path).map_err(|e| StoreError::Io {
-            path: path.clone(),
-            source: e,
-        })?;
-        if let Some(dir) = path.parent() {
-            let sync = std::fs::File::open(dir).and_then(|d| d.sync_all());
-            sync.map_err(|e| StoreError::Io {
-                path: dir.to_path_buf(),
-                source: e,
-            })?;
+        std::fs::rename(&tmp, &db).map_err(io(&db))?;
+        if let Some(dir) = db.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(dir))?;
         }
-        *self = ChatStore::open(&path)?;
+        *self = ChatStore::open(&db)?;
         Ok(())
     }
 }
@@ -416,12 +410,12 @@ impl crate::storage::StateMachine for ChatStore {
         ChatStore::applied_term(self)
     }
 
-    fn snapshot(&self) -> Result<Vec<u8>, StoreError> {
-        ChatStore::snapshot(self)
+    fn snapshot_to(&self, path: &Path) -> Result<(), StoreError> {
+        ChatStore::snapshot_to(self, path)
     }
 
-    fn restore(&mut self, data: &[u8]) -> Result<(), StoreError> {
-        ChatStore::restore(self, data)
+    fn restore_from(&mut self, path: &Path) -> Result<(), StoreError> {
+        ChatStore::restore_from(self, path)
     }
 }
 
@@ -985,12 +979,22 @@ mod tests {
         );
         s.apply(std::slice::from_ref(&e1)).unwrap();
         assert!(s.apply(&[e1]).unwrap().is_empty(), "already applied");
-        let snap = s.snapshot().unwrap();
         let digest = s.digest();
         let (_d2, mut other) = store();
-        other.restore(&snap).unwrap();
+        restore_via_file(&mut other, &s);
         assert_eq!(other.digest(), digest);
         assert_eq!(other.applied_index().unwrap(), 1);
+    }
+
+    /// `to` becomes a copy of `from` through a snapshot file, as a follower's does.
+    fn restore_via_file(to: &mut ChatStore, from: &ChatStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("snap.db");
+        from.snapshot_to(&file).unwrap();
+        let size = std::fs::metadata(&file).unwrap().len();
+        to.restore_from(&file).unwrap();
+        // The snapshot file stays as it was: it is still the node's snapshot.
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), size);
     }
 
     fn user(name: &str) -> Command {
@@ -1232,7 +1236,7 @@ mod tests {
 
         // A snapshot carries the digest, and so does a restart.
         let (_d3, mut c) = store();
-        c.restore(&a.snapshot().unwrap()).unwrap();
+        restore_via_file(&mut c, &a);
         assert_eq!(c.digest(), a.digest());
         drop(a);
         let mut a = ChatStore::open(&dir.path().join("chat.sqlite")).unwrap();
@@ -1291,7 +1295,7 @@ mod tests {
         assert_eq!(page(&b, 1, i64::MIN, 0), page(&a, 1, i64::MIN, 0));
         assert_eq!(a.digest(), b.digest());
         let (_d3, mut c) = store();
-        c.restore(&a.snapshot().unwrap()).unwrap();
+        restore_via_file(&mut c, &a);
         c.apply(&[entry_at(9, send(1, 2, "f", None), None, 10)])
             .unwrap();
         assert_eq!(page(&c, 1, 5_001, 0).messages[0].committed_at_us, 5_002);

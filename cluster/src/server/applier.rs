@@ -3,8 +3,11 @@
 //! It receives committed batches in log order and applies each in one transaction, then
 //! answers the clients waiting on those entries. Queries arrive on the same queue, so a
 //! linearizable read queued after the batch that reaches its read index sees that batch.
-//! Every `snapshot_every` applied entries it snapshots the database and reports
-//! [`Completion::SnapshotTaken`], after which the core actor compacts the log behind it.
+//! Every `snapshot_every` applied entries it snapshots the database into a file of the
+//! snapshot directory (`VACUUM INTO`, page by page: the snapshot is never in memory) and
+//! reports [`Completion::SnapshotTaken`] once the file is durable, after which the core
+//! actor compacts the log behind it. A snapshot from the leader is restored from its file
+//! the same way (copied by the kernel, then swapped in).
 //!
 //! Failures are split by what they can damage:
 //! - a failed write (apply, snapshot, restore) is fatal: the applied state could no longer be
@@ -22,6 +25,7 @@ use super::fatal;
 use super::mailbox::{ApplierMsg, Completion, ProposeReply, Query, QueryOutput};
 use crate::chat::ChatStore;
 use crate::raft::{Entry, Index};
+use crate::storage::SnapshotDir;
 
 /// The handle of a running applier: where to send work, and the thread to join.
 pub struct Applier {
@@ -31,10 +35,12 @@ pub struct Applier {
 
 impl Applier {
     /// Starts the applier thread. `last_snapshot` is the index of the newest snapshot (the
-    /// next is taken `snapshot_every` entries after it; 0 never snapshots). Its queue holds
-    /// at most `queue` messages. `report` is called on the applier's thread.
+    /// next is taken `snapshot_every` entries after it; 0 never snapshots), and `snapshots`
+    /// where snapshot files go. Its queue holds at most `queue` messages. `report` is called
+    /// on the applier's thread.
     pub fn spawn(
         mut store: ChatStore,
+        snapshots: SnapshotDir,
         snapshot_every: u64,
         mut last_snapshot: Index,
         queue: usize,
@@ -50,19 +56,22 @@ impl Applier {
                             apply(&mut store, &entries, replies);
                             let applied = entries.last().map_or(0, |e| e.index);
                             if snapshot_every > 0 && applied >= last_snapshot + snapshot_every {
-                                let data = store.snapshot().unwrap_or_else(|e| fatal::stop(e));
+                                let term = store.applied_term().unwrap_or_else(|e| fatal::stop(e));
+                                snapshots
+                                    .create::<fatal::Fatal>(term, applied, |tmp| {
+                                        Ok(store.snapshot_to(tmp)?)
+                                    })
+                                    .unwrap_or_else(|e| fatal::stop(e));
                                 last_snapshot = applied;
-                                report(Completion::SnapshotTaken {
-                                    index: applied,
-                                    data,
-                                });
+                                report(Completion::SnapshotTaken { index: applied });
                             }
                         }
                         ApplierMsg::Query { query, reply } => {
                             let _ = reply.send(read(&store, query));
                         }
-                        ApplierMsg::Restore { data, done } => {
-                            store.restore(&data).unwrap_or_else(|e| fatal::stop(e));
+                        ApplierMsg::Restore { snapshot, done } => {
+                            let path = snapshots.path(snapshot.term, snapshot.index);
+                            store.restore_from(&path).unwrap_or_else(|e| fatal::stop(e));
                             last_snapshot =
                                 store.applied_index().unwrap_or_else(|e| fatal::stop(e));
                             let _ = done.send(());

@@ -192,11 +192,11 @@ impl CoreActor {
         if let Some(up_to) = reported.persisted {
             core.persisted(up_to);
         }
-        if let Some((index, data)) = reported.snapshot
-            && core.compact(index, data.clone()).is_ok()
+        // The snapshot's bytes are in its file; the core keeps only its position.
+        if let Some(index) = reported.snapshot
+            && core.compact(index, Vec::new()).is_ok()
         {
-            let term = core.log().snapshot().term;
-            let snapshot = Snapshot { index, term, data };
+            let snapshot = core.log().snapshot().clone();
             self.storage(StorageRequest::Compact(snapshot)).await;
         }
     }
@@ -251,26 +251,27 @@ impl CoreActor {
         }
     }
 
-    /// Installs a snapshot from the leader.
+    /// Installs a snapshot from the leader. Its file is already durable: the Raft service
+    /// wrote it as the stream arrived, and only then handed the core the metadata.
     ///
     /// Raft storage first (snapshot and log replaced atomically), then the state machine: a
     /// crash in between leaves the snapshot ahead of SQLite, which startup repairs by
-    /// restoring SQLite from it (`storage::reconcile`). The other order could leave SQLite
-    /// ahead of a log it does not match.
+    /// restoring SQLite from its file (`storage::reconcile`). The other order could leave
+    /// SQLite ahead of a log it does not match.
     async fn restore(&mut self, snapshot: Snapshot) {
         tracing::info!(
             index = snapshot.index,
-            bytes = snapshot.data.len(),
+            term = snapshot.term,
             "installing a snapshot from the leader"
         );
         let index = snapshot.index;
         let (done, wait) = oneshot::channel();
         self.storage(StorageRequest::Install(snapshot, done)).await;
-        let Ok(Snapshot { data, .. }) = wait.await else {
+        let Ok(snapshot) = wait.await else {
             fatal::writer_stopped("a snapshot from the leader was being installed")
         };
         let (done, wait) = oneshot::channel();
-        self.applier(ApplierMsg::Restore { data, done }).await;
+        self.applier(ApplierMsg::Restore { snapshot, done }).await;
         if wait.await.is_err() {
             fatal::applier_stopped("the state machine was being restored from a snapshot");
         }

@@ -140,7 +140,8 @@ pub struct Completions {
 #[derive(Debug, Default)]
 pub struct Reported {
     pub persisted: Option<AppendId>,
-    pub snapshot: Option<(Index, Vec<u8>)>,
+    /// The newest snapshot file the applier made: the index it covers.
+    pub snapshot: Option<Index>,
 }
 
 impl Completions {
@@ -152,9 +153,9 @@ impl Completions {
                 Completion::Persisted { up_to } => {
                     slots.persisted = Some(slots.persisted.map_or(up_to, |p| p.max(up_to)));
                 }
-                Completion::SnapshotTaken { index, data } => {
-                    if slots.snapshot.as_ref().is_none_or(|(i, _)| *i < index) {
-                        slots.snapshot = Some((index, data));
+                Completion::SnapshotTaken { index } => {
+                    if slots.snapshot.is_none_or(|i| i < index) {
+                        slots.snapshot = Some(index);
                     }
                 }
             }
@@ -179,8 +180,9 @@ impl Completions {
 pub enum Completion {
     /// Every append up to and including `up_to` is durable (one report per fdatasync).
     Persisted { up_to: AppendId },
-    /// The applier snapshotted the state machine after applying `index`.
-    SnapshotTaken { index: Index, data: Vec<u8> },
+    /// The applier snapshotted the state machine after applying `index`: the snapshot's
+    /// file is durable (`storage::SnapshotDir`), only its position travels.
+    SnapshotTaken { index: Index },
 }
 
 /// The storage writer's inbox. Requests are performed in order.
@@ -190,10 +192,12 @@ pub enum StorageRequest {
     Append(AppendId, Vec<Entry>),
     /// Term and vote: answered on the oneshot once durable.
     HardState(HardState, oneshot::Sender<()>),
-    /// A snapshot this node took: save it and drop the entries it covers.
+    /// A snapshot this node took (its file already durable): save its metadata and drop the
+    /// entries it covers.
     Compact(Snapshot),
-    /// A snapshot from the leader: save it and replace the whole log; answered on the
-    /// oneshot once durable, with the snapshot handed back (for the applier, without a copy).
+    /// A snapshot from the leader (its file already durable, written as it was received):
+    /// save its metadata and replace the whole log; answered on the oneshot once durable,
+    /// with the snapshot handed back for the applier.
     Install(Snapshot, oneshot::Sender<Snapshot>),
     /// Fault injection: the writer thread panics (see [`CoreInput::InjectPanic`]).
     InjectPanic,
@@ -211,9 +215,10 @@ pub enum ApplierMsg {
         query: Query,
         reply: ReadReply,
     },
-    /// Replace the state with a snapshot's data; answered once done.
+    /// Replace the state with the snapshot's file (named by its term and index); answered
+    /// once done.
     Restore {
-        data: Vec<u8>,
+        snapshot: Snapshot,
         done: oneshot::Sender<()>,
     },
     /// Finish what is queued before this, then stop (the services still hold senders for

@@ -17,6 +17,7 @@
 //! | `storage_writer` | the Raft storage (thread; group commit) |
 //! | `applier` | the SQLite chat store (thread) |
 //! | `peer` | one gRPC channel per peer (task; bounded queue) |
+//! | `snapshot_stream` | a snapshot file streamed to a peer, and received into a file |
 //! | `service` | the gRPC services (Chat, Raft, Admin) |
 //! | `error` | `ServerError`, `RequestError` and the one mapping to gRPC codes |
 //! | `fatal` | the one way a running replica stops itself (exit code 70) |
@@ -46,6 +47,7 @@ mod fault;
 mod mailbox;
 mod peer;
 mod service;
+mod snapshot_stream;
 mod storage_writer;
 mod throttle;
 
@@ -64,7 +66,7 @@ use self::mailbox::{APPLIER_SLACK, Completions, CoreInput, CoreSender, PEER_INPU
 use crate::chat::ChatStore;
 use crate::proto;
 use crate::raft::{Node, NodeId, Restored};
-use crate::storage::{self, RaftStorage, StorageError};
+use crate::storage::{self, RaftStorage, SnapshotDir, StorageError};
 
 pub use self::config::NodeConfig;
 pub use self::error::ServerError;
@@ -135,6 +137,8 @@ struct Replica {
     writer: StorageWriter,
     applier: Applier,
     faults: Arc<FaultHook>,
+    /// Where snapshot files live (`storage::SnapshotDir`).
+    snapshots: SnapshotDir,
     /// The leader the core actor knows of (see [`CoreActor`]).
     leader: watch::Receiver<Option<NodeId>>,
 }
@@ -148,6 +152,7 @@ impl Replica {
             store,
             restored,
         } = recovered;
+        let snapshots = storage.snapshots().clone();
         let (core_tx, inbox) = mailbox::core_inbox(config.max_inflight + PEER_INPUTS);
         let completions = Arc::new(Completions::default());
         let report = |completions: Arc<Completions>| move |done| completions.report(done);
@@ -155,6 +160,7 @@ impl Replica {
         let last_snapshot = restored.snapshot.index.max(restored.applied);
         let applier = Applier::spawn(
             store,
+            snapshots.clone(),
             config.snapshot_every,
             last_snapshot,
             2 * config.max_inflight + APPLIER_SLACK,
@@ -166,7 +172,13 @@ impl Replica {
             .map(|(id, addr)| {
                 (
                     id,
-                    peer::spawn(id, addr.to_string(), stop.clone(), &mut tasks),
+                    peer::spawn(
+                        id,
+                        addr.to_string(),
+                        snapshots.clone(),
+                        stop.clone(),
+                        &mut tasks,
+                    ),
                 )
             })
             .collect();
@@ -203,6 +215,7 @@ impl Replica {
             writer,
             applier,
             faults: Arc::new(FaultHook::new(config.fault_injection)),
+            snapshots,
             leader,
         }
     }
@@ -282,7 +295,11 @@ async fn serve(
         config.max_inflight,
         replica.leader.clone(),
     );
-    let raft = service::RaftService::new(replica.core_tx.clone(), replica.faults.clone());
+    let raft = service::RaftService::new(
+        replica.core_tx.clone(),
+        replica.faults.clone(),
+        replica.snapshots.clone(),
+    );
     let admin = service::AdminService {
         core_tx: replica.core_tx.clone(),
         applier_tx: replica.applier.sender(),

@@ -10,9 +10,13 @@
 //! process stops, since a replica that can no longer reach a peer would never say so.
 //!
 //! Bounds: the queue holds at most [`QUEUE`] messages (then the core actor drops, and Raft
-//! re-sends); at most [`IN_FLIGHT`] batches and one snapshot stream are in flight; every RPC
+//! re-sends); at most [`IN_FLIGHT`] batches and one snapshot stream are in flight (a snapshot
+//! the core asks for while one is streaming is dropped: the core asks again); every RPC
 //! has a timeout ([`RPC_TIMEOUT`], [`SNAPSHOT_TIMEOUT`]), so a black-holed peer cannot hold
 //! the sender forever.
+//!
+//! A snapshot is streamed from its file, never loaded ([`snapshot_stream`]): a snapshot
+//! costs the sender a few MiB whatever its size.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +26,10 @@ use tokio::task::JoinSet;
 use tonic::transport::{Channel, Endpoint};
 
 use super::fatal;
-use crate::proto::raft::{MessageBatch, SnapshotChunk, raft_client::RaftClient};
+use super::snapshot_stream::{self, SNAPSHOT_CHUNK};
+use crate::proto::raft::{MessageBatch, raft_client::RaftClient};
 use crate::raft::{Envelope, Message, NodeId};
+use crate::storage::SnapshotDir;
 
 /// Queue length per peer before the core actor starts dropping messages to it.
 pub const QUEUE: usize = 8192;
@@ -35,14 +41,13 @@ pub const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
 const MAX_BATCH: usize = 1024;
 /// Batches in flight at once per peer.
 const IN_FLIGHT: usize = 4;
-/// Snapshot data per streamed chunk.
-const SNAPSHOT_CHUNK: usize = 256 << 10;
 
 /// Starts the sender for peer `id` at `addr` as a task of `tasks`; returns its queue. It
 /// stops at the stop notice or when the queue's senders are gone.
 pub fn spawn(
     id: NodeId,
     addr: String,
+    snapshots: SnapshotDir,
     stop: watch::Receiver<bool>,
     tasks: &mut JoinSet<()>,
 ) -> mpsc::Sender<Envelope> {
@@ -62,7 +67,7 @@ pub fn spawn(
             .max_encoding_message_size(256 << 20)
             .max_decoding_message_size(256 << 20);
         let mut in_flight = JoinSet::new();
-        send_loop(id, client, rx, stop, &mut in_flight).await;
+        send_loop(id, client, snapshots, rx, stop, &mut in_flight).await;
         in_flight.shutdown().await;
     }));
     tx
@@ -71,12 +76,14 @@ pub fn spawn(
 /// Sends what arrives on `rx` until the stop notice or until `rx` closes.
 async fn send_loop(
     id: NodeId,
-    mut client: RaftClient<Channel>,
+    client: RaftClient<Channel>,
+    snapshots: SnapshotDir,
     mut rx: mpsc::Receiver<Envelope>,
     mut stop: watch::Receiver<bool>,
     in_flight: &mut JoinSet<()>,
 ) {
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));
+    let streaming = Arc::new(Semaphore::new(1));
     loop {
         let first = tokio::select! {
             _ = stop.changed() => return,
@@ -85,7 +92,17 @@ async fn send_loop(
         let mut pending = Some(first);
         while let Some(first) = pending.take() {
             if matches!(first.message, Message::InstallSnapshot { .. }) {
-                send_snapshot(&mut client, id, first).await;
+                // On its own task, so that heartbeats go on while it streams.
+                match streaming.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let (c, dir) = (client.clone(), snapshots.clone());
+                        in_flight.spawn(async move {
+                            send_snapshot(c, &dir, id, first).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => tracing::debug!(peer = id, "a snapshot is already streaming"),
+                }
                 continue;
             }
             let mut messages = vec![postcard::to_allocvec(&first).expect("messages encode")];
@@ -126,33 +143,32 @@ async fn send_loop(
     }
 }
 
-/// Streams an InstallSnapshot message in chunks of at most [`SNAPSHOT_CHUNK`] bytes, cut
-/// from the snapshot as the stream is read (no second copy of it), within
-/// [`SNAPSHOT_TIMEOUT`].
-async fn send_snapshot(client: &mut RaftClient<Channel>, id: NodeId, mut env: Envelope) {
-    let Message::InstallSnapshot { snapshot, .. } = &mut env.message else {
-        return;
+/// Streams an InstallSnapshot message and its snapshot's file ([`snapshot_stream`]),
+/// within [`SNAPSHOT_TIMEOUT`].
+async fn send_snapshot(
+    mut client: RaftClient<Channel>,
+    snapshots: &SnapshotDir,
+    id: NodeId,
+    env: Envelope,
+) {
+    let index = match &env.message {
+        Message::InstallSnapshot { snapshot, .. } => snapshot.index,
+        _ => return,
     };
-    let data = Arc::new(std::mem::take(&mut snapshot.data));
-    let header = postcard::to_allocvec(&env).expect("messages encode");
-    let bytes = data.len();
-    let n = bytes.div_ceil(SNAPSHOT_CHUNK).max(1);
-    let chunks = (0..n).map({
-        let data = data.clone();
-        move |k| {
-            let start = k * SNAPSHOT_CHUNK;
-            let end = (start + SNAPSHOT_CHUNK).min(data.len());
-            SnapshotChunk {
-                message: if k == 0 { header.clone() } else { Vec::new() },
-                data: data[start.min(end)..end].to_vec(),
-            }
+    let (chunks, bytes) = match snapshot_stream::outgoing(snapshots, &env, SNAPSHOT_CHUNK) {
+        Ok(c) => c,
+        Err(e) => {
+            // Normally a snapshot replaced by a newer one while this message waited in
+            // the queue (its file is then gone): the core sends the newer one on its retry.
+            tracing::info!(peer = id, index, "snapshot not sent (superseded?): {e}");
+            return;
         }
-    });
-    let mut req = tonic::Request::new(tokio_stream::iter(chunks));
+    };
+    let mut req = tonic::Request::new(chunks);
     req.set_timeout(SNAPSHOT_TIMEOUT);
     let sent = tokio::time::timeout(SNAPSHOT_TIMEOUT, client.send_snapshot(req)).await;
     match sent {
-        Ok(Ok(_)) => tracing::info!(peer = id, bytes, chunks = n, "snapshot sent"),
+        Ok(Ok(_)) => tracing::info!(peer = id, index, bytes, "snapshot sent"),
         Ok(Err(status)) => {
             tracing::warn!(peer = id, "snapshot send failed: {}", status.message());
             tokio::time::sleep(Duration::from_millis(20)).await;

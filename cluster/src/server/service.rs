@@ -12,7 +12,8 @@
 //!
 //! The Raft service takes whatever a peer sends without trusting it: bytes that do not decode,
 //! and messages the core refuses, are dropped with a rate-limited warning, and the rest of
-//! the batch goes on. A snapshot stream has a size cap and a deadline, one at a time.
+//! the batch goes on. A snapshot stream is written to a file as it arrives, with a size cap, a
+//! checksum and a deadline, one at a time (`snapshot_stream.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -26,6 +27,7 @@ use tonic::{Request, Response, Status};
 use super::error::RequestError;
 use super::fault::FaultHook;
 use super::mailbox::{ApplierMsg, CoreInput, CoreSender, Query, QueryOutput};
+use super::snapshot_stream;
 use super::throttle::Throttle;
 use crate::chat::{Command, MessagesQuery, Outcome, SessionSeq, Write};
 use crate::proto::admin::{
@@ -38,6 +40,7 @@ use crate::proto::chat::*;
 use crate::proto::raft::{MessageBatch, SendResponse, SnapshotChunk, raft_server::Raft};
 use crate::proto::{MAX_CHAT_REQUEST_BYTES, MAX_CHAT_RESPONSE_BYTES, time};
 use crate::raft::{Envelope, Message as RaftMessage, NodeId};
+use crate::storage::SnapshotDir;
 
 /// A chat client to another replica.
 type Client = ChatClient<Channel>;
@@ -527,8 +530,9 @@ impl Chat for ChatService {
     }
 }
 
-/// Most snapshot data one `SendSnapshot` stream may carry; a longer stream is refused.
-pub const MAX_SNAPSHOT_BYTES: usize = 1 << 30;
+/// Largest snapshot file one `SendSnapshot` stream may carry; a larger one is refused (on
+/// its announced size, before anything is written, and on every chunk).
+pub const MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
 /// How long one `SendSnapshot` stream may take to arrive whole.
 pub const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -540,18 +544,21 @@ pub struct RaftService {
     core_tx: CoreSender,
     faults: Arc<FaultHook>,
     warnings: Mutex<Throttle>,
-    /// One snapshot stream is received at a time (each may hold up to
-    /// [`MAX_SNAPSHOT_BYTES`] in memory).
-    snapshots: Semaphore,
+    /// One snapshot stream is received at a time (each writes up to [`MAX_SNAPSHOT_BYTES`]
+    /// to a temporary file, a few chunks in memory at once: `snapshot_stream.rs`).
+    receiving: Semaphore,
+    /// Where received snapshot files go.
+    snapshots: SnapshotDir,
 }
 
 impl RaftService {
-    pub fn new(core_tx: CoreSender, faults: Arc<FaultHook>) -> RaftService {
+    pub fn new(core_tx: CoreSender, faults: Arc<FaultHook>, snapshots: SnapshotDir) -> RaftService {
         RaftService {
             core_tx,
             faults,
             warnings: Mutex::new(Throttle::default()),
-            snapshots: Semaphore::new(1),
+            receiving: Semaphore::new(1),
+            snapshots,
         }
     }
 
@@ -573,45 +580,6 @@ impl RaftService {
             }
             other => other,
         }
-    }
-
-    /// Receives a snapshot stream: the header message, then the data, within the size cap.
-    async fn receive_snapshot(
-        &self,
-        stream: &mut tonic::Streaming<SnapshotChunk>,
-    ) -> Result<Envelope, RequestError> {
-        let bad = |m: &str| RequestError::BadPeerMessage(m.into());
-        let mut env: Option<Envelope> = None;
-        let mut data = Vec::new();
-        let mut chunks = 0;
-        while let Some(chunk) = stream
-            .message()
-            .await
-            .map_err(|s| bad(&format!("snapshot stream: {}", s.message())))?
-        {
-            if env.is_none() {
-                let e: Envelope = postcard::from_bytes(&chunk.message)
-                    .map_err(|e| bad(&format!("bad snapshot header: {e}")))?;
-                if self.faults.is_blocked(e.from) {
-                    return Err(RequestError::PartitionedPeer);
-                }
-                env = Some(e);
-            }
-            if data.len() + chunk.data.len() > MAX_SNAPSHOT_BYTES {
-                return Err(bad(&format!(
-                    "snapshot larger than {MAX_SNAPSHOT_BYTES} bytes"
-                )));
-            }
-            data.extend_from_slice(&chunk.data);
-            chunks += 1;
-        }
-        let mut env = env.ok_or_else(|| bad("empty snapshot stream"))?;
-        let RaftMessage::InstallSnapshot { snapshot, .. } = &mut env.message else {
-            return Err(bad("not an InstallSnapshot message"));
-        };
-        tracing::info!(bytes = data.len(), chunks, "snapshot received");
-        snapshot.data = data;
-        Ok(env)
     }
 }
 
@@ -648,28 +616,35 @@ impl Raft for RaftService {
         &self,
         req: Request<tonic::Streaming<SnapshotChunk>>,
     ) -> Result<Response<SendResponse>, Status> {
-        let Ok(_one_at_a_time) = self.snapshots.try_acquire() else {
+        let Ok(_one_at_a_time) = self.receiving.try_acquire() else {
             return Err(Status::resource_exhausted(
                 "a snapshot is already being received",
             ));
         };
-        let mut stream = req.into_inner();
-        let env = match tokio::time::timeout(SNAPSHOT_TIMEOUT, self.receive_snapshot(&mut stream))
-            .await
-        {
-            Ok(Ok(env)) => env,
-            Ok(Err(e)) => {
-                if let RequestError::BadPeerMessage(m) = &e {
-                    let m = m.clone();
-                    self.warn("bad snapshot stream", || m);
-                }
-                return Err(e.into());
-            }
-            Err(_) => {
+        // The stream lands in a snapshot file, never in memory; the core gets the message
+        // once the file is whole and durable.
+        let received = snapshot_stream::receive(
+            &self.snapshots,
+            MAX_SNAPSHOT_BYTES,
+            SNAPSHOT_TIMEOUT,
+            req.into_inner(),
+            |from| self.faults.is_blocked(from),
+        )
+        .await;
+        let env = match received {
+            Ok(env) => env,
+            Err(RequestError::TimedOut) => {
                 self.warn("snapshot stream timed out", || {
                     format!("no complete snapshot within {SNAPSHOT_TIMEOUT:?}")
                 });
                 return Err(Status::deadline_exceeded("snapshot stream timed out"));
+            }
+            Err(e) => {
+                if let RequestError::BadPeerMessage(m) | RequestError::Internal(m) = &e {
+                    let m = m.clone();
+                    self.warn("bad snapshot stream", || m);
+                }
+                return Err(e.into());
             }
         };
         self.deliver(env)?;

@@ -1,5 +1,6 @@
-//! The Raft part of a data directory: the log, the hard state and the latest snapshot, and
-//! the atomic replacement of the last two (see the module docs of `storage`).
+//! The Raft part of a data directory: the log, the hard state and the latest snapshot's
+//! metadata, the atomic replacement of the last two (see the module docs of `storage`), and
+//! the snapshot files ([`SnapshotDir`]) that metadata names.
 
 use std::fs;
 use std::io;
@@ -7,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::StorageError;
 use super::log::{self, LogStore};
+use super::snapshots::SnapshotDir;
 use crate::raft::{Entry, HardState, Snapshot};
 
 /// Everything a node restarts from.
@@ -21,6 +23,7 @@ pub struct Loaded {
 pub struct RaftStorage {
     dir: PathBuf,
     pub(crate) log: LogStore,
+    snapshots: SnapshotDir,
 }
 
 impl RaftStorage {
@@ -60,11 +63,29 @@ impl RaftStorage {
                 log::sync_dir(&dir)?;
             }
         }
-        let snapshot: Snapshot = read_checked(&dir.join("snapshot"))?
+        let mut snapshot: Snapshot = read_checked(&dir.join("snapshot"))?
             .map(|b| postcard::from_bytes(&b))
             .transpose()
             .map_err(|e| corrupt(&dir.join("snapshot"), e))?
             .unwrap_or_default();
+        let snapshots = SnapshotDir::open(data_dir, snapshot.term, snapshot.index)?;
+        if !snapshot.data.is_empty() {
+            // A data directory from before snapshots were files: the bytes move to the
+            // snapshot's file (once), and the metadata keeps only the position.
+            tracing::info!(
+                index = snapshot.index,
+                "moving the snapshot's data to its file"
+            );
+            let data = std::mem::take(&mut snapshot.data);
+            snapshots.create::<StorageError>(snapshot.term, snapshot.index, |tmp| {
+                fs::write(tmp, &data).map_err(|e| StorageError::io(tmp, e))
+            })?;
+            write_checked(
+                &dir,
+                "snapshot",
+                &postcard::to_allocvec(&snapshot).expect("encodes"),
+            )?;
+        }
         entries.retain(|e| e.index > snapshot.index);
         if entries.is_empty() && snapshot.index > 0 && log.last_index() != snapshot.index {
             // Everything the log holds is covered by the snapshot: continue right after it.
@@ -83,7 +104,11 @@ impl RaftStorage {
             });
         }
         Ok((
-            RaftStorage { dir, log },
+            RaftStorage {
+                dir,
+                log,
+                snapshots,
+            },
             Loaded {
                 hard_state,
                 snapshot,
@@ -100,9 +125,16 @@ impl RaftStorage {
         )
     }
 
+    /// Where the snapshot files live.
+    pub fn snapshots(&self) -> &SnapshotDir {
+        &self.snapshots
+    }
+
     /// Installs a snapshot received from the leader: the snapshot and the replacement of the
     /// whole log happen atomically across a crash. The durable `snapshot.installing` file is
-    /// the commit point; `open` finishes an install it finds.
+    /// the commit point; `open` finishes an install it finds. The snapshot's file must
+    /// already be durable ([`SnapshotDir`]); older files are removed once this one is
+    /// installed.
     pub fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         write_checked(
             &self.dir,
@@ -112,17 +144,20 @@ impl RaftStorage {
         self.log.reset(snapshot.index + 1)?;
         let from = self.dir.join("snapshot.installing");
         fs::rename(&from, self.dir.join("snapshot")).map_err(|e| StorageError::io(&from, e))?;
-        log::sync_dir(&self.dir)
+        log::sync_dir(&self.dir)?;
+        self.snapshots.remove_older(snapshot.index)
     }
 
-    /// Makes a snapshot durable, then drops the log entries it covers.
+    /// Makes a snapshot's metadata durable (its file already is), then drops the log entries
+    /// and the older snapshot files it covers.
     pub fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         write_checked(
             &self.dir,
             "snapshot",
             &postcard::to_allocvec(snapshot).expect("encodes"),
         )?;
-        self.log.compact(snapshot.index)
+        self.log.compact(snapshot.index)?;
+        self.snapshots.remove_older(snapshot.index)
     }
 }
 
@@ -214,7 +249,12 @@ mod tests {
                 vote: Some(2)
             }
         );
-        assert_eq!(loaded.snapshot.data, b"state");
+        // Data in the metadata (the format before snapshot files) moves to the file.
+        assert!(loaded.snapshot.data.is_empty());
+        assert_eq!(
+            fs::read(dir.path().join("snapshots/snap-3-3.db")).unwrap(),
+            b"state"
+        );
         assert_eq!(
             loaded.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
             vec![4, 5]
@@ -252,7 +292,7 @@ mod tests {
         .unwrap();
         drop(s);
         let (mut s, loaded) = RaftStorage::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(loaded.snapshot, snap);
+        assert_eq!((loaded.snapshot.index, loaded.snapshot.term), (100, 3));
         assert!(loaded.entries.is_empty());
         s.log.append(&entries(101, 101, 3)).unwrap();
         s.log.sync().unwrap();

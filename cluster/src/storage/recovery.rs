@@ -6,7 +6,8 @@
 //! work, and both are repairs, never guesses:
 //! - **State machine behind the snapshot.** An install from the leader replaces the Raft
 //!   storage first and the state machine second; a crash in between leaves the state machine
-//!   older than the snapshot. It is restored from the snapshot.
+//!   older than the snapshot. It is restored from the snapshot's file (durable before the
+//!   install began, so it is there).
 //! - **State machine ahead of the log.** A torn or truncated tail of entries the state machine
 //!   already applied. Applied entries are committed, so the state machine is a valid
 //!   snapshot of them: it is adopted as the snapshot, and the leader sends what follows.
@@ -14,21 +15,26 @@
 //! This module must not decide anything about roles or terms beyond what it reads from disk;
 //! what it returns is the core's [`Restored`] starting point.
 
+use std::path::Path;
+
 use super::error::StorageError;
 use super::raft_storage::{Loaded, RaftStorage};
 use crate::raft::{Index, Restored, Snapshot, Term};
 
-/// What reconciliation needs from the durable state machine.
+/// What reconciliation needs from the durable state machine. Snapshots are files (see
+/// `snapshots.rs`): the state machine writes and reads them itself, by streaming, so neither
+/// side ever holds a whole snapshot in memory.
 pub trait StateMachine {
     type Error;
     /// The index of the last entry applied (0 for an empty state machine).
     fn applied_index(&self) -> Result<Index, Self::Error>;
     /// The term of that entry.
     fn applied_term(&self) -> Result<Term, Self::Error>;
-    /// The whole state, as a snapshot's data.
-    fn snapshot(&self) -> Result<Vec<u8>, Self::Error>;
-    /// Replaces the whole state with a snapshot's data.
-    fn restore(&mut self, data: &[u8]) -> Result<(), Self::Error>;
+    /// Writes the whole state as a new file at `path` (which does not exist yet). The caller
+    /// makes it durable.
+    fn snapshot_to(&self, path: &Path) -> Result<(), Self::Error>;
+    /// Replaces the whole state with the snapshot file at `path`, leaving the file as it is.
+    fn restore_from(&mut self, path: &Path) -> Result<(), Self::Error>;
 }
 
 /// Reconciles what [`RaftStorage::open`] loaded with the state machine, repairing whichever
@@ -49,7 +55,10 @@ where
             index = loaded.snapshot.index,
             "state machine behind the snapshot: restoring it"
         );
-        state.restore(&loaded.snapshot.data)?;
+        let path = storage
+            .snapshots()
+            .path(loaded.snapshot.term, loaded.snapshot.index);
+        state.restore_from(&path)?;
         applied = state.applied_index()?;
     }
     let last = loaded.snapshot.index + loaded.entries.len() as Index;
@@ -61,10 +70,15 @@ where
             term,
             "state machine ahead of the log: using it as a snapshot"
         );
+        storage.snapshots().clone().create::<E>(
+            term,
+            applied,
+            |tmp| Ok(state.snapshot_to(tmp)?),
+        )?;
         let snapshot = Snapshot {
             index: applied,
             term,
-            data: state.snapshot()?,
+            data: Vec::new(),
         };
         storage.install_snapshot(&snapshot)?;
         loaded.snapshot = snapshot;
@@ -83,11 +97,11 @@ mod tests {
     use super::*;
     use crate::raft::Entry;
 
-    /// A state machine that is only its applied position and its bytes.
+    /// A state machine that is only its applied position; its snapshot file says
+    /// "index:term".
     struct Fake {
         applied: Index,
         term: Term,
-        data: Vec<u8>,
     }
 
     impl StateMachine for Fake {
@@ -98,15 +112,14 @@ mod tests {
         fn applied_term(&self) -> Result<Term, StorageError> {
             Ok(self.term)
         }
-        fn snapshot(&self) -> Result<Vec<u8>, StorageError> {
-            Ok(self.data.clone())
+        fn snapshot_to(&self, path: &Path) -> Result<(), StorageError> {
+            let data = format!("{}:{}", self.applied, self.term);
+            std::fs::write(path, data).map_err(|e| StorageError::io(path, e))
         }
-        fn restore(&mut self, data: &[u8]) -> Result<(), StorageError> {
-            // The fake's data is "index:term".
-            let s = std::str::from_utf8(data).unwrap();
+        fn restore_from(&mut self, path: &Path) -> Result<(), StorageError> {
+            let s = std::fs::read_to_string(path).map_err(|e| StorageError::io(path, e))?;
             let (i, t) = s.split_once(':').unwrap();
             (self.applied, self.term) = (i.parse().unwrap(), t.parse().unwrap());
-            self.data = data.to_vec();
             Ok(())
         }
     }
@@ -131,17 +144,21 @@ mod tests {
     ) -> (Restored, Fake) {
         let (mut storage, _) = RaftStorage::open(dir, 1 << 20).unwrap();
         if let Some(snapshot) = snapshot {
+            // As a received snapshot is: its file first, then the install.
+            let data = format!("{}:{}", snapshot.index, snapshot.term);
+            storage
+                .snapshots()
+                .create::<StorageError>(snapshot.term, snapshot.index, |tmp| {
+                    std::fs::write(tmp, data).map_err(|e| StorageError::io(tmp, e))
+                })
+                .unwrap();
             storage.install_snapshot(snapshot).unwrap();
         }
         storage.log.append(&log).unwrap();
         storage.log.sync().unwrap();
         drop(storage);
         let (mut storage, loaded) = RaftStorage::open(dir, 1 << 20).unwrap();
-        let mut state = Fake {
-            applied,
-            term: 2,
-            data: format!("{applied}:2").into_bytes(),
-        };
+        let mut state = Fake { applied, term: 2 };
         let restored = reconcile::<_, StorageError>(&mut storage, loaded, &mut state).unwrap();
         (restored, state)
     }
@@ -152,7 +169,7 @@ mod tests {
         let snapshot = Snapshot {
             index: 5,
             term: 2,
-            data: b"5:2".to_vec(),
+            data: vec![],
         };
         let (restored, state) = restart(dir.path(), Some(&snapshot), entries(6, 8), 0);
         assert_eq!(state.applied, 5);
@@ -168,9 +185,11 @@ mod tests {
         assert_eq!(restored.applied, 7);
         assert_eq!((restored.snapshot.index, restored.snapshot.term), (7, 2));
         assert!(restored.entries.is_empty());
-        // The adoption is durable: a restart starts from it.
+        // The adoption is durable, its file included: a restart starts from it.
         let (_, loaded) = RaftStorage::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(loaded.snapshot.index, 7);
+        let file = dir.path().join("snapshots/snap-2-7.db");
+        assert_eq!(std::fs::read_to_string(file).unwrap(), "7:2");
         assert!(loaded.entries.is_empty());
     }
 
