@@ -100,7 +100,8 @@ compare-etcd *args:
     cargo build --quiet --release --bin telegraft --bin telegraft-bench
     bash scripts/compare-etcd.sh "$replicas" "$seconds"
 
-# Any `path.to.field=value` argument overrides that scenario field; exits 3 when an SLO is missed.
+# Any `path.to.field=value` argument overrides that scenario field; `junit=FILE` also writes the verdicts as JUnit XML.
+# Exits like loadgen: 0 all met, 1 run failed, 2 bad input, 3 objective missed, 4 anomaly, 5 check incomplete, 130 interrupted.
 # Run a scenario on a fresh local cluster, write results/<run-id>/: `just bench replicas=5 scenario=scenarios/chat.yaml load.rate=800`.
 bench *args:
     #!/usr/bin/env bash
@@ -113,8 +114,9 @@ bench *args:
         scenario=*) scenario="${a#scenario=}" ;;
         target=*) extra+=(--target "${a#target=}") ;;
         results=*) extra+=(--results "${a#results=}") ;;
+        junit=*) extra+=(--junit "${a#junit=}") ;;
         *.*=*) extra+=(--set "$a") ;;
-        *) echo "just bench: unknown argument '$a' (replicas=N scenario=FILE target=A,B,C results=DIR field.path=VALUE)" >&2; exit 2 ;;
+        *) echo "just bench: unknown argument '$a' (replicas=N scenario=FILE target=A,B,C results=DIR junit=FILE field.path=VALUE)" >&2; exit 2 ;;
       esac
     done
     cargo build --quiet --release --bin telegraft --bin loadgen

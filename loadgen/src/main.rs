@@ -40,11 +40,13 @@ enum Cmd {
     /// Check a run's history (results/<run-id>/history.jsonl) for lost, phantom, duplicate,
     /// reordered, stale and non-monotonic messages; writes check.json. Exits 4 on an anomaly,
     /// 5 when the history could not be checked whole.
+    #[command(after_help = exit::TABLE)]
     Check {
         /// The run folder.
         run: PathBuf,
     },
     /// Write HTML reports: a page per run and reports/index.html across runs.
+    #[command(after_help = exit::TABLE)]
     Report {
         /// Run folders, or folders of them (default: results).
         results: Vec<PathBuf>,
@@ -53,6 +55,7 @@ enum Cmd {
         out: PathBuf,
     },
     /// Check scenario files without running them; prints the effective scenario with --print.
+    #[command(after_help = exit::TABLE)]
     Validate {
         /// Scenario files (YAML).
         #[arg(required = true)]

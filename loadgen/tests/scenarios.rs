@@ -110,3 +110,29 @@ fn overrides_set_any_field_and_are_checked() {
         "--set:0:0: name.first: name is not a mapping"
     );
 }
+
+#[test]
+fn every_command_prints_the_exit_status_table_in_its_help() {
+    for args in [
+        &["--help"][..],
+        &["bench", "--help"],
+        &["check", "--help"],
+        &["report", "--help"],
+        &["validate", "--help"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        let help = String::from_utf8_lossy(&out.stdout);
+        for code in ["0 ", "1 ", "2 ", "3 ", "4 ", "5 ", "6 ", "130 "] {
+            assert!(
+                help.lines().any(|l| l.trim_start().starts_with(code)),
+                "`loadgen {}` lacks exit status {code}:\n{help}",
+                args.join(" ")
+            );
+        }
+        assert!(help.contains("the first of 4, 5, 3 wins"), "{help}");
+    }
+}
