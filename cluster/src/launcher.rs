@@ -6,7 +6,8 @@
 //! or on the addresses the caller chose ([`LocalCluster::start_on`]). Faults are real signals
 //! to real processes: SIGKILL, SIGSTOP/SIGCONT, and a restart on the same data directory.
 //! Dropping a [`LocalCluster`] kills whatever is still running, so a failing caller leaves
-//! no strays.
+//! no strays; and each node runs in its own process group with a parent-death signal, so
+//! that not even a caller killed with SIGKILL leaves one (see [`spawn_bound_to_this_process`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,66 @@ pub struct LocalCluster {
     exe: PathBuf,
     peers: String,
     extra: Vec<String>,
+}
+
+/// Starts `cmd` as a replica that cannot outlive this process.
+///
+/// - **Its own process group** (`process_group(0)`): a terminal's Ctrl-C (SIGINT to the
+///   foreground group) reaches only the caller, which stops its replicas in order (the load
+///   generator writes its results first), instead of killing them under it.
+/// - **A parent-death signal**: in the child, between fork and exec, `prctl(PR_SET_PDEATHSIG,
+///   SIGKILL)`, so the kernel kills the replica when its parent dies, even by SIGKILL. If the
+///   parent died before the `prctl` took effect, the signal would never come: the child then
+///   sees a `getppid()` other than the pid captured before the fork and exits at once.
+///
+/// Linux sends the parent-death signal when the *thread* that forked the child exits, not
+/// the process. A replica started from a short-lived thread (a tokio blocking-pool thread, a
+/// test's helper thread) would be killed when that thread ends. So every replica is forked
+/// by one spawner thread that lives as long as the process.
+fn spawn_bound_to_this_process(mut cmd: Command) -> std::io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    use std::sync::mpsc;
+    use std::sync::{Mutex, OnceLock};
+
+    type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
+
+    let parent = nix::unistd::getpid();
+    cmd.process_group(0);
+    // SAFETY: the closure runs in the child between fork and exec, and only makes two
+    // async-signal-safe system calls (prctl, getppid) and `_exit`; it allocates nothing and
+    // takes no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            if nix::unistd::getppid() != parent {
+                // The parent is already gone: a replica nobody will stop.
+                nix::libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("replica-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("start the replica spawner thread");
+        Mutex::new(tx)
+    });
+    let (reply, answer) = mpsc::channel();
+    spawner
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send((cmd, reply))
+        .map_err(|_| std::io::Error::other("the replica spawner thread is gone"))?;
+    answer
+        .recv()
+        .map_err(|_| std::io::Error::other("the replica spawner thread is gone"))?
 }
 
 /// Sends `signal` to a child process we started and have not reaped.
@@ -87,22 +148,22 @@ impl LocalCluster {
             .create(true)
             .append(true)
             .open(self.log_path(id))?;
-        let child = Command::new(&self.exe)
-            .args([
-                "node",
-                "--id",
-                &id.to_string(),
-                "--listen",
-                &self.addrs[&id],
-                "--peers",
-                &self.peers,
-            ])
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
+        let mut cmd = Command::new(&self.exe);
+        cmd.args([
+            "node",
+            "--id",
+            &id.to_string(),
+            "--listen",
+            &self.addrs[&id],
+            "--peers",
+            &self.peers,
+        ])
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(&self.extra)
+        .stdout(Stdio::null())
+        .stderr(log);
+        let child = spawn_bound_to_this_process(cmd)?;
         self.children.insert(id, child);
         Ok(())
     }

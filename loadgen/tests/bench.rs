@@ -9,7 +9,8 @@
 //! is lost (exit 4), a lost majority fails its error-rate objective and the check cannot
 //! complete, a final read that fails makes the check incomplete (exit 5), a generator that
 //! falls behind misses `schedule: kept` (exit 3, with a JUnit file of every objective),
-//! combined faults heal, and SIGTERM leaves no replica behind (exit 130).
+//! combined faults heal, SIGTERM leaves no replica behind (exit 130), and neither does a
+//! SIGKILL of `loadgen` itself.
 
 mod common;
 
@@ -868,6 +869,64 @@ fn sigterm_stops_every_replica_and_writes_an_interrupted_results_folder() {
         s["ops"]
     );
     assert!(ran.dir.join("nodes/node-1.log").is_file());
+}
+
+#[test]
+fn sigkill_of_loadgen_mid_run_leaves_no_replica_behind() {
+    let mut running = Bench::new("scenarios/failover.yaml")
+        .set(&["load.duration=60s", "load.warmup=1s", "faults=[]"])
+        .no_report()
+        .local()
+        .spawn();
+    let results = running.bench.as_ref().unwrap().results.path().to_path_buf();
+    running.wait_for("loadgen: creating", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+    // The replicas: every process but loadgen whose command line names this test's results
+    // folder (their data directories are in it).
+    let me = running.child.id() as i32;
+    let replicas: Vec<i32> = processes_naming(&results)
+        .into_iter()
+        .filter(|p| *p != me)
+        .collect();
+    assert_eq!(
+        replicas.len(),
+        3,
+        "three replicas under {}",
+        results.display()
+    );
+    let children = children_of(me);
+    assert!(
+        replicas.iter().all(|p| children.contains(p)),
+        "the replicas are loadgen's children"
+    );
+    // Nothing can catch SIGKILL: only the parent-death signal stops the replicas.
+    running.child.kill().unwrap();
+    running.child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = processes_naming(&results);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas {left:?} still running 10 s after loadgen was killed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The live processes whose command line contains `path` (a zombie's command line is empty).
+fn processes_naming(path: &Path) -> Vec<i32> {
+    let needle = path.as_os_str().as_encoded_bytes();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle))
+        })
+        .collect()
 }
 
 /// The processes whose parent is `pid`.

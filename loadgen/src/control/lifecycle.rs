@@ -7,9 +7,8 @@
 //! results folder marked `interrupted`, and exits 130. A second signal while it does so is
 //! only acknowledged. The handler is installed with `ctrlc` before Goose starts, so Goose's
 //! own Ctrl-C handler (which exits on a second Ctrl-C, leaving replicas behind) is never
-//! installed. What this cannot cover is `loadgen` itself being killed with SIGKILL: that
-//! needs the replicas to get a parent-death signal, which only the launcher can ask for when
-//! it spawns them (see the note on [`Replicas::start`]).
+//! installed. What no handler can cover, `loadgen` itself killed with SIGKILL, the launcher
+//! does: each replica gets a parent-death signal (see the note on [`Replicas::start`]).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -131,11 +130,10 @@ impl Replicas {
     /// Starts `replicas` replicas of `exe` with their data under `data_dir`. Partitions go
     /// through an admin RPC each replica refuses unless started with fault injection on.
     ///
-    /// The replicas are children of this process in its process group: a terminal's Ctrl-C
-    /// reaches them too, and if `loadgen` is killed with SIGKILL they keep running. The
-    /// launcher (`telegraft::launcher::LocalCluster::spawn`) would have to start each in its
-    /// own process group with a parent-death signal to cover that; `loadgen` cannot do it
-    /// from outside. [`Interrupt`] covers every signal that can be caught.
+    /// The launcher (`telegraft::launcher::LocalCluster`) starts each replica in its own
+    /// process group, so a terminal's Ctrl-C reaches only `loadgen` ([`Interrupt`] then stops
+    /// them in order), and with a parent-death signal (SIGKILL), so that if `loadgen` is
+    /// killed with SIGKILL, or dies any other way, the kernel kills its replicas too.
     pub fn start(
         exe: &Path,
         replicas: u32,
