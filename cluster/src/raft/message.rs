@@ -56,7 +56,9 @@ pub struct HardState {
 }
 
 /// A state-machine snapshot covering every entry up to and including `index`.
-/// `data` is opaque to the core.
+/// `data` is opaque to the core. The replica leaves it empty: a snapshot there is a whole
+/// SQLite database, kept in a file named by `term` and `index` (`storage/snapshots.rs`) and
+/// never in memory. The simulator, a model, keeps its state machine's state in it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub index: Index,
