@@ -436,6 +436,120 @@ fn a_short_bench_against_three_replicas_writes_the_results_contract() {
     );
 }
 
+/// Polls follow the cluster's `committed_at`: every poll's cursor is the largest
+/// `committed_at` its poller had been returned for that user (the generator's clock at the
+/// start before any), it returns only messages after it, in commit order, and a poller is
+/// never returned a message twice. The checker holds every poll to that window and passes.
+#[test]
+fn polls_follow_the_committed_at_cursor_and_see_each_message_once() {
+    let ran = Bench::new("scenarios/chat.yaml")
+        .args(&["--replicas", "3"])
+        .set(&[
+            "load.duration=4s",
+            "load.warmup=1s",
+            "load.rate=300",
+            "load.users=8",
+            "slo={}",
+        ])
+        .no_report()
+        .local()
+        .run();
+    assert_eq!(ran.code, Some(0), "{}", ran.printed());
+    let history = std::fs::read_to_string(ran.dir.join("history.jsonl")).unwrap();
+    let events: Vec<serde_json::Value> = history
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Each poller's polls of each user, in the order it made them.
+    let mut pollers: std::collections::BTreeMap<(u64, u64), Vec<&serde_json::Value>> =
+        Default::default();
+    for e in events.iter().filter(|e| e["type"] == "read") {
+        let key = (e["client"].as_u64().unwrap(), e["user"].as_u64().unwrap());
+        pollers.entry(key).or_default().push(e);
+    }
+    let (mut polls, mut returned) = (0, 0);
+    for (poller, reads) in &mut pollers {
+        reads.sort_by_key(|e| e["invoke_us"].as_u64().unwrap());
+        let mut cursor = reads[0]["cursor_us"].as_i64().unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for r in reads.iter() {
+            polls += 1;
+            assert_eq!(
+                r["cursor_us"].as_i64().unwrap(),
+                cursor,
+                "poller {poller:?}: the cursor is the largest committed_at seen: {r}"
+            );
+            if r["outcome"] != "ok" {
+                continue;
+            }
+            let mut last = cursor;
+            for m in r["messages"].as_array().unwrap() {
+                returned += 1;
+                let at = m["committed_us"].as_i64().unwrap();
+                assert!(
+                    at > last,
+                    "poller {poller:?}: in commit order, after the cursor: {r}"
+                );
+                last = at;
+                let key = m["key"].as_str().unwrap().to_string();
+                assert!(seen.insert(key), "poller {poller:?} was returned {m} twice");
+            }
+            cursor = last;
+        }
+    }
+    assert!(
+        polls > 100 && returned > 0,
+        "{polls} polls returned {returned} messages"
+    );
+    // Every message of the final lists has its committed_at.
+    for e in events.iter().filter(|e| e["type"] == "final") {
+        for m in e["messages"].as_array().unwrap() {
+            assert!(m["committed_us"].as_i64().unwrap() > 0, "{e}");
+        }
+    }
+    let check = &ran.summary["check"];
+    assert_eq!(check["verdict"], "pass", "{check}");
+    assert_eq!(
+        check["counts"]["anomalies"],
+        serde_json::json!({}),
+        "{check}"
+    );
+    // And `loadgen check` agrees.
+    let again = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .arg("check")
+        .arg(&ran.dir)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(0), "{again:?}");
+}
+
+#[test]
+fn a_history_of_an_older_loadgen_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("history.jsonl"),
+        concat!(
+            r#"{"type":"send","client":1,"invoke_us":1,"complete_us":2,"outcome":"ok","chat":1,"user":1,"key":"k1-1","sent_us":3,"message_id":1}"#,
+            "\n",
+            r#"{"type":"read","client":1,"invoke_us":5,"complete_us":9,"outcome":"ok","user":1,"after_us":1,"linearizable":true,"chats":[1],"messages":[{"chat":1,"id":1,"key":"k1-1","sent_us":3}]}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .arg("check")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("history.jsonl:2: written by an older loadgen")
+            && stderr.contains("committed_at"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_bench_drives_a_given_target() {
     let addr = common::serve(

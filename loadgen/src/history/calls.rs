@@ -60,12 +60,12 @@ pub(crate) fn send_event(
     }
 }
 
-/// A `GetMessages` poll by `user` for the messages sent after `after`, while a member of
-/// `chats`.
+/// A `GetMessages` poll by `user` with the cursor `cursor` (messages committed after it),
+/// while a member of `chats`.
 pub(crate) fn read_event(
     at: CallTimes,
     user: u64,
-    after: &Timestamp,
+    cursor: &Timestamp,
     linearizable: bool,
     chats: Vec<u64>,
     result: &Result<GetMessagesResponse, Failure>,
@@ -76,7 +76,7 @@ pub(crate) fn read_event(
         complete_us: at.complete_us,
         outcome: Outcome::of(result),
         user,
-        after_us: time::micros(after),
+        cursor_us: time::micros(cursor),
         linearizable,
         chats,
         messages: result
@@ -96,6 +96,7 @@ pub(crate) fn seen(messages: &[Message]) -> Vec<Seen> {
             id: m.message_id,
             key: key_of(&m.content),
             sent_us: m.sent_time.as_ref().map_or(0, time::micros),
+            committed_us: m.committed_at.as_ref().map_or(0, time::micros),
         })
         .collect()
 }

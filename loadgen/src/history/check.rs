@@ -4,12 +4,13 @@
 //! - **lost**: an acknowledged message missing from its chat's final list;
 //! - **phantom**: a message in a read or a final list that no client sent, or whose send
 //!   definitely failed;
-//! - **duplicate**: a message twice in one list;
-//! - **reordered**: a read whose messages of one chat are not in the final list's order;
+//! - **duplicate**: a message twice in one list, or returned again by a later poll of the
+//!   same poller (client and user) although its cursor had passed it;
+//! - **reordered**: a read whose messages of one chat are not in the final list's order, or
+//!   a read or final list whose messages are not in `committed_at` order;
 //! - **stale**: a linearizable read missing a message of one of the reader's chats that was
-//!   acknowledged before the read began and falls inside the read's window (a read whose
-//!   page the cluster cut short, `truncated`, is not held to its whole window, here or for
-//!   non-monotonic);
+//!   acknowledged before the read began and falls inside the read's window;
+//! - **before_cursor**: a poll returning a message committed at or before its cursor;
 //! - **non-monotonic**: a reader missing a message that an earlier read of the same reader
 //!   (completed before this one began) returned, and that falls inside this read's window;
 //! - **divergent**: replicas whose final lists of a chat differ from the reference (the
@@ -19,6 +20,16 @@
 //!   reference's;
 //! - **stale_local**: what would be stale, in a `local` read. Local reads may be stale by
 //!   design, so these are listed and counted but do not fail the verdict.
+//!
+//! **Windows.** A poll with cursor `C` (`cursor_us`) must return, each exactly once, every
+//! message of its reader's chats whose `committed_at` is after `C` and that was acknowledged
+//! before the poll was invoked (so committed before it), and nothing committed at or before
+//! `C`. A poll whose page the cluster cut short (`truncated`) is held to the part of its
+//! window up to its last message's `committed_at`: a page is the first messages after the
+//! cursor in commit order. Each message's `committed_at` comes from the lists that returned
+//! it, the leader's final list first (`SendMessageResponse` carries only the message id).
+//! Lists that disagree on it are divergent. An acknowledged message no list returned is lost
+//! (or its chat unread), so it has no window to be missed from.
 //!
 //! Sends with an indeterminate outcome (a timeout, a lost connection) may appear or not, but
 //! at most once. A NOT_FOUND answer for a chat's member (a user that acknowledged writes
@@ -62,6 +73,8 @@ pub enum Kind {
     Duplicate,
     Reordered,
     Stale,
+    /// A poll returned a message committed at or before its cursor.
+    BeforeCursor,
     NonMonotonic,
     Divergent,
     /// Stale, but by a `local` read, which the consistency asked for allows: listed, and
@@ -70,12 +83,13 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Lost,
         Kind::Phantom,
         Kind::Duplicate,
         Kind::Reordered,
         Kind::Stale,
+        Kind::BeforeCursor,
         Kind::NonMonotonic,
         Kind::Divergent,
         Kind::StaleLocal,
@@ -89,6 +103,7 @@ impl Kind {
             Kind::Duplicate => "duplicate",
             Kind::Reordered => "reordered",
             Kind::Stale => "stale",
+            Kind::BeforeCursor => "before_cursor",
             Kind::NonMonotonic => "non_monotonic",
             Kind::Divergent => "divergent",
             Kind::StaleLocal => "stale_local",
@@ -213,7 +228,6 @@ pub fn check(history: &[Event]) -> Report {
 struct Sent {
     outcome: Outcome,
     chat: u64,
-    sent_us: i64,
     complete_us: u64,
 }
 
@@ -223,6 +237,9 @@ struct Checker<'a> {
     sent: HashMap<&'a str, Sent>,
     /// Per chat: each message's position in the reference final list.
     order: BTreeMap<u64, HashMap<&'a str, usize>>,
+    /// Each message's `committed_at` (µs since the Unix epoch), as the first list that
+    /// returned it said (the reference final lists are read first), and that list.
+    committed: HashMap<&'a str, (i64, String)>,
     /// Chats whose reference read answered NOT_FOUND, with the answer.
     not_found: BTreeMap<u64, &'a str>,
     lagging: Vec<LaggingReplica>,
@@ -268,7 +285,6 @@ impl<'a> Checker<'a> {
                 outcome,
                 chat,
                 key,
-                sent_us,
                 complete_us,
                 ..
             } = e
@@ -283,7 +299,6 @@ impl<'a> Checker<'a> {
                     Sent {
                         outcome: *outcome,
                         chat: *chat,
-                        sent_us: *sent_us,
                         complete_us: *complete_us,
                     },
                 );
@@ -293,6 +308,7 @@ impl<'a> Checker<'a> {
             history,
             sent,
             order: BTreeMap::new(),
+            committed: HashMap::new(),
             not_found: BTreeMap::new(),
             lagging,
             unreachable,
@@ -341,6 +357,7 @@ impl<'a> Checker<'a> {
             .collect();
         let keys = |l: &[Seen]| l.iter().map(|m| m.key.clone()).collect::<Vec<_>>();
         let mut problems = Vec::new();
+        let mut unordered = Vec::new();
         for (chat, lists) in &finals {
             let at = lists.iter().position(|l| l.reference).unwrap_or(0);
             let reference = &lists[at];
@@ -379,11 +396,13 @@ impl<'a> Checker<'a> {
                     problems.push((*chat, detail));
                 }
             }
-            self.check_list(
-                *chat,
-                reference.messages,
-                &format!("final list ({})", reference.replica),
-            );
+            let what = format!("final list ({})", reference.replica);
+            self.check_list(*chat, reference.messages, &what);
+            self.note_committed(reference.messages, &what);
+            // The chat's order is commit order. (Every other list must equal this one.)
+            if let Some((chat, key, detail)) = commit_order_break(reference.messages, &what) {
+                unordered.push((chat, key, detail));
+            }
             let positions = reference
                 .messages
                 .iter()
@@ -394,6 +413,42 @@ impl<'a> Checker<'a> {
         }
         for (chat, detail) in problems {
             self.report(Kind::Divergent, chat, "", detail);
+        }
+        for (chat, key, detail) in unordered {
+            self.report(Kind::Reordered, chat, &key, detail);
+        }
+        // Every replica must give a message the same committed_at as the reference.
+        for lists in finals.values() {
+            for list in lists.iter().filter(|l| !l.reference) {
+                self.note_committed(list.messages, &format!("final list ({})", list.replica));
+            }
+        }
+    }
+
+    /// Remembers the `committed_at` of each message of `list` (`what`), and reports a list
+    /// that gives a message another `committed_at` than an earlier list as divergent: it is
+    /// fixed once committed, the same on every replica.
+    fn note_committed(&mut self, list: &'a [Seen], what: &str) {
+        let mut problems = Vec::new();
+        for m in list.iter().filter(|m| m.committed_us != 0) {
+            match self.committed.get(m.key.as_str()) {
+                None => {
+                    self.committed
+                        .insert(m.key.as_str(), (m.committed_us, what.to_string()));
+                }
+                Some((t, first)) if *t != m.committed_us => problems.push((
+                    m.chat,
+                    m.key.as_str(),
+                    format!(
+                        "committed_at {} µs in the {what}, {t} µs in the {first}",
+                        m.committed_us
+                    ),
+                )),
+                Some(_) => {}
+            }
+        }
+        for (chat, key, detail) in problems {
+            self.report(Kind::Divergent, chat, key, detail);
         }
     }
 
@@ -485,13 +540,15 @@ impl<'a> Checker<'a> {
             _ => 0,
         });
         let mut earlier: HashMap<Reader, Vec<Earlier<'a>>> = HashMap::new();
+        // Per reader: each message it was returned, with when that read finished.
+        let mut returned: HashMap<Reader, HashMap<&'a str, u64>> = HashMap::new();
         for e in reads {
             let Event::Read {
                 client,
                 invoke_us,
                 complete_us,
                 user,
-                after_us,
+                cursor_us,
                 linearizable,
                 chats,
                 messages,
@@ -503,30 +560,89 @@ impl<'a> Checker<'a> {
             };
             self.counts.reads += 1;
             let read = ReadView {
-                what: format!("read by client {client} (user {user}) at {invoke_us} µs"),
+                what: format!(
+                    "read by client {client} (user {user}) at {invoke_us} µs with cursor \
+                     {cursor_us} µs"
+                ),
                 invoke_us: *invoke_us,
-                after_us: *after_us,
+                cursor_us: *cursor_us,
+                // A page cut short covers its window up to its last message.
+                upto_us: truncated.then(|| {
+                    messages
+                        .iter()
+                        .map(|m| m.committed_us)
+                        .max()
+                        .unwrap_or(*cursor_us)
+                }),
                 linearizable: *linearizable,
                 chats,
                 returned: messages.iter().map(|m| m.key.as_str()).collect(),
             };
             self.check_read_lists(&read, messages);
+            let before_cursor = self.find_before_cursor(&read, messages);
+            let seen = returned.entry((*client, *user)).or_default();
+            self.find_returned_again(&read, *complete_us, messages, &before_cursor, seen);
             let before = earlier.entry((*client, *user)).or_default();
-            if !truncated {
-                self.find_stale(&read);
-                self.find_non_monotonic(&read, before);
-            }
+            self.find_stale(&read);
+            self.find_non_monotonic(&read, before);
             before.push((*complete_us, messages));
         }
     }
 
-    /// Phantoms and duplicates in each chat's part of a read, and its order against the
-    /// final order.
-    fn check_read_lists(&mut self, read: &ReadView, messages: &[Seen]) {
+    /// Before the cursor: a poll returns only messages committed after its cursor.
+    fn find_before_cursor(&mut self, read: &ReadView, messages: &[Seen]) -> HashSet<String> {
+        let mut found = HashSet::new();
+        for m in messages.iter().filter(|m| m.committed_us <= read.cursor_us) {
+            let detail = if m.committed_us == 0 {
+                format!("{} returned it without a committed_at", read.what)
+            } else {
+                format!(
+                    "{} returned it, committed at {} µs",
+                    read.what, m.committed_us
+                )
+            };
+            self.report(Kind::BeforeCursor, m.chat, &m.key, detail);
+            found.insert(m.key.clone());
+        }
+        found
+    }
+
+    /// Exactly once: a poller's cursor moves past what it was returned, so a later poll of
+    /// the same poller returning a message again is a duplicate (unless it was already
+    /// reported as before the cursor).
+    fn find_returned_again(
+        &mut self,
+        read: &ReadView,
+        complete_us: u64,
+        messages: &'a [Seen],
+        before_cursor: &HashSet<String>,
+        seen: &mut HashMap<&'a str, u64>,
+    ) {
+        for m in messages {
+            match seen.get(m.key.as_str()) {
+                Some(done) if *done < read.invoke_us && !before_cursor.contains(&m.key) => {
+                    let detail = format!(
+                        "{} returned it again; a read finished at {done} µs returned it",
+                        read.what
+                    );
+                    self.report(Kind::Duplicate, m.chat, &m.key, detail);
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert(m.key.as_str(), complete_us);
+                }
+            }
+        }
+    }
+
+    /// Phantoms and duplicates in each chat's part of a read, its order against the final
+    /// order, its `committed_at` values against the final lists', and its commit order.
+    fn check_read_lists(&mut self, read: &ReadView, messages: &'a [Seen]) {
         let mut by_chat: BTreeMap<u64, Vec<Seen>> = BTreeMap::new();
         for m in messages {
             by_chat.entry(m.chat).or_default().push(m.clone());
         }
+        let mut reordered_any = false;
         for (chat, list) in &by_chat {
             self.check_list(*chat, list, &read.what);
             let reordered = self.order.get(chat).and_then(|o| {
@@ -544,8 +660,17 @@ impl<'a> Checker<'a> {
                 Some((key, detail))
             });
             if let Some((key, detail)) = reordered {
+                reordered_any = true;
                 self.report(Kind::Reordered, *chat, &key, detail);
             }
+        }
+        self.note_committed(messages, &read.what);
+        // A poll is in commit order across its chats. (A read out of a chat's final order is
+        // out of commit order too: that is said once.)
+        if !reordered_any
+            && let Some((chat, key, detail)) = commit_order_break(messages, &read.what)
+        {
+            self.report(Kind::Reordered, chat, &key, detail);
         }
     }
 
@@ -558,7 +683,10 @@ impl<'a> Checker<'a> {
             .filter(|(k, s)| {
                 s.outcome == Outcome::Ok
                     && s.complete_us < read.invoke_us
-                    && read.in_window(s.chat, s.sent_us)
+                    && self
+                        .committed
+                        .get(*k)
+                        .is_some_and(|(t, _)| read.in_window(s.chat, *t))
                     && !read.returned.contains(*k)
             })
             .map(|(k, s)| (*k, s.chat, s.complete_us))
@@ -570,7 +698,11 @@ impl<'a> Checker<'a> {
             Kind::StaleLocal
         };
         for (key, chat, complete_us) in missing {
-            let detail = format!("{} misses it, acknowledged at {complete_us} µs", read.what);
+            let committed = self.committed.get(key).map_or(0, |(t, _)| *t);
+            let detail = format!(
+                "{} misses it, acknowledged at {complete_us} µs, committed at {committed} µs",
+                read.what
+            );
             self.report(kind, chat, key, detail);
         }
     }
@@ -584,7 +716,7 @@ impl<'a> Checker<'a> {
                 continue;
             }
             for m in earlier.iter() {
-                if read.in_window(m.chat, m.sent_us)
+                if read.in_window(m.chat, m.committed_us)
                     && !read.returned.contains(m.key.as_str())
                     && reported.insert(m.key.clone())
                 {
@@ -679,10 +811,13 @@ type Earlier<'a> = (u64, &'a [Seen]);
 
 /// One read, as the staleness and monotonicity checks look at it.
 struct ReadView<'a> {
-    /// How anomalies name it: `read by client C (user U) at T µs`.
+    /// How anomalies name it: `read by client C (user U) at T µs with cursor C µs`.
     what: String,
     invoke_us: u64,
-    after_us: i64,
+    /// Its cursor: it covers messages committed after it.
+    cursor_us: i64,
+    /// For a page cut short: the last `committed_at` it covers.
+    upto_us: Option<i64>,
     linearizable: bool,
     /// The chats the reader was a member of.
     chats: &'a [u64],
@@ -691,10 +826,30 @@ struct ReadView<'a> {
 }
 
 impl ReadView<'_> {
-    /// Whether a message of `chat` sent at `sent_us` is one this read should return.
-    fn in_window(&self, chat: u64, sent_us: i64) -> bool {
-        self.chats.contains(&chat) && sent_us > self.after_us
+    /// Whether a message of `chat` committed at `committed_us` is one this read should
+    /// return: in one of its chats, after its cursor (and, for a page cut short, not after
+    /// its last message).
+    fn in_window(&self, chat: u64, committed_us: i64) -> bool {
+        self.chats.contains(&chat)
+            && committed_us > self.cursor_us
+            && self.upto_us.is_none_or(|u| committed_us <= u)
     }
+}
+
+/// The first message of `list` (`what`) whose `committed_at` is not after the one before
+/// it (messages without one are skipped).
+fn commit_order_break(list: &[Seen], what: &str) -> Option<(u64, String, String)> {
+    let stamped: Vec<&Seen> = list.iter().filter(|m| m.committed_us != 0).collect();
+    // The same message twice is a duplicate, reported as such.
+    let w = stamped.windows(2).find(|w| {
+        w[1].committed_us < w[0].committed_us
+            || (w[1].committed_us == w[0].committed_us && w[1].key != w[0].key)
+    })?;
+    let detail = format!(
+        "{what} is not in committed_at order: {} at {} µs after {} at {} µs",
+        w[1].key, w[1].committed_us, w[0].key, w[0].committed_us
+    );
+    Some((w[1].chat, w[1].key.clone(), detail))
 }
 
 #[cfg(test)]
@@ -716,6 +871,7 @@ mod tests {
         }
     }
 
+    /// Messages of `chat` as a list returned them: `(key, t)` was sent and committed at `t`.
     fn seen(chat: u64, keys: &[(&str, i64)]) -> Vec<Seen> {
         keys.iter()
             .enumerate()
@@ -724,18 +880,20 @@ mod tests {
                 id: i as u64 + 1,
                 key: k.to_string(),
                 sent_us: *t,
+                committed_us: *t,
             })
             .collect()
     }
 
-    fn read(client: u64, at: u64, after_us: i64, messages: Vec<Seen>) -> Event {
+    /// A poll by `client` for user 7 (a member of chat 1) invoked `at`, with `cursor_us`.
+    fn read(client: u64, at: u64, cursor_us: i64, messages: Vec<Seen>) -> Event {
         Event::Read {
             client,
             invoke_us: at,
             complete_us: at + 5,
             outcome: Outcome::Ok,
             user: 7,
-            after_us,
+            cursor_us,
             linearizable: true,
             chats: vec![1],
             messages,
@@ -753,8 +911,8 @@ mod tests {
         }
     }
 
-    /// A clean history: two acknowledged sends, an unknown one that happened, reads that
-    /// see a growing prefix, and agreeing replicas.
+    /// A clean history: two acknowledged sends, an unknown one that happened, a poller whose
+    /// cursor follows what it saw, and agreeing replicas.
     fn clean() -> Vec<Event> {
         vec![
             send("a", 1, 100, 110, Outcome::Ok),
@@ -762,8 +920,8 @@ mod tests {
             send("c", 1, 300, 310, Outcome::Unknown),
             send("d", 1, 400, 410, Outcome::Fail),
             read(9, 150, 0, seen(1, &[("a", 100)])),
-            read(9, 250, 0, seen(1, &[("a", 100), ("b", 200)])),
-            read(9, 350, 150, seen(1, &[("b", 200), ("c", 300)])),
+            read(9, 250, 100, seen(1, &[("b", 200)])),
+            read(9, 350, 200, seen(1, &[("c", 300)])),
             fin("r1", seen(1, &[("a", 100), ("b", 200), ("c", 300)])),
             fin("r2", seen(1, &[("a", 100), ("b", 200), ("c", 300)])),
         ]
@@ -850,7 +1008,7 @@ mod tests {
     fn reads_out_of_the_final_order_are_reordered() {
         let mut h = clean();
         h.push(read(
-            9,
+            8,
             500,
             0,
             seen(1, &[("b", 200), ("a", 100), ("c", 300)]),
@@ -874,7 +1032,7 @@ mod tests {
         }
         h.push(cut);
         assert_eq!(kinds(&h), vec![]);
-        // Outside the read's window (sent before `after`), or a local read: not stale.
+        // Outside the read's window (committed at or before its cursor): not stale.
         let mut h = clean();
         h.push(read(8, 260, 250, seen(1, &[])));
         assert_eq!(kinds(&h), vec![]);
@@ -892,21 +1050,170 @@ mod tests {
     #[test]
     fn a_reader_seeing_less_than_before_is_non_monotonic() {
         let mut h = clean();
-        // A local read (so not stale) by the same reader after it saw a, b and c.
-        let mut later = read(9, 600, 0, seen(1, &[("a", 100), ("c", 300)]));
+        h.push(read(8, 400, 0, seen(1, &[("a", 100), ("b", 200)])));
+        // A local read by the same reader, whose cursor did not move, no longer sees them.
+        let mut later = read(8, 600, 0, seen(1, &[]));
         if let Event::Read { linearizable, .. } = &mut later {
             *linearizable = false;
         }
         h.push(later);
         let r = check(&h);
-        // (It is also a stale local read: b was acknowledged before it began.)
+        // (It is also a stale local read: both were acknowledged before it began.)
         assert_eq!(
             kinds(&h),
-            vec![Kind::NonMonotonic, Kind::StaleLocal],
+            vec![
+                Kind::NonMonotonic,
+                Kind::NonMonotonic,
+                Kind::StaleLocal,
+                Kind::StaleLocal
+            ],
             "{:?}",
             r.anomalies
         );
+        assert_eq!(r.anomalies[0].key, "a");
+    }
+
+    /// A message sent with a client clock far behind: sent at 10 µs, committed at 500 µs.
+    fn late_clock() -> Vec<Event> {
+        let mut h = clean();
+        h.retain(|e| !matches!(e, Event::Final { .. }));
+        h.push(send("e", 1, 10, 510, Outcome::Ok));
+        let mut list = seen(1, &[("a", 100), ("b", 200), ("c", 300)]);
+        list.push(Seen {
+            chat: 1,
+            id: 4,
+            key: "e".into(),
+            sent_us: 10,
+            committed_us: 500,
+        });
+        h.push(fin("r1", list.clone()));
+        h.push(fin("r2", list));
+        h
+    }
+
+    #[test]
+    fn a_poll_missing_a_message_committed_after_its_cursor_is_stale() {
+        // The poller's next poll, after c (committed at 300), misses e: committed at 500,
+        // acknowledged at 510, before the poll began. Its send time (10 µs, before the
+        // cursor) does not matter: windows follow committed_at.
+        let mut h = late_clock();
+        h.push(read(9, 600, 300, seen(1, &[])));
+        let r = check(&h);
+        assert_eq!(kinds(&h), vec![Kind::Stale], "{:?}", r.anomalies);
+        assert_eq!(r.anomalies[0].key, "e");
+        assert!(
+            r.anomalies[0].detail.contains("committed at 500 µs")
+                && r.anomalies[0].detail.contains("with cursor 300 µs"),
+            "{:?}",
+            r.anomalies
+        );
+        // Returned, it passes.
+        let mut h = late_clock();
+        let mut e = seen(1, &[("e", 500)]);
+        e[0].sent_us = 10;
+        h.push(read(9, 600, 300, e));
+        assert_eq!(
+            check(&h).verdict,
+            Verdict::Pass,
+            "{:?}",
+            check(&h).anomalies
+        );
+        // A poll invoked before e was acknowledged need not return it.
+        let mut h = late_clock();
+        h.push(read(9, 505, 300, seen(1, &[])));
+        assert_eq!(kinds(&h), vec![]);
+    }
+
+    #[test]
+    fn a_page_cut_short_is_held_to_its_window_up_to_its_last_message() {
+        // A cut page that returned a, then c, skipping b in between: stale.
+        let mut h = clean();
+        let mut cut = read(8, 400, 0, seen(1, &[("a", 100), ("c", 300)]));
+        if let Event::Read { truncated, .. } = &mut cut {
+            *truncated = true;
+        }
+        h.push(cut);
+        let r = check(&h);
+        assert_eq!(kinds(&h), vec![Kind::Stale], "{:?}", r.anomalies);
         assert_eq!(r.anomalies[0].key, "b");
+    }
+
+    #[test]
+    fn a_message_returned_twice_to_one_poller_is_a_duplicate() {
+        // The poller's cursor did not move past b, and the poll returned it again.
+        let mut h = clean();
+        h.push(read(8, 260, 150, seen(1, &[("b", 200)])));
+        h.push(read(8, 400, 150, seen(1, &[("b", 200), ("c", 300)])));
+        let r = check(&h);
+        assert_eq!(kinds(&h), vec![Kind::Duplicate], "{:?}", r.anomalies);
+        assert_eq!(r.anomalies[0].key, "b");
+        assert!(r.anomalies[0].detail.contains("returned it again"));
+        // Twice in one poll, too.
+        let mut h = clean();
+        h.push(read(8, 260, 150, seen(1, &[("b", 200), ("b", 200)])));
+        assert_eq!(kinds(&h), vec![Kind::Duplicate]);
+        // Another poller seeing it is no duplicate.
+        let mut h = clean();
+        h.push(read(8, 260, 150, seen(1, &[("b", 200)])));
+        h.push(read(6, 400, 150, seen(1, &[("b", 200), ("c", 300)])));
+        assert_eq!(kinds(&h), vec![]);
+    }
+
+    #[test]
+    fn a_message_at_or_before_the_cursor_is_reported() {
+        // At the cursor.
+        let mut h = clean();
+        h.push(read(8, 260, 200, seen(1, &[("b", 200)])));
+        let r = check(&h);
+        assert_eq!(kinds(&h), vec![Kind::BeforeCursor], "{:?}", r.anomalies);
+        assert_eq!(r.anomalies[0].key, "b");
+        assert_eq!(r.verdict, Verdict::Fail);
+        // Before it (and returned again to the poller that had it: said once).
+        let mut h = clean();
+        h.push(read(9, 400, 300, seen(1, &[("b", 200)])));
+        assert_eq!(kinds(&h), vec![Kind::BeforeCursor]);
+        // Without a committed_at at all.
+        let mut h = clean();
+        let mut m = seen(1, &[("b", 200)]);
+        m[0].committed_us = 0;
+        h.push(read(8, 260, 150, m));
+        let r = check(&h);
+        assert_eq!(kinds(&h), vec![Kind::BeforeCursor]);
+        assert!(r.anomalies[0].detail.contains("without a committed_at"));
+    }
+
+    #[test]
+    fn lists_out_of_commit_order_or_with_another_committed_at_are_caught() {
+        // A poll over two chats, out of commit order: reordered, though each chat's part is
+        // in its final order.
+        let mut h = clean();
+        h.push(send("x", 2, 150, 160, Outcome::Ok));
+        h.push(Event::Final {
+            replica: "r1".into(),
+            chat: 2,
+            messages: seen(2, &[("x", 150)]),
+            reference: false,
+            not_found: None,
+        });
+        let mut both = seen(1, &[("b", 200)]);
+        both.extend(seen(2, &[("x", 150)]));
+        let mut poll = read(8, 260, 120, both);
+        if let Event::Read { chats, .. } = &mut poll {
+            *chats = vec![1, 2];
+        }
+        h.push(poll);
+        let r = check(&h);
+        assert_eq!(kinds(&h), vec![Kind::Reordered], "{:?}", r.anomalies);
+        assert!(r.anomalies[0].detail.contains("committed_at order"));
+        // A replica giving a message another committed_at than the reference: divergent.
+        let mut h = clean();
+        h.retain(|e| !matches!(e, Event::Final { replica, .. } if replica == "r2"));
+        let mut other = seen(1, &[("a", 100), ("b", 200), ("c", 300)]);
+        other[1].committed_us = 250;
+        h.push(fin("r2", other));
+        let r = check(&h);
+        assert_eq!(kinds(&h), vec![Kind::Divergent], "{:?}", r.anomalies);
+        assert!(r.anomalies[0].detail.contains("committed_at 250"));
     }
 
     #[test]
@@ -1065,5 +1372,20 @@ mod tests {
             assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), e);
         }
         assert_eq!(key_of(&format!("{} hello", message_key(3, 9))), "k3-9");
+    }
+
+    #[test]
+    fn an_older_history_is_recognised() {
+        // A poll and a final list as loadgen wrote them before committed_at cursors.
+        let old_read = r#"{"type":"read","client":1,"invoke_us":5,"complete_us":9,"outcome":"ok","user":7,"after_us":1,"linearizable":true,"chats":[1],"messages":[{"chat":1,"id":1,"key":"k1-1","sent_us":3}]}"#;
+        let old_final = r#"{"type":"final","replica":"r1","chat":1,"messages":[{"chat":1,"id":1,"key":"k1-1","sent_us":3}]}"#;
+        for line in [old_read, old_final] {
+            assert!(serde_json::from_str::<Event>(line).is_err(), "{line}");
+            assert!(crate::history::is_old_format(line), "{line}");
+        }
+        for e in clean() {
+            let line = serde_json::to_string(&e).unwrap();
+            assert!(!crate::history::is_old_format(&line), "{line}");
+        }
     }
 }

@@ -3,9 +3,13 @@
 //!
 //! Each chat is an append-only list. `SendMessage` appends a message; the generator puts a
 //! unique key (`k<client>-<sequence>`) at the start of every message's content, so a message
-//! can be recognised wherever it shows up. `GetMessages` reads part of the lists of the
-//! reader's chats: the messages whose (client-chosen) send time is after the read's `after`
-//! time, in the cluster's order. After the load, every chat's whole list is read from every
+//! can be recognised wherever it shows up. The cluster stamps every message with
+//! `committed_at` (the leader's clock at commit: the same on every replica, strictly
+//! increasing in commit order). `GetMessages` is a poll with a cursor: it reads the messages
+//! of the reader's chats whose `committed_at` is after the cursor, in commit order, and the
+//! poller's next cursor is the largest `committed_at` it has seen. A poller therefore gets
+//! every message of its chats exactly once, and the checker holds each poll to its window
+//! `(cursor, ...]`. After the load, every chat's whole list is read from every
 //! live replica (a `Final` event each; the leader's linearizable read is the reference), and
 //! each replica's state digest is recorded. What could not be read is recorded too
 //! (`Unread`, `Lagging`, `Down`), so that the checker never reports as passed what it did not
@@ -49,7 +53,28 @@ pub struct Seen {
     pub id: u64,
     /// The key at the start of the content, or the whole content when it has none.
     pub key: String,
+    /// The send time the client wrote into it (µs since the Unix epoch; 0 if none).
     pub sent_us: i64,
+    /// Its `committed_at` (µs since the Unix epoch; 0 if the cluster gave none). Required:
+    /// a history without it was written before polls used `committed_at` cursors
+    /// ([`OLD_FORMAT`]).
+    pub committed_us: i64,
+}
+
+/// What reading a history written before polls used `committed_at` cursors says.
+pub const OLD_FORMAT: &str = "written by an older loadgen, whose polls and history \
+    windows used the clients' send times, not the cluster's committed_at (its reads have \
+    `after_us`, not `cursor_us`, and its messages no `committed_us`); this loadgen cannot \
+    check it: re-run the scenario, or check it with the loadgen that wrote it";
+
+/// Whether a history line that does not parse is one of an older loadgen's (see
+/// [`OLD_FORMAT`]).
+pub fn is_old_format(line: &str) -> bool {
+    line.contains("\"after_us\"")
+        || (line.contains("\"sent_us\"")
+            && line.contains("\"key\"")
+            && line.contains("\"messages\"")
+            && !line.contains("\"committed_us\""))
 }
 
 /// One entry of `history.jsonl`. Times are microseconds since the run began.
@@ -74,14 +99,16 @@ pub enum Event {
         complete_us: u64,
         outcome: Outcome,
         user: u64,
-        /// The read asked for messages sent after this time (µs since the Unix epoch).
-        after_us: i64,
+        /// The poll's cursor: it asked for the messages committed after this time (µs since
+        /// the Unix epoch), the largest `committed_at` its poller had seen for this user (or,
+        /// before it saw any, the generator's clock when the run began).
+        cursor_us: i64,
         linearizable: bool,
         /// The chats the reader was a member of when the read began (joins acknowledged).
         chats: Vec<u64>,
         messages: Vec<Seen>,
         /// The cluster cut the page short (`has_more`): the read saw the first messages of
-        /// its window only.
+        /// its window only, up to its last message's `committed_at`.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         truncated: bool,
     },

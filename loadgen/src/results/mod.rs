@@ -170,8 +170,18 @@ impl RunDir {
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
             .map(|(i, line)| {
-                serde_json::from_str(line)
-                    .with_context(|| format!("{}:{}: not a history event", path.display(), i + 1))
+                serde_json::from_str(line).map_err(|e| {
+                    let at = format!("{}:{}", path.display(), i + 1);
+                    if history::is_old_format(line) {
+                        // Bad input, not a failed run: exit 2.
+                        anyhow::Error::new(crate::exit::UsageError(format!(
+                            "{at}: {}",
+                            history::OLD_FORMAT
+                        )))
+                    } else {
+                        anyhow::Error::new(e).context(format!("{at}: not a history event"))
+                    }
+                })
             })
             .collect()
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use telegraft::proto::chat::chat_server::{Chat, ChatServer};
 use telegraft::proto::chat::*;
+use telegraft::proto::time;
 use tonic::{Request, Response, Status};
 
 /// Answers every call after `delay`; `GetMessages` after `read_delay`.
@@ -92,6 +93,8 @@ struct Mem {
     chats: Vec<std::collections::BTreeSet<u64>>,
     messages: Vec<Message>,
     writes: u64,
+    /// The latest message's `committed_at` (µs since the Unix epoch).
+    last_commit_us: i64,
 }
 
 impl Mem {
@@ -159,14 +162,16 @@ impl Chat for MemChat {
             return Err(Status::failed_precondition("not a member"));
         }
         let id = m.messages.len() as u64 + 1;
+        // Like the cluster's: its own clock, strictly increasing in commit order.
+        let committed = time::micros(&time::now()).max(m.last_commit_us + 1);
+        m.last_commit_us = committed;
         m.messages.push(Message {
             message_id: id,
             chat_id: r.chat_id,
             user_id: r.user_id,
             content: r.content,
             sent_time: r.sent_time,
-            // The fake's clock is the client's.
-            committed_at: r.sent_time,
+            committed_at: Some(time::from_micros(committed)),
         });
         m.writes += 1;
         Ok(Response::new(SendMessageResponse { message_id: id }))

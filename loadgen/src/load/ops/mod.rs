@@ -191,7 +191,8 @@ pub(crate) struct Caller {
     pub sequence: u64,
     /// Picks its calls' arguments (seeded per user).
     pub rng: ChaCha8Rng,
-    /// The dataset users it polls for, with the time of their last poll.
+    /// The dataset users it polls for, each with its cursor: the largest `committed_at` seen
+    /// for that user (at first, the generator's clock when the caller was made).
     pub polls: Vec<(u64, Timestamp)>,
     pub next_poll: usize,
     /// Users and chats it created so far (for unique names).
