@@ -402,6 +402,20 @@ async fn survives_kill_9_of_the_leader_and_of_every_node() {
         log.contains("installing a snapshot from the leader"),
         "caught up by snapshot:\n{log}"
     );
+    // The snapshot arrived as a file (whole, checksummed) and stays as the node's own;
+    // nothing half-received is left behind.
+    assert!(log.contains("snapshot received"), "{log}");
+    let files: Vec<String> = std::fs::read_dir(cluster.nodes.node_dir(leader).join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with("snap-") && f.ends_with(".db")),
+        "{files:?}"
+    );
+    assert!(!files.iter().any(|f| f.ends_with(".tmp")), "{files:?}");
 
     // Kill everything at once, restart: nothing acknowledged lost, nothing duplicated.
     for id in 1..=3 {
