@@ -298,3 +298,49 @@ impl Drop for LocalCluster {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A stand-in for `telegraft`: ignores its arguments and sleeps.
+    fn sleeper(dir: &Path) -> PathBuf {
+        let exe = dir.join("sleeper");
+        std::fs::write(&exe, "#!/bin/sh\nexec sleep 30\n").unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        exe
+    }
+
+    /// The process's state letter (`R`, `S`, `Z`, ...), or `None` once it is gone.
+    fn state(pid: u32) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?.1.trim_start().chars().next()
+    }
+
+    #[test]
+    fn a_node_outlives_the_thread_that_started_it_in_its_own_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = sleeper(dir.path());
+        let data = dir.path().to_path_buf();
+        // Started from a thread that ends at once: the parent-death signal follows the
+        // forking thread, so a node forked by this thread would be killed with it.
+        let mut cluster =
+            std::thread::spawn(move || LocalCluster::start(&exe, 1, 1, &data, &[]).unwrap())
+                .join()
+                .unwrap();
+        let pid = cluster.pid(1).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            matches!(state(pid), Some(s) if s != 'Z'),
+            "node {pid} died with the thread that started it: {:?}",
+            state(pid)
+        );
+        // Its own process group, led by itself.
+        let pgid = nix::unistd::getpgid(Some(Pid::from_raw(pid as i32))).unwrap();
+        assert_eq!(pgid.as_raw(), pid as i32);
+        assert_ne!(pgid, nix::unistd::getpgrp());
+        cluster.kill(1).unwrap();
+        assert_eq!(state(pid), None);
+    }
+}
