@@ -1063,3 +1063,40 @@ async fn a_request_forwarded_to_a_frozen_leader_follows_the_new_one() {
         vec!["after the freeze"]
     );
 }
+
+/// A follower whose leader was just cut off (fault injection) does not fail a write at once:
+/// it waits, bounded, for the majority to elect a leader it can reach, as behind a real
+/// partition, and the one call succeeds. Before, it answered UNAVAILABLE "partitioned from
+/// the leader" at once, and a client moving elsewhere could land on the cut-off leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_cut_off_from_its_leader_waits_for_the_new_one() {
+    let cluster = Cluster::start_with(3, &["--enable-fault-injection"]);
+    let old = cluster.leader().await;
+    let others: Vec<u64> = (1..=3).filter(|id| *id != old).collect();
+    let mut c = cluster.chat(others[0]).await;
+    let (user, chat) = setup_chat(&mut c).await;
+
+    set_partition(&cluster, old, others.clone()).await.unwrap();
+    for &id in &others {
+        set_partition(&cluster, id, vec![old]).await.unwrap();
+    }
+    let mut call = tonic::Request::new(api::SendMessageRequest {
+        user_id: user,
+        chat_id: chat,
+        content: "behind the cut".into(),
+        sent_time: None,
+        write_id: Some(api::WriteId {
+            client_id: 11,
+            sequence: 1,
+        }),
+    });
+    call.set_timeout(Duration::from_secs(20));
+    let sent = c.send_message(call).await;
+    for id in 1..=3 {
+        set_partition(&cluster, id, vec![]).await.unwrap();
+    }
+    sent.expect("the follower waited for a leader it can reach");
+    cluster.converged().await;
+    let mut c = cluster.chat(old).await;
+    assert_eq!(messages(&mut c, user, true).await, vec!["behind the cut"]);
+}

@@ -144,7 +144,7 @@ impl ChatService {
     }
 
     /// Runs `op` against the local node until it answers or names a leader to forward to;
-    /// waits (bounded) while no leader is known.
+    /// waits (bounded) while no reachable leader is known.
     async fn route<T, F, Fut>(&self, forwarded: bool, op: F) -> Result<Route<T>, RequestError>
     where
         F: Fn() -> Fut,
@@ -154,14 +154,20 @@ impl ChatService {
         loop {
             match op().await {
                 Ok(v) => return Ok(Route::Done(v)),
-                Err(RequestError::NotLeader { leader: Some(l) }) if !forwarded => {
-                    if self.faults.is_blocked(l) {
-                        return Err(RequestError::PartitionedFromLeader);
-                    }
+                Err(RequestError::NotLeader { leader: Some(l) })
+                    if !forwarded && !self.faults.is_blocked(l) =>
+                {
                     return Ok(Route::Forward(l));
                 }
+                // No leader known, or only one that fault injection cut this replica off
+                // from: wait (bounded) for one it can reach, as behind a real partition,
+                // where the majority soon elects one. Failing at once would send the client
+                // elsewhere, perhaps to the cut-off leader itself.
                 Err(RequestError::NotLeader { .. }) if start.elapsed() < LEADER_WAIT => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(RequestError::NotLeader { leader: Some(l) }) if self.faults.is_blocked(l) => {
+                    return Err(RequestError::PartitionedFromLeader);
                 }
                 Err(e) => return Err(e),
             }
