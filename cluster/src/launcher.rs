@@ -28,6 +28,8 @@ pub struct LocalCluster {
     exe: PathBuf,
     peers: String,
     extra: Vec<String>,
+    /// Each node's `--metrics-listen` address, for the nodes started with metrics on.
+    metrics: BTreeMap<NodeId, String>,
 }
 
 /// Starts `cmd` as a replica that cannot outlive this process.
@@ -120,6 +122,40 @@ impl LocalCluster {
         data_dir: &Path,
         extra: &[String],
     ) -> std::io::Result<LocalCluster> {
+        LocalCluster::start_with_metrics(exe, addrs, data_dir, extra, BTreeMap::new())
+    }
+
+    /// [`LocalCluster::start_on`], each node also serving Prometheus metrics on a free
+    /// loopback port of its own (`--metrics-listen`; see [`LocalCluster::metrics_addr`]). A
+    /// restarted node keeps its metrics port.
+    pub fn start_on_with_metrics(
+        exe: &Path,
+        addrs: BTreeMap<NodeId, String>,
+        data_dir: &Path,
+        extra: &[String],
+    ) -> std::io::Result<LocalCluster> {
+        let mut metrics = BTreeMap::new();
+        for id in addrs.keys() {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            metrics.insert(*id, format!("127.0.0.1:{port}"));
+        }
+        LocalCluster::start_with_metrics(exe, addrs, data_dir, extra, metrics)
+    }
+
+    /// Node `id`'s metrics address (`host:port`, served at `/metrics`), if it has one.
+    pub fn metrics_addr(&self, id: NodeId) -> Option<&str> {
+        self.metrics.get(&id).map(String::as_str)
+    }
+
+    fn start_with_metrics(
+        exe: &Path,
+        addrs: BTreeMap<NodeId, String>,
+        data_dir: &Path,
+        extra: &[String],
+        metrics: BTreeMap<NodeId, String>,
+    ) -> std::io::Result<LocalCluster> {
         let peers = addrs
             .iter()
             .map(|(i, a)| format!("{i}={a}"))
@@ -132,6 +168,7 @@ impl LocalCluster {
             exe: exe.to_path_buf(),
             peers,
             extra: extra.to_vec(),
+            metrics,
         };
         let ids: Vec<NodeId> = cluster.addrs.keys().copied().collect();
         for id in ids {
@@ -161,6 +198,13 @@ impl LocalCluster {
         .arg("--data-dir")
         .arg(&dir)
         .args(&self.extra)
+        .args(
+            self.metrics
+                .get(&id)
+                .map(|addr| ["--metrics-listen", addr.as_str()])
+                .into_iter()
+                .flatten(),
+        )
         .stdout(Stdio::null())
         .stderr(log);
         let child = spawn_bound_to_this_process(cmd)?;

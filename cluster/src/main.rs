@@ -49,6 +49,10 @@ enum Cmd {
         /// one more is answered RESOURCE_EXHAUSTED without being queued.
         #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
         max_inflight: u32,
+        /// Serve Prometheus metrics at http://ADDR/metrics (off unless given; the address is
+        /// bound as given, so 0.0.0.0:PORT exposes them to the network).
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Start N replicas on loopback and stop them all on Ctrl-C or SIGTERM.
     Cluster {
@@ -168,7 +172,11 @@ async fn main() {
 }
 
 async fn real_main() -> Result<()> {
+    // A span is printed when it closes (with its fields and timings): per-request spans are
+    // at debug level, so `RUST_LOG=telegraft=debug` follows each write through the actors,
+    // and the default (info) prints nothing per request.
     tracing_subscriber::fmt()
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
@@ -184,12 +192,14 @@ async fn real_main() -> Result<()> {
             snapshot_every,
             enable_fault_injection,
             max_inflight,
+            metrics_listen,
         } => {
             let peers = parse_peers(&peers)?;
             let mut config = NodeConfig::new(id, listen, peers, data_dir);
             config.snapshot_every = snapshot_every;
             config.fault_injection = enable_fault_injection;
             config.max_inflight = max_inflight as usize;
+            config.metrics_listen = metrics_listen;
             run(config, shutdown_signal())
                 .await
                 .context("replica failed")?;

@@ -6,6 +6,8 @@
 //!   with N concurrent writers, each waiting for its own entry to be durable.
 //! - `cluster --replicas R --clients C`: SendMessage throughput and latency through a real
 //!   local cluster of `telegraft node` processes, C clients each with one request in flight.
+//!   With `--metrics`, every replica serves `/metrics` and is scraped once a second, as a
+//!   monitored cluster would be: run it with and without to see what metrics cost.
 //! - `overload --rate N`: SendMessage offered at N calls a second whatever the answers (an
 //!   open loop), to the leader of a local cluster; every second, each replica's RSS and the
 //!   calls admitted and refused; at the end, the latency of the admitted calls, the count of
@@ -70,6 +72,9 @@ enum Cmd {
         message_bytes: usize,
         #[arg(long, default_value_t = 27100)]
         base_port: u16,
+        /// Turn on `--metrics-listen` on every replica and scrape each once a second.
+        #[arg(long)]
+        metrics: bool,
     },
     /// SendMessage offered at a fixed rate (open loop) beyond what the cluster keeps: RSS of
     /// each replica per second, p99 of the admitted calls, RESOURCE_EXHAUSTED count.
@@ -134,6 +139,7 @@ fn main() -> Result<()> {
             clients,
             message_bytes,
             base_port,
+            metrics,
         } => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(cluster(
@@ -142,6 +148,7 @@ fn main() -> Result<()> {
                 &clients,
                 message_bytes,
                 base_port,
+                metrics,
                 secs,
             ))
         }
@@ -300,6 +307,7 @@ async fn cluster(
     clients: &[usize],
     message_bytes: usize,
     base_port: u16,
+    metrics: bool,
     secs: Duration,
 ) -> Result<()> {
     let exe = std::env::current_exe()?.with_file_name("telegraft");
@@ -309,7 +317,20 @@ async fn cluster(
             exe.display()
         );
     }
-    let procs = LocalCluster::start(&exe, replicas, base_port, dir, &[])?;
+    let procs = if metrics {
+        let addrs = (1..=replicas)
+            .map(|i| (i, format!("127.0.0.1:{}", u64::from(base_port) + i - 1)))
+            .collect();
+        LocalCluster::start_on_with_metrics(&exe, addrs, dir, &[])?
+    } else {
+        LocalCluster::start(&exe, replicas, base_port, dir, &[])?
+    };
+    let scraper = metrics.then(|| {
+        let targets: Vec<String> = (1..=replicas)
+            .filter_map(|i| procs.metrics_addr(i).map(str::to_string))
+            .collect();
+        tokio::spawn(scrape_every_second(targets))
+    });
     let addrs: Vec<String> = procs.addrs.values().cloned().collect();
     // Wait for a leader, then drive the leader's address (followers forward anyway).
     let leader = admin::wait_for_leader(&addrs, Duration::from_secs(20))
@@ -377,8 +398,9 @@ async fn cluster(
         let elapsed = start.elapsed().as_secs_f64();
         let h = hist.lock().await;
         let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        let scraped = if metrics { " (metrics on)" } else { "" };
         println!(
-            "cluster: {replicas} replicas, {n:>3} clients: {:>7.0} SendMessage/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} errors",
+            "cluster{scraped}: {replicas} replicas, {n:>3} clients: {:>7.0} SendMessage/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} errors",
             h.len() as f64 / elapsed,
             ms(0.5),
             ms(0.99),
@@ -386,8 +408,33 @@ async fn cluster(
             errors.load(Ordering::Relaxed)
         );
     }
+    if let Some(s) = scraper {
+        s.abort();
+    }
     drop(procs);
     Ok(())
+}
+
+/// GETs `/metrics` from every target once a second, as Prometheus or `loadgen` would, until
+/// aborted. A failed scrape is reported, not fatal.
+async fn scrape_every_second(targets: Vec<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        ticker.tick().await;
+        for addr in &targets {
+            let scraped = async {
+                let mut s = tokio::net::TcpStream::connect(addr).await?;
+                s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await?;
+                let mut body = Vec::new();
+                s.read_to_end(&mut body).await?;
+                std::io::Result::Ok(body.len())
+            };
+            if let Err(e) = scraped.await {
+                eprintln!("scraping {addr}: {e}");
+            }
+        }
+    }
 }
 
 /// What `telegraft-bench overload` offers.

@@ -9,6 +9,10 @@
 //! actor compacts the log behind it. A snapshot from the leader is restored from its file
 //! the same way (copied by the kernel, then swapped in).
 //!
+//! It records commit-to-apply time (one sample per entry), snapshots taken and restored
+//! (count, size, duration) and its own queue depth (`observe.rs`); with tracing on, an
+//! `apply` span per traced client write (write id, log index) under the service's span.
+//!
 //! Failures are split by what they can damage:
 //! - a failed write (apply, snapshot, restore) is fatal: the applied state could no longer be
 //!   trusted to match the log (exit 70, `fatal.rs`);
@@ -19,10 +23,12 @@
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use super::error::RequestError;
 use super::fatal;
 use super::mailbox::{ApplierMsg, Completion, ProposeReply, Query, QueryOutput};
+use super::observe::Metrics;
 use crate::chat::ChatStore;
 use crate::raft::{Entry, Index};
 use crate::storage::SnapshotDir;
@@ -36,8 +42,9 @@ pub struct Applier {
 impl Applier {
     /// Starts the applier thread. `last_snapshot` is the index of the newest snapshot (the
     /// next is taken `snapshot_every` entries after it; 0 never snapshots), and `snapshots`
-    /// where snapshot files go. Its queue holds at most `queue` messages. `report` is called
-    /// on the applier's thread.
+    /// where snapshot files go. Its queue holds at most `queue` messages; whoever sends
+    /// counts the message into `metrics.queue_applier`, and the applier counts it out.
+    /// `report` is called on the applier's thread.
     pub fn spawn(
         mut store: ChatStore,
         snapshots: SnapshotDir,
@@ -45,23 +52,44 @@ impl Applier {
         mut last_snapshot: Index,
         queue: usize,
         report: impl Fn(Completion) + Send + 'static,
+        metrics: Metrics,
     ) -> Applier {
         let (tx, rx) = mpsc::sync_channel::<ApplierMsg>(queue);
         let thread = std::thread::Builder::new()
             .name(fatal::APPLIER_THREAD.into())
             .spawn(move || {
                 while let Ok(msg) = rx.recv() {
+                    metrics.queue_applier.decrement(1.0);
                     match msg {
-                        ApplierMsg::Apply { entries, replies } => {
+                        ApplierMsg::Apply {
+                            entries,
+                            replies,
+                            committed,
+                            traces,
+                        } => {
+                            let spans: Vec<_> = traces
+                                .iter()
+                                .map(|(index, t)| {
+                                    tracing::debug_span!(parent: &t.span, "apply",
+                                        client_id = t.client_id, sequence = t.sequence,
+                                        index = *index)
+                                })
+                                .collect();
                             apply(&mut store, &entries, replies);
+                            metrics
+                                .apply_seconds
+                                .record_many(committed.elapsed().as_secs_f64(), entries.len());
+                            drop(spans);
                             let applied = entries.last().map_or(0, |e| e.index);
                             if snapshot_every > 0 && applied >= last_snapshot + snapshot_every {
+                                let start = Instant::now();
                                 let term = store.applied_term().unwrap_or_else(|e| fatal::stop(e));
                                 snapshots
                                     .create::<fatal::Fatal>(term, applied, |tmp| {
                                         Ok(store.snapshot_to(tmp)?)
                                     })
                                     .unwrap_or_else(|e| fatal::stop(e));
+                                snapshot_taken(&metrics, &snapshots, term, applied, start);
                                 last_snapshot = applied;
                                 report(Completion::SnapshotTaken { index: applied });
                             }
@@ -70,8 +98,16 @@ impl Applier {
                             let _ = reply.send(read(&store, query));
                         }
                         ApplierMsg::Restore { snapshot, done } => {
+                            let start = Instant::now();
                             let path = snapshots.path(snapshot.term, snapshot.index);
                             store.restore_from(&path).unwrap_or_else(|e| fatal::stop(e));
+                            snapshot_taken(
+                                &metrics,
+                                &snapshots,
+                                snapshot.term,
+                                snapshot.index,
+                                start,
+                            );
                             last_snapshot =
                                 store.applied_index().unwrap_or_else(|e| fatal::stop(e));
                             let _ = done.send(());
@@ -95,6 +131,23 @@ impl Applier {
     pub fn stop(self) -> std::thread::Result<()> {
         let _ = self.tx.send(ApplierMsg::Stop);
         self.thread.join()
+    }
+}
+
+/// Records a snapshot taken or restored since `start`: its count, duration and file size.
+fn snapshot_taken(
+    metrics: &Metrics,
+    snapshots: &SnapshotDir,
+    term: crate::raft::Term,
+    index: Index,
+    start: Instant,
+) {
+    metrics
+        .snapshot_seconds
+        .record(start.elapsed().as_secs_f64());
+    metrics.snapshots.increment(1);
+    if let Ok(meta) = std::fs::metadata(snapshots.path(term, index)) {
+        metrics.snapshot_bytes.set(meta.len() as f64);
     }
 }
 

@@ -28,11 +28,14 @@ pub struct NodeConfig {
     /// Client proposals and reads inside this replica at once (including those it forwards
     /// to the leader); one more is answered RESOURCE_EXHAUSTED without being queued.
     pub max_inflight: usize,
+    /// Where to serve Prometheus metrics at `/metrics` (`--metrics-listen`); `None`: no
+    /// listener, and every metric records into a no-op handle.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl NodeConfig {
     /// A configuration with the defaults: 10 ms ticks, a snapshot every 10,000 entries,
-    /// 64 MiB log segments, no fault injection, 4,096 client requests in flight.
+    /// 64 MiB log segments, no fault injection, 4,096 client requests in flight, no metrics.
     pub fn new(
         id: NodeId,
         listen: SocketAddr,
@@ -50,6 +53,7 @@ impl NodeConfig {
             options: Options::default(),
             fault_injection: false,
             max_inflight: 4096,
+            metrics_listen: None,
         }
     }
 

@@ -18,6 +18,14 @@
 //! they complete (waiting for room in its queue); a ready read is queued to the applier
 //! after the entries it must see.
 //!
+//! Observing: the core knows nothing of metrics or tracing. After each round this actor
+//! reads `core.status()` into the Raft gauges and its queues' depths into theirs; it
+//! time-stamps each proposal as the core accepts it (commit latency is measured when the
+//! entry comes out in an `Apply` output, apply latency by the applier from that moment) and
+//! each read as it hands it over (`observe.rs`). With tracing on, an accepted write gets a
+//! `node_propose` span (write id, log index) under the service's span, open until commit;
+//! its storage and apply spans hang under it and the service's span.
+//!
 //! The core is held by value, as a local of [`CoreActor::run`]: role transitions consume it
 //! and return the next one (`core = core.step(msg)`), so there is never a moment without one.
 //!
@@ -26,7 +34,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc as tmpsc, oneshot, watch};
 
@@ -34,17 +42,29 @@ use super::error::RequestError;
 use super::fatal;
 use super::mailbox::{
     ApplierMsg, Completions, CoreInput, PanicTarget, ProposeReply, Query, ReadReply, Reported,
-    StorageRequest,
+    StorageRequest, Traces, WriteTrace,
 };
+use super::observe::Metrics;
 use super::throttle::Throttle;
 use crate::raft::{
-    Envelope, Error as RaftError, Index, Node, NodeId, Output, ReadId, Snapshot, Term,
+    Envelope, Error as RaftError, Index, Message, Node, NodeId, Output, ReadId, Snapshot, Status,
+    Term,
 };
 
 /// Most inputs handled before the outputs are drained: bounds the latency a burst adds.
 const MAX_BATCH: usize = 4096;
 /// How long the core actor sleeps before trying a full applier queue again.
 const APPLIER_RETRY: Duration = Duration::from_millis(1);
+
+/// A proposal waiting for its entry to commit.
+struct Proposal {
+    term: Term,
+    reply: ProposeReply,
+    /// When the core accepted it.
+    at: Instant,
+    /// With tracing on: the service's trace, and this actor's `node_propose` span.
+    trace: Option<(WriteTrace, WriteTrace)>,
+}
 
 /// Everything the core actor keeps besides the core itself.
 pub struct CoreActor {
@@ -54,16 +74,19 @@ pub struct CoreActor {
     applier_tx: mpsc::SyncSender<ApplierMsg>,
     peers: HashMap<NodeId, tmpsc::Sender<Envelope>>,
     tick: Duration,
-    /// Proposals waiting for their entry to be applied: index -> (term, reply).
-    proposals: BTreeMap<Index, (Term, ProposeReply)>,
-    /// Linearizable reads waiting for the core to confirm them.
-    reads: HashMap<ReadId, (Query, ReadReply)>,
+    /// Proposals waiting for their entry to commit, by index.
+    proposals: BTreeMap<Index, Proposal>,
+    /// How many of them are traced (none unless tracing is on).
+    traced: usize,
+    /// Linearizable reads waiting for the core to confirm them, and when they were asked.
+    reads: HashMap<ReadId, (Query, ReadReply, Instant)>,
     next_read: ReadId,
     /// Warnings about refused peer messages and dropped sends, at most one per second each.
     warnings: Throttle,
     /// The leader this replica knows of, published after every round for the chat service,
     /// which abandons a request it forwarded to a leader that is no longer one.
     leader: watch::Sender<Option<NodeId>>,
+    metrics: Metrics,
 }
 
 impl CoreActor {
@@ -84,11 +107,19 @@ impl CoreActor {
             peers,
             tick,
             proposals: BTreeMap::new(),
+            traced: 0,
             reads: HashMap::new(),
             next_read: 1,
             warnings: Throttle::default(),
             leader,
+            metrics: Metrics::noop([]),
         }
+    }
+
+    /// Records what this actor observes into `metrics` (see the module docs).
+    pub fn observed(mut self, metrics: Metrics) -> CoreActor {
+        self.metrics = metrics;
+        self
     }
 
     /// Drives `core` until the stop notice. Proposals still waiting are then answered
@@ -119,16 +150,50 @@ impl CoreActor {
             self.completed(&mut core, reported).await;
             let outputs = core.take_outputs();
             self.act(outputs).await;
-            let leader = core.status().leader;
-            self.leader.send_if_modified(|known| {
+            let status = core.status();
+            let leader = status.leader;
+            let new_leader = self.leader.send_if_modified(|known| {
                 let changed = *known != leader;
                 *known = leader;
                 changed
             });
+            self.observe(&status, new_leader && leader.is_some());
         }
-        for (_, (_, reply)) in std::mem::take(&mut self.proposals) {
-            let _ = reply.send(Err(RequestError::OutcomeUnknown));
+        for (_, p) in std::mem::take(&mut self.proposals) {
+            let _ = p.reply.send(Err(RequestError::OutcomeUnknown));
         }
+    }
+
+    /// Sets the Raft gauges from `status` and the queue gauges from the queues now.
+    fn observe(&self, status: &Status, new_leader: bool) {
+        let m = &self.metrics;
+        if new_leader {
+            m.leader_changes.increment(1);
+        }
+        m.term.set(status.term as f64);
+        m.set_role(status.role);
+        m.commit_index.set(status.commit_index as f64);
+        m.applied_index.set(status.applied_index as f64);
+        m.last_log_index.set(status.last_index as f64);
+        m.queue_core.set(self.inbox.len() as f64);
+        let storage = self.storage_tx.max_capacity() - self.storage_tx.capacity();
+        m.queue_storage.set(storage as f64);
+        for (id, tx) in &self.peers {
+            if let Some(g) = m.queue_peers.get(id) {
+                g.set((tx.max_capacity() - tx.capacity()) as f64);
+            }
+        }
+    }
+
+    /// The traces of the proposals at `first..=last` (empty unless tracing is on).
+    fn traces(&self, first: Index, last: Index) -> Traces {
+        if self.traced == 0 || first > last {
+            return Vec::new();
+        }
+        self.proposals
+            .range(first..=last)
+            .filter_map(|(i, p)| Some((*i, p.trace.as_ref()?.1.clone())))
+            .collect()
     }
 
     /// Feeds one input to the core; returns the core (in its next role, if it changed).
@@ -146,11 +211,35 @@ impl CoreActor {
                 }
                 return core.step(env);
             }
-            CoreInput::Propose { write, reply } => match core.propose(write) {
+            CoreInput::Propose {
+                write,
+                reply,
+                trace,
+            } => match core.propose(write) {
                 Ok((index, term)) => {
-                    self.proposals.insert(index, (term, reply));
+                    self.metrics.proposals_accepted.increment(1);
+                    let trace = trace.map(|t| {
+                        t.span.record("index", index);
+                        let node = tracing::debug_span!(parent: &t.span, "node_propose",
+                            client_id = t.client_id, sequence = t.sequence, index, term);
+                        let node = WriteTrace {
+                            span: node,
+                            ..t.clone()
+                        };
+                        (t, node)
+                    });
+                    self.traced += usize::from(trace.is_some());
+                    let at = Instant::now();
+                    let p = Proposal {
+                        term,
+                        reply,
+                        at,
+                        trace,
+                    };
+                    self.proposals.insert(index, p);
                 }
                 Err(RaftError::NotLeader { leader }) => {
+                    self.metrics.proposals_not_leader.increment(1);
                     let _ = reply.send(Err(RequestError::NotLeader { leader }));
                 }
                 Err(e) => unreachable!("propose: {e}"),
@@ -160,7 +249,7 @@ impl CoreActor {
                 self.next_read += 1;
                 match core.read(id) {
                     Ok(()) => {
-                        self.reads.insert(id, (query, reply));
+                        self.reads.insert(id, (query, reply, Instant::now()));
                     }
                     Err(RaftError::NotLeader { leader }) => {
                         let _ = reply.send(Err(RequestError::NotLeader { leader }));
@@ -202,6 +291,7 @@ impl CoreActor {
     }
 
     async fn act(&mut self, outputs: Vec<Output>) {
+        let mut reads_ready = 0;
         for output in outputs {
             match output {
                 Output::HardState(hs) => {
@@ -212,10 +302,27 @@ impl CoreActor {
                     }
                 }
                 Output::Append { id, entries } => {
-                    self.storage(StorageRequest::Append(id, entries)).await
+                    let (first, last) = match (entries.first(), entries.last()) {
+                        (Some(f), Some(l)) => (f.index, l.index),
+                        _ => (1, 0),
+                    };
+                    let traces = self.traces(first, last);
+                    self.storage(StorageRequest::Append(id, entries, traces))
+                        .await
                 }
                 Output::Restore(snapshot) => self.restore(snapshot).await,
                 Output::Send(env) => {
+                    if let Message::Append { entries, .. } = &env.message
+                        && let (Some(first), Some(last)) = (entries.first(), entries.last())
+                    {
+                        self.metrics
+                            .append_batch_entries
+                            .record(entries.len() as f64);
+                        for (index, t) in self.traces(first.index, last.index) {
+                            tracing::debug!(parent: &t.span, peer = env.to, index,
+                                "entry sent to the peer sender");
+                        }
+                    }
                     if let Some(peer) = self.peers.get(&env.to)
                         && peer.try_send(env).is_err()
                     {
@@ -225,29 +332,50 @@ impl CoreActor {
                     }
                 }
                 Output::Apply(entries) => {
+                    let committed = Instant::now();
                     let mut replies = Vec::new();
+                    let mut traces = Vec::new();
                     for e in &entries {
-                        if let Some((term, reply)) = self.proposals.remove(&e.index) {
-                            if term == e.term {
-                                replies.push((e.index, reply));
+                        if let Some(p) = self.proposals.remove(&e.index) {
+                            if let Some((request, _node)) = p.trace {
+                                self.traced -= 1;
+                                traces.push((e.index, request));
+                            }
+                            if p.term == e.term {
+                                let waited = committed.saturating_duration_since(p.at);
+                                self.metrics.commit_seconds.record(waited.as_secs_f64());
+                                replies.push((e.index, p.reply));
                             } else {
-                                let _ = reply.send(Err(RequestError::NotCommitted));
+                                let _ = p.reply.send(Err(RequestError::NotCommitted));
                             }
                         }
                     }
-                    self.applier(ApplierMsg::Apply { entries, replies }).await;
+                    let msg = ApplierMsg::Apply {
+                        entries,
+                        replies,
+                        committed,
+                        traces,
+                    };
+                    self.applier(msg).await;
                 }
                 Output::ReadReady { id, .. } => {
-                    if let Some((query, reply)) = self.reads.remove(&id) {
+                    if let Some((query, reply, at)) = self.reads.remove(&id) {
+                        reads_ready += 1;
+                        let waited = at.elapsed().as_secs_f64();
+                        self.metrics.read_index_seconds.record(waited);
                         self.applier(ApplierMsg::Query { query, reply }).await;
                     }
                 }
                 Output::ReadAborted { id, leader } => {
-                    if let Some((_, reply)) = self.reads.remove(&id) {
+                    if let Some((_, reply, _)) = self.reads.remove(&id) {
                         let _ = reply.send(Err(RequestError::NotLeader { leader }));
                     }
                 }
             }
+        }
+        // The reads one drain confirms were confirmed by the same round of heartbeats.
+        if reads_ready > 0 {
+            self.metrics.reads_per_round.record(reads_ready as f64);
         }
     }
 
@@ -278,8 +406,9 @@ impl CoreActor {
         // Proposals the snapshot jumped over: their outcome is unknown here.
         let stale: Vec<Index> = self.proposals.range(..=index).map(|(i, _)| *i).collect();
         for i in stale {
-            if let Some((_, reply)) = self.proposals.remove(&i) {
-                let _ = reply.send(Err(RequestError::OutcomeUnknown));
+            if let Some(p) = self.proposals.remove(&i) {
+                self.traced -= usize::from(p.trace.is_some());
+                let _ = p.reply.send(Err(RequestError::OutcomeUnknown));
             }
         }
     }
@@ -296,9 +425,12 @@ impl CoreActor {
     /// rather than a blocked executor thread; it only happens under overload.
     async fn applier(&self, mut msg: ApplierMsg) {
         loop {
+            // Counted in before it can be counted out by the applier.
+            self.metrics.queue_applier.increment(1.0);
             match self.applier_tx.try_send(msg) {
                 Ok(()) => return,
                 Err(mpsc::TrySendError::Full(m)) => {
+                    self.metrics.queue_applier.decrement(1.0);
                     msg = m;
                     tokio::time::sleep(APPLIER_RETRY).await;
                 }

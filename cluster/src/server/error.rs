@@ -29,6 +29,11 @@ pub enum ServerError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("bad configuration: {0}")]
     Config(String),
+    #[error("metrics listener on {addr}: {source}")]
+    MetricsListen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Why one request failed. Deterministic rejections ([`RequestError::Rejected`]) are the

@@ -25,6 +25,9 @@
 //! | peer sender | `peer::QUEUE` messages | the message is dropped (Raft re-sends) |
 //! | HTTP/2 streams per connection | [`MAX_STREAMS_PER_CONNECTION`] | the client waits: its calls queue on its side |
 //!
+//! The depth of the core inbox, the storage writer's, the applier's and each peer sender's
+//! queue is served as `telegraft_queue_depth{queue}` (`observe.rs`).
+//!
 //! A client request takes a slot of `--max-inflight` before it queues anywhere, and keeps it
 //! until it is answered, so client work never exceeds that bound. The stream limit matters
 //! as much: without one (tonic's default), a client can open any number of streams on one
@@ -37,6 +40,7 @@
 //! cannot form a cycle.
 
 use std::sync::Mutex;
+use std::time::Instant;
 
 use tokio::sync::{Notify, mpsc as tmpsc, oneshot};
 
@@ -62,12 +66,28 @@ pub type ProposeReply = oneshot::Sender<Result<Outcome, RequestError>>;
 /// The answer to a read.
 pub type ReadReply = oneshot::Sender<Result<QueryOutput, RequestError>>;
 
+/// A client write followed by debug-level tracing spans (`RUST_LOG=telegraft=debug`): the
+/// span to hang the next actor's span under, and the write id every span repeats. Only
+/// made while those spans are enabled; otherwise the actors carry `None` or an empty
+/// [`Traces`], which costs nothing.
+#[derive(Clone, Debug)]
+pub struct WriteTrace {
+    pub span: tracing::Span,
+    pub client_id: u64,
+    pub sequence: u64,
+}
+
+/// The traced writes among a batch of entries, by log index.
+pub type Traces = Vec<(Index, WriteTrace)>;
+
 /// The core actor's inbox: everything that can change Raft state, plus status requests.
 pub enum CoreInput {
     Peer(Envelope),
     Propose {
         write: Vec<u8>,
         reply: ProposeReply,
+        /// The service's span, when tracing is on.
+        trace: Option<WriteTrace>,
     },
     /// A linearizable read: served once the core confirms leadership and the applier
     /// caught up.
@@ -188,8 +208,8 @@ pub enum Completion {
 /// The storage writer's inbox. Requests are performed in order.
 pub enum StorageRequest {
     /// Entries to append; completion is reported as [`Completion::Persisted`] after the
-    /// batch's fdatasync.
-    Append(AppendId, Vec<Entry>),
+    /// batch's fdatasync. The traces of the client writes among them (tracing on only).
+    Append(AppendId, Vec<Entry>, Traces),
     /// Term and vote: answered on the oneshot once durable.
     HardState(HardState, oneshot::Sender<()>),
     /// A snapshot this node took (its file already durable): save its metadata and drop the
@@ -206,10 +226,13 @@ pub enum StorageRequest {
 /// The applier's inbox. One queue for applies and queries, so a query queued after the
 /// batch that reaches its read index sees that batch.
 pub enum ApplierMsg {
-    /// Committed entries in log order, with the replies of the proposals they complete.
+    /// Committed entries in log order, with the replies of the proposals they complete,
+    /// when the core actor saw them committed, and the traces of client writes among them.
     Apply {
         entries: Vec<Entry>,
         replies: Vec<(Index, ProposeReply)>,
+        committed: Instant,
+        traces: Traces,
     },
     Query {
         query: Query,

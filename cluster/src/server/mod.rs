@@ -23,6 +23,7 @@
 //! | `fatal` | the one way a running replica stops itself (exit code 70) |
 //! | `fault`, `config` | the partition hook; the startup configuration |
 //! | `throttle` | rate-limited warnings for what remote senders control |
+//! | `observe` | metric handles, the `/metrics` listener, the gRPC timing layer |
 //!
 //! [`run`] goes through four phases: recover the durable state, start the actors, serve
 //! until the shutdown signal, then stop and join everything it started (mini-redis style:
@@ -45,6 +46,7 @@ mod error;
 mod fatal;
 mod fault;
 mod mailbox;
+mod observe;
 mod peer;
 mod service;
 mod snapshot_stream;
@@ -63,6 +65,7 @@ use self::applier::Applier;
 use self::core_actor::CoreActor;
 use self::fault::FaultHook;
 use self::mailbox::{APPLIER_SLACK, Completions, CoreInput, CoreSender, PEER_INPUTS, PanicTarget};
+use self::observe::{Exporter, GrpcMetricsLayer, Metrics};
 use crate::chat::ChatStore;
 use crate::proto;
 use crate::raft::{Node, NodeId, Restored};
@@ -85,10 +88,20 @@ pub async fn run(
             config.id
         )));
     }
+    let exporter = match config.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::MetricsListen { addr, source })?;
+            tracing::info!(%addr, "serving metrics at /metrics");
+            Some((listener, Arc::new(Exporter::new())))
+        }
+        None => None,
+    };
     let recovered = recover(&config)?;
     fatal::stop_on_actor_thread_panic();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let replica = Replica::start(&config, recovered, stop_rx);
+    let replica = Replica::start(&config, recovered, exporter, stop_rx);
     // The signal stops the gRPC server and the actors at once, as one notice.
     let served = serve(&config, &replica, async {
         shutdown.await;
@@ -141,22 +154,36 @@ struct Replica {
     snapshots: SnapshotDir,
     /// The leader the core actor knows of (see [`CoreActor`]).
     leader: watch::Receiver<Option<NodeId>>,
+    /// Where every metric handle lives (no-op handles without `--metrics-listen`).
+    metrics: Metrics,
+    exporter: Option<Arc<Exporter>>,
 }
 
 impl Replica {
-    /// Phase 2: starts the storage writer, the applier, a sender per peer and the core actor.
-    /// They run until `stop` turns true.
-    fn start(config: &NodeConfig, recovered: Recovered, stop: watch::Receiver<bool>) -> Replica {
+    /// Phase 2: starts the storage writer, the applier, a sender per peer, the core actor and
+    /// the metrics listener, if there is one. They run until `stop` turns true.
+    fn start(
+        config: &NodeConfig,
+        recovered: Recovered,
+        exporter: Option<(tokio::net::TcpListener, Arc<Exporter>)>,
+        stop: watch::Receiver<bool>,
+    ) -> Replica {
         let Recovered {
             storage,
             store,
             restored,
         } = recovered;
+        let peer_ids = config.other_peers().map(|(id, _)| id);
+        let metrics = match &exporter {
+            Some((_, e)) => Metrics::register(e.recorder(), peer_ids),
+            None => Metrics::noop(peer_ids),
+        };
         let snapshots = storage.snapshots().clone();
         let (core_tx, inbox) = mailbox::core_inbox(config.max_inflight + PEER_INPUTS);
         let completions = Arc::new(Completions::default());
         let report = |completions: Arc<Completions>| move |done| completions.report(done);
-        let writer = StorageWriter::spawn(storage, report(completions.clone()));
+        let writer =
+            StorageWriter::spawn_observed(storage, report(completions.clone()), metrics.clone());
         let last_snapshot = restored.snapshot.index.max(restored.applied);
         let applier = Applier::spawn(
             store,
@@ -165,8 +192,13 @@ impl Replica {
             last_snapshot,
             2 * config.max_inflight + APPLIER_SLACK,
             report(completions.clone()),
+            metrics.clone(),
         );
         let mut tasks = JoinSet::new();
+        let exporter = exporter.map(|(listener, exporter)| {
+            tasks.spawn(observe::serve(listener, exporter.clone(), stop.clone()));
+            exporter
+        });
         let peer_txs: HashMap<NodeId, _> = config
             .other_peers()
             .map(|(id, addr)| {
@@ -200,7 +232,8 @@ impl Replica {
             peer_txs,
             config.tick,
             leader_tx,
-        );
+        )
+        .observed(metrics.clone());
         tasks.spawn(fatal::supervise(
             "core actor",
             stop.clone(),
@@ -217,6 +250,8 @@ impl Replica {
             faults: Arc::new(FaultHook::new(config.fault_injection)),
             snapshots,
             leader,
+            metrics,
+            exporter,
         }
     }
 
@@ -294,6 +329,7 @@ async fn serve(
         replica.faults.clone(),
         config.max_inflight,
         replica.leader.clone(),
+        replica.metrics.clone(),
     );
     let raft = service::RaftService::new(
         replica.core_tx.clone(),
@@ -304,6 +340,7 @@ async fn serve(
         core_tx: replica.core_tx.clone(),
         applier_tx: replica.applier.sender(),
         faults: replica.faults.clone(),
+        metrics: replica.metrics.clone(),
     };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -312,6 +349,7 @@ async fn serve(
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .max_concurrent_streams(mailbox::MAX_STREAMS_PER_CONNECTION)
+        .layer(GrpcMetricsLayer::new(replica.exporter.clone()))
         .add_service(chat.into_server())
         .add_service(
             proto::raft::raft_server::RaftServer::new(raft)

@@ -10,6 +10,12 @@
 //! is answered (a forwarded call holds it while the leader works). With none free it is
 //! answered RESOURCE_EXHAUSTED at once, so an overloaded replica queues nothing more.
 //!
+//! Observing: proposals refused here (overloaded, invalid) and requests forwarded are
+//! counted (`observe.rs`); the per-call latency is the gRPC layer's. With tracing on, each
+//! write runs in a `chat_write` span (rpc, write id, and the log index once proposed),
+//! which the core actor, the storage writer and the applier hang their spans under; each
+//! read in a `chat_read` span.
+//!
 //! The Raft service takes whatever a peer sends without trusting it: bytes that do not decode,
 //! and messages the core refuses, are dropped with a rate-limited warning, and the rest of
 //! the batch goes on. A snapshot stream is written to a file as it arrives, with a size cap, a
@@ -23,10 +29,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use super::error::RequestError;
 use super::fault::FaultHook;
-use super::mailbox::{ApplierMsg, CoreInput, CoreSender, Query, QueryOutput};
+use super::mailbox::{ApplierMsg, CoreInput, CoreSender, Query, QueryOutput, WriteTrace};
+use super::observe::Metrics;
 use super::snapshot_stream;
 use super::throttle::Throttle;
 use crate::chat::{Command, MessagesQuery, Outcome, SessionSeq, Write};
@@ -63,6 +71,7 @@ pub struct ChatService {
     inflight: Arc<Semaphore>,
     /// The leader the core actor knows of: a forwarded request is abandoned when it changes.
     leader: watch::Receiver<Option<NodeId>>,
+    metrics: Metrics,
 }
 
 enum Route<T> {
@@ -79,10 +88,19 @@ fn session_seq(w: Option<WriteId>) -> Option<SessionSeq> {
 }
 
 /// Queues work for the applier without waiting: a full queue is an overloaded replica.
-fn to_applier(tx: &mpsc::SyncSender<ApplierMsg>, msg: ApplierMsg) -> Result<(), RequestError> {
-    tx.try_send(msg).map_err(|e| match e {
-        mpsc::TrySendError::Full(_) => RequestError::Overloaded,
-        mpsc::TrySendError::Disconnected(_) => RequestError::Stopped,
+/// The message is counted into the applier's queue gauge, which the applier counts down.
+fn to_applier(
+    tx: &mpsc::SyncSender<ApplierMsg>,
+    metrics: &Metrics,
+    msg: ApplierMsg,
+) -> Result<(), RequestError> {
+    metrics.queue_applier.increment(1.0);
+    tx.try_send(msg).map_err(|e| {
+        metrics.queue_applier.decrement(1.0);
+        match e {
+            mpsc::TrySendError::Full(_) => RequestError::Overloaded,
+            mpsc::TrySendError::Disconnected(_) => RequestError::Stopped,
+        }
     })
 }
 
@@ -103,6 +121,7 @@ impl ChatService {
         faults: Arc<FaultHook>,
         max_inflight: usize,
         leader: watch::Receiver<Option<NodeId>>,
+        metrics: Metrics,
     ) -> ChatService {
         ChatService {
             core_tx,
@@ -112,6 +131,7 @@ impl ChatService {
             faults,
             inflight: Arc::new(Semaphore::new(max_inflight)),
             leader,
+            metrics,
         }
     }
 
@@ -174,7 +194,11 @@ impl ChatService {
         }
     }
 
-    async fn propose(&self, write: &Write) -> Result<Outcome, RequestError> {
+    async fn propose(
+        &self,
+        write: &Write,
+        trace: &Option<WriteTrace>,
+    ) -> Result<Outcome, RequestError> {
         // Stamped with this replica's clock as it proposes: only a leader accepts a proposal
         // (a follower forwards the request, and the leader there stamps its own), so the
         // entry carries the leader's time, from which every replica derives the same
@@ -184,10 +208,15 @@ impl ChatService {
             ..write.clone()
         };
         let (reply, rx) = oneshot::channel();
-        self.core_tx.send(CoreInput::Propose {
+        let sent = self.core_tx.send(CoreInput::Propose {
             write: write.encode(),
             reply,
-        })?;
+            trace: trace.clone(),
+        });
+        if let Err(RequestError::Overloaded) = sent {
+            self.metrics.proposals_overloaded.increment(1);
+        }
+        sent?;
         answer(rx).await
     }
 
@@ -200,7 +229,11 @@ impl ChatService {
         let (reply, rx) = oneshot::channel();
         if local {
             let query = query();
-            to_applier(&self.applier_tx, ApplierMsg::Query { query, reply })?;
+            to_applier(
+                &self.applier_tx,
+                &self.metrics,
+                ApplierMsg::Query { query, reply },
+            )?;
         } else {
             let query = query();
             self.core_tx.send(CoreInput::Read { query, reply })?;
@@ -222,6 +255,8 @@ impl ChatService {
         Fut: Future<Output = Result<Response<R>, Status>>,
     {
         let client = self.client(l)?;
+        self.metrics.forwarded.increment(1);
+        tracing::debug!(leader = l, "forwarding to the leader");
         let mut leader = self.leader.clone();
         let moved_on = async move {
             if leader.wait_for(|now| *now != Some(l)).await.is_err() {
@@ -238,6 +273,7 @@ impl ChatService {
     /// Proposes a write locally, or says where to forward it.
     async fn write(
         &self,
+        rpc: &'static str,
         forwarded: bool,
         id: Option<WriteId>,
         command: Command,
@@ -247,17 +283,40 @@ impl ChatService {
             command,
             proposed_at_us: 0, // stamped when proposed
         };
-        write.command.validate()?;
-        self.route(forwarded, || self.propose(&write)).await
+        if let Err(e) = write.command.validate() {
+            self.metrics.proposals_invalid.increment(1);
+            return Err(e.into());
+        }
+        let (client_id, sequence) = id.map_or((0, 0), |w| (w.client_id, w.sequence));
+        let span = tracing::debug_span!(
+            "chat_write",
+            rpc,
+            client_id,
+            sequence,
+            forwarded,
+            index = tracing::field::Empty
+        );
+        let trace = (!span.is_disabled()).then(|| WriteTrace {
+            span: span.clone(),
+            client_id,
+            sequence,
+        });
+        self.route(forwarded, || self.propose(&write, &trace))
+            .instrument(span)
+            .await
     }
 
     async fn query(
         &self,
+        rpc: &'static str,
         forwarded: bool,
         local: bool,
         query: impl Fn() -> Query,
     ) -> Result<Route<QueryOutput>, RequestError> {
-        self.route(forwarded, || self.read(&query, local)).await
+        let span = tracing::debug_span!("chat_read", rpc, forwarded, local);
+        self.route(forwarded, || self.read(&query, local))
+            .instrument(span)
+            .await
     }
 }
 
@@ -348,7 +407,10 @@ impl Chat for ChatService {
         };
         let mut reroutes = Reroutes::write(r.write_id);
         loop {
-            match self.write(fwd, r.write_id, command.clone()).await? {
+            match self
+                .write("CreateUser", fwd, r.write_id, command.clone())
+                .await?
+            {
                 Route::Done(o) => {
                     return Ok(Response::new(CreateUserResponse {
                         user_id: created(o),
@@ -379,7 +441,10 @@ impl Chat for ChatService {
         };
         let mut reroutes = Reroutes::write(r.write_id);
         loop {
-            match self.write(fwd, r.write_id, command.clone()).await? {
+            match self
+                .write("CreateChat", fwd, r.write_id, command.clone())
+                .await?
+            {
                 Route::Done(o) => {
                     return Ok(Response::new(CreateChatResponse {
                         chat_id: created(o),
@@ -410,7 +475,10 @@ impl Chat for ChatService {
         };
         let mut reroutes = Reroutes::write(r.write_id);
         loop {
-            match self.write(fwd, r.write_id, command.clone()).await? {
+            match self
+                .write("JoinChat", fwd, r.write_id, command.clone())
+                .await?
+            {
                 Route::Done(_) => return Ok(Response::new(JoinChatResponse {})),
                 Route::Forward(l) => {
                     let call = |mut c: Client| async move { c.join_chat(mark(r)).await };
@@ -438,7 +506,10 @@ impl Chat for ChatService {
         };
         let mut reroutes = Reroutes::write(r.write_id);
         loop {
-            match self.write(fwd, r.write_id, command.clone()).await? {
+            match self
+                .write("SendMessage", fwd, r.write_id, command.clone())
+                .await?
+            {
                 Route::Done(o) => {
                     return Ok(Response::new(SendMessageResponse {
                         message_id: created(o),
@@ -471,7 +542,10 @@ impl Chat for ChatService {
         let q = || Query::Messages(q.clone());
         let mut reroutes = Reroutes::read();
         let page = loop {
-            match self.query(fwd, is_local(r.consistency), q).await? {
+            match self
+                .query("GetMessages", fwd, is_local(r.consistency), q)
+                .await?
+            {
                 Route::Done(QueryOutput::Messages(page)) => break page,
                 Route::Done(_) => {
                     return Err(RequestError::Internal("wrong query result".into()).into());
@@ -513,7 +587,10 @@ impl Chat for ChatService {
         let q = || Query::ChatUsers { chat_id };
         let mut reroutes = Reroutes::read();
         let users = loop {
-            match self.query(fwd, is_local(r.consistency), q).await? {
+            match self
+                .query("GetChatUsers", fwd, is_local(r.consistency), q)
+                .await?
+            {
                 Route::Done(QueryOutput::ChatUsers(us)) => break us,
                 Route::Done(_) => {
                     return Err(RequestError::Internal("wrong query result".into()).into());
@@ -662,6 +739,7 @@ pub struct AdminService {
     pub core_tx: CoreSender,
     pub applier_tx: mpsc::SyncSender<ApplierMsg>,
     pub faults: Arc<FaultHook>,
+    pub metrics: Metrics,
 }
 
 #[tonic::async_trait]
@@ -680,7 +758,8 @@ impl Admin for AdminService {
         let s = rx.await.map_err(|_| RequestError::Stopped)?;
         let (reply, rx) = oneshot::channel();
         let query = Query::Digest;
-        to_applier(&self.applier_tx, ApplierMsg::Query { query, reply })?;
+        let msg = ApplierMsg::Query { query, reply };
+        to_applier(&self.applier_tx, &self.metrics, msg)?;
         let Ok(Ok(QueryOutput::Digest {
             applied_index,
             digest,

@@ -13,7 +13,10 @@
 //! cannot trust.
 //!
 //! It counts what group commit achieves ([`WriterStats`]: fdatasyncs, entries and bytes)
-//! and hands the counts back when it is joined.
+//! and hands the counts back when it is joined; in a replica it also records each
+//! fdatasync's latency, entries and bytes as metrics (`observe.rs`). With tracing on, each
+//! traced client write in a batch gets a `storage_append` span (write id, log index) from
+//! the start of the batch to its fdatasync.
 //!
 //! Must not: know who listens to its reports (it calls the `report` function it was given),
 //! or touch the state machine.
@@ -24,6 +27,7 @@ use tokio::sync::mpsc;
 
 use super::fatal;
 use super::mailbox::{Completion, STORAGE_QUEUE, StorageRequest};
+use super::observe::Metrics;
 use crate::raft::{AppendId, Entry};
 use crate::storage::{RaftStorage, StorageError};
 
@@ -60,8 +64,17 @@ impl StorageWriter {
     /// Starts the writer thread on `storage`. `report` is called on that thread after each
     /// fdatasync of appends; it must not block.
     pub fn spawn(
+        storage: RaftStorage,
+        report: impl Fn(Completion) + Send + 'static,
+    ) -> StorageWriter {
+        StorageWriter::spawn_observed(storage, report, Metrics::noop([]))
+    }
+
+    /// [`StorageWriter::spawn`], recording each fdatasync into `metrics`.
+    pub(super) fn spawn_observed(
         mut storage: RaftStorage,
         report: impl Fn(Completion) + Send + 'static,
+        metrics: Metrics,
     ) -> StorageWriter {
         let (tx, mut rx) = mpsc::channel::<StorageRequest>(STORAGE_QUEUE);
         let thread = std::thread::Builder::new()
@@ -73,7 +86,7 @@ impl StorageWriter {
                     while let Ok(more) = rx.try_recv() {
                         batch.push(more);
                     }
-                    match run_batch(&mut storage, batch, &mut stats) {
+                    match run_batch(&mut storage, batch, &mut stats, &metrics) {
                         Ok(Some(up_to)) => report(Completion::Persisted { up_to }),
                         Ok(None) => {}
                         Err(e) => fatal::stop(e),
@@ -96,7 +109,7 @@ impl StorageWriter {
     pub fn append(&self, id: AppendId, entries: Vec<Entry>) {
         if self
             .tx
-            .blocking_send(StorageRequest::Append(id, entries))
+            .blocking_send(StorageRequest::Append(id, entries, Vec::new()))
             .is_err()
         {
             fatal::writer_stopped("appends were still being queued");
@@ -117,11 +130,19 @@ fn run_batch(
     storage: &mut RaftStorage,
     batch: Vec<StorageRequest>,
     stats: &mut WriterStats,
+    metrics: &Metrics,
 ) -> Result<Option<AppendId>, StorageError> {
     let mut last = None;
+    let before = *stats;
+    // Open from the batch's start to its fdatasync; empty unless tracing is on.
+    let mut spans = Vec::new();
     for req in batch {
         match req {
-            StorageRequest::Append(id, entries) => {
+            StorageRequest::Append(id, entries, traces) => {
+                for (index, t) in traces {
+                    spans.push(tracing::debug_span!(parent: &t.span, "storage_append",
+                        client_id = t.client_id, sequence = t.sequence, index, append = id));
+                }
                 stats.bytes += storage.log.append(&entries)?;
                 stats.entries += entries.len() as u64;
                 last = Some(id);
@@ -141,9 +162,18 @@ fn run_batch(
         }
     }
     if last.is_some() {
+        let start = std::time::Instant::now();
         storage.log.sync()?;
+        metrics.fsync_seconds.record(start.elapsed().as_secs_f64());
+        metrics
+            .fsync_entries
+            .record((stats.entries - before.entries) as f64);
+        metrics
+            .fsync_bytes
+            .record((stats.bytes - before.bytes) as f64);
         stats.syncs += 1;
     }
+    drop(spans);
     Ok(last)
 }
 
