@@ -64,6 +64,9 @@ enum Cmd {
         /// Node i keeps its data in DATA_DIR/node-i.
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
+        /// Serve Prometheus metrics from every node, each on a free loopback port (printed).
+        #[arg(long)]
+        metrics: bool,
     },
     /// Print each node's role, term, leader and progress.
     Status {
@@ -208,23 +211,38 @@ async fn real_main() -> Result<()> {
             replicas,
             base_port,
             data_dir,
-        } => cluster(replicas, base_port, data_dir).await?,
+            metrics,
+        } => cluster(replicas, base_port, data_dir, metrics).await?,
         Cmd::Status { endpoints, json } => status(&endpoints, json).await?,
         Cmd::Chat { endpoint, rpc } => chat(&endpoint, rpc).await?,
     }
     Ok(())
 }
 
-async fn cluster(replicas: u64, base_port: u16, data_dir: PathBuf) -> Result<()> {
+async fn cluster(replicas: u64, base_port: u16, data_dir: PathBuf, metrics: bool) -> Result<()> {
     if replicas == 0 {
         bail!("--replicas must be at least 1");
     }
     let exe = std::env::current_exe().context("finding the telegraft binary")?;
-    let mut nodes = LocalCluster::start(&exe, replicas, base_port, &data_dir, &[])
-        .context("starting the nodes")?;
+    let mut nodes = if metrics {
+        let addrs = (1..=replicas)
+            .map(|i| (i, format!("127.0.0.1:{}", u64::from(base_port) + i - 1)))
+            .collect();
+        LocalCluster::start_on_with_metrics(&exe, addrs, &data_dir, &[])
+    } else {
+        LocalCluster::start(&exe, replicas, base_port, &data_dir, &[])
+    }
+    .context("starting the nodes")?;
     for (id, addr) in &nodes.addrs {
         let (pid, dir) = (nodes.pid(*id).unwrap_or(0), nodes.node_dir(*id));
-        println!("node {id}: {addr} (pid {pid}, data {})", dir.display());
+        let metrics = nodes
+            .metrics_addr(*id)
+            .map(|m| format!(", metrics http://{m}/metrics"))
+            .unwrap_or_default();
+        println!(
+            "node {id}: {addr} (pid {pid}, data {}{metrics})",
+            dir.display()
+        );
     }
     let endpoints = nodes.addrs.values().cloned().collect::<Vec<_>>().join(",");
     println!(

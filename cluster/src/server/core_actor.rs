@@ -87,6 +87,8 @@ pub struct CoreActor {
     /// which abandons a request it forwarded to a leader that is no longer one.
     leader: watch::Sender<Option<NodeId>>,
     metrics: Metrics,
+    /// The last leader known (an election in between forgets none), for leader changes.
+    last_leader: Option<NodeId>,
 }
 
 impl CoreActor {
@@ -113,6 +115,7 @@ impl CoreActor {
             warnings: Throttle::default(),
             leader,
             metrics: Metrics::noop([]),
+            last_leader: None,
         }
     }
 
@@ -152,12 +155,12 @@ impl CoreActor {
             self.act(outputs).await;
             let status = core.status();
             let leader = status.leader;
-            let new_leader = self.leader.send_if_modified(|known| {
+            self.leader.send_if_modified(|known| {
                 let changed = *known != leader;
                 *known = leader;
                 changed
             });
-            self.observe(&status, new_leader && leader.is_some());
+            self.observe(&status);
         }
         for (_, p) in std::mem::take(&mut self.proposals) {
             let _ = p.reply.send(Err(RequestError::OutcomeUnknown));
@@ -165,10 +168,11 @@ impl CoreActor {
     }
 
     /// Sets the Raft gauges from `status` and the queue gauges from the queues now.
-    fn observe(&self, status: &Status, new_leader: bool) {
+    fn observe(&mut self, status: &Status) {
         let m = &self.metrics;
-        if new_leader {
+        if status.leader.is_some() && status.leader != self.last_leader {
             m.leader_changes.increment(1);
+            self.last_leader = status.leader;
         }
         m.term.set(status.term as f64);
         m.set_role(status.role);

@@ -15,6 +15,10 @@
 //! has a timeout ([`RPC_TIMEOUT`], [`SNAPSHOT_TIMEOUT`]), so a black-holed peer cannot hold
 //! the sender forever.
 //!
+//! Each batch RPC runs in a `peer_send` span (peer, messages) at trace level, since
+//! heartbeats make many; at debug, the core actor names each write it hands to a peer
+//! sender with an event under the write's own span.
+//!
 //! A snapshot is streamed from its file, never loaded ([`snapshot_stream`]): a snapshot
 //! costs the sender a few MiB whatever its size.
 
@@ -131,14 +135,19 @@ async fn send_loop(
             let mut c = client.clone();
             // Forget the RPCs already finished, so the set holds only what is in flight.
             while in_flight.try_join_next().is_some() {}
-            in_flight.spawn(async move {
-                if let Err(status) = c.send(req).await {
-                    tracing::debug!(peer = id, "send failed: {}", status.message());
-                    // Back off while the peer is unreachable, holding the permit.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                drop(permit);
-            });
+            let n = req.get_ref().messages.len();
+            let span = tracing::trace_span!("peer_send", peer = id, messages = n);
+            in_flight.spawn(tracing::Instrument::instrument(
+                async move {
+                    if let Err(status) = c.send(req).await {
+                        tracing::debug!(peer = id, "send failed: {}", status.message());
+                        // Back off while the peer is unreachable, holding the permit.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    drop(permit);
+                },
+                span,
+            ));
         }
     }
 }
