@@ -1100,3 +1100,33 @@ async fn a_follower_cut_off_from_its_leader_waits_for_the_new_one() {
     let mut c = cluster.chat(old).await;
     assert_eq!(messages(&mut c, user, true).await, vec!["behind the cut"]);
 }
+
+/// A follower whose forwarded call finds the leader dead (SIGKILL: connection refused) does
+/// not pass the failure on: the request is safe to send again (it has a write id), so the
+/// follower waits for the election and sends it to the new leader. One call succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_forwarded_to_a_dead_leader_waits_for_the_new_one() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader().await;
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    let mut c = cluster.chat(follower).await;
+    let (user, chat) = setup_chat(&mut c).await;
+
+    cluster.kill(leader);
+    let mut call = tonic::Request::new(api::SendMessageRequest {
+        user_id: user,
+        chat_id: chat,
+        content: "after the kill".into(),
+        sent_time: None,
+        write_id: Some(api::WriteId {
+            client_id: 12,
+            sequence: 1,
+        }),
+    });
+    call.set_timeout(Duration::from_secs(20));
+    c.send_message(call)
+        .await
+        .expect("the follower waited for the new leader");
+    // A linearizable read too.
+    assert_eq!(messages(&mut c, user, false).await, vec!["after the kill"]);
+}

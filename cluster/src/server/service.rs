@@ -246,9 +246,15 @@ impl ChatService {
     /// then the call is abandoned and `None` says "route it again". Without this, a request
     /// forwarded to a leader that was paused or cut off would wait out its whole timeout
     /// after the cluster had already moved on.
+    ///
+    /// When the call fails UNAVAILABLE (the leader is unreachable or has just lost its
+    /// leadership) and the request is safe to send again (`resend`), the follower waits,
+    /// bounded, for the election that follows and routes it again, rather than passing a
+    /// failure to the client that the cluster could absorb.
     async fn forward<R, Fut>(
         &self,
         l: NodeId,
+        resend: bool,
         call: impl FnOnce(ChatClient<Channel>) -> Fut,
     ) -> Result<Option<Response<R>>, Status>
     where
@@ -264,9 +270,18 @@ impl ChatService {
                 std::future::pending::<()>().await;
             }
         };
+        tokio::pin!(moved_on);
         tokio::select! {
-            answer = call(client) => answer.map(Some),
-            () = moved_on => Ok(None),
+            answer = call(client) => match answer {
+                Err(status) if resend && status.code() == tonic::Code::Unavailable => {
+                    match tokio::time::timeout(LEADER_WAIT, moved_on).await {
+                        Ok(()) => Ok(None),
+                        Err(_) => Err(status),
+                    }
+                }
+                answer => answer.map(Some),
+            },
+            () = &mut moved_on => Ok(None),
         }
     }
 
@@ -419,7 +434,7 @@ impl Chat for ChatService {
                 Route::Forward(l) => {
                     let r = r.clone();
                     let call = |mut c: Client| async move { c.create_user(mark(r)).await };
-                    if let Some(answer) = self.forward(l, call).await? {
+                    if let Some(answer) = self.forward(l, reroutes.safe, call).await? {
                         return Ok(answer);
                     }
                 }
@@ -453,7 +468,7 @@ impl Chat for ChatService {
                 Route::Forward(l) => {
                     let r = r.clone();
                     let call = |mut c: Client| async move { c.create_chat(mark(r)).await };
-                    if let Some(answer) = self.forward(l, call).await? {
+                    if let Some(answer) = self.forward(l, reroutes.safe, call).await? {
                         return Ok(answer);
                     }
                 }
@@ -482,7 +497,7 @@ impl Chat for ChatService {
                 Route::Done(_) => return Ok(Response::new(JoinChatResponse {})),
                 Route::Forward(l) => {
                     let call = |mut c: Client| async move { c.join_chat(mark(r)).await };
-                    if let Some(answer) = self.forward(l, call).await? {
+                    if let Some(answer) = self.forward(l, reroutes.safe, call).await? {
                         return Ok(answer);
                     }
                 }
@@ -518,7 +533,7 @@ impl Chat for ChatService {
                 Route::Forward(l) => {
                     let r = r.clone();
                     let call = |mut c: Client| async move { c.send_message(mark(r)).await };
-                    if let Some(answer) = self.forward(l, call).await? {
+                    if let Some(answer) = self.forward(l, reroutes.safe, call).await? {
                         return Ok(answer);
                     }
                 }
@@ -552,7 +567,7 @@ impl Chat for ChatService {
                 }
                 Route::Forward(l) => {
                     let call = |mut c: Client| async move { c.get_messages(mark(r)).await };
-                    if let Some(answer) = self.forward(l, call).await? {
+                    if let Some(answer) = self.forward(l, reroutes.safe, call).await? {
                         return Ok(answer);
                     }
                 }
@@ -597,7 +612,7 @@ impl Chat for ChatService {
                 }
                 Route::Forward(l) => {
                     let call = |mut c: Client| async move { c.get_chat_users(mark(r)).await };
-                    if let Some(answer) = self.forward(l, call).await? {
+                    if let Some(answer) = self.forward(l, reroutes.safe, call).await? {
                         return Ok(answer);
                     }
                 }
