@@ -17,8 +17,9 @@
 //! global state, so the simulator and the golden scripts see exactly what they did before.
 //!
 //! Cost on the hot path: every handle is registered once at startup ([`Metrics`]) and is an
-//! atomic counter, gauge or bucket array inside the exporter's registry; recording formats
-//! nothing and allocates nothing. gRPC histograms are registered on first use of a (method,
+//! atomic counter or gauge, or a histogram's lock-free sample buffer, inside the exporter's
+//! registry; recording formats nothing (the buffers grow in blocks, and are folded into
+//! the buckets every second whether anyone scrapes or not, so they stay small). gRPC histograms are registered on first use of a (method,
 //! code) pair and then found in a fixed table. Nothing is registered in a global recorder:
 //! each replica has its own ([`Exporter`]), so replicas started in one process (tests) keep
 //! their numbers apart, and a replica without `--metrics-listen` records into no-op handles.
@@ -30,7 +31,7 @@ use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -289,17 +290,27 @@ impl Exporter {
         &self.recorder
     }
 
+    /// Moves the samples recorded since the last call into the histograms' buckets. The
+    /// exporter buffers every sample until then, so this must run even when nobody scrapes:
+    /// [`serve`] runs it every [`UPKEEP`].
+    pub fn upkeep(&self) {
+        self.recorder.handle().run_upkeep();
+    }
+
     /// The text format, with the process metrics as of now.
     pub fn render(&self) -> String {
         metrics::with_local_recorder(&self.recorder, || self.process.collect());
-        let handle = self.recorder.handle();
-        handle.run_upkeep();
-        handle.render()
+        self.upkeep();
+        self.recorder.handle().render()
     }
 }
 
-/// Serves `GET /metrics` on `listener` until the stop notice; every connection it accepted
-/// is closed when it returns.
+/// How often the samples histograms buffer are folded into their buckets, scraped or not
+/// (at 15,000 writes a second, about 100,000 samples, under a millisecond of work).
+const UPKEEP: Duration = Duration::from_secs(1);
+
+/// Serves `GET /metrics` on `listener` until the stop notice, and keeps the histograms'
+/// buffers drained; every connection it accepted is closed when it returns.
 pub async fn serve(
     listener: TcpListener,
     exporter: Arc<Exporter>,
@@ -309,9 +320,15 @@ pub async fn serve(
     use hyper::{Request, Response, StatusCode, body::Incoming};
 
     let mut connections = JoinSet::new();
+    let mut upkeep = tokio::time::interval(UPKEEP);
+    upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let stream = tokio::select! {
             _ = stop.changed() => break,
+            _ = upkeep.tick() => {
+                exporter.upkeep();
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
