@@ -155,6 +155,23 @@ sweep *args:
     "$bin" report
     echo "open reports/index.html: the scaling panel compares the replica counts"
 
+# Each trial is a fresh 3-replica cluster under scenarios/failover.yaml; prints the unavailability, failed calls and checks.
+# Repeat one fault and tabulate what it costs: `just failover-trials fault=pause trials=10` (fault: kill, pause or partition).
+failover-trials *args:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    fault=pause
+    trials=10
+    for a in {{args}}; do
+      case "$a" in
+        fault=*) fault="${a#fault=}" ;;
+        trials=*) trials="${a#trials=}" ;;
+        *) echo "just failover-trials: unknown argument '$a' (fault=kill|pause|partition trials=N)" >&2; exit 2 ;;
+      esac
+    done
+    cargo build --quiet --release --bin telegraft --bin loadgen
+    bash scripts/failover-trials.sh "$fault" "$trials"
+
 # Check scenario files (all of scenarios/ by default): `just validate scenarios/chat.yaml --set load.rate=800`.
 validate *args:
     cargo run --quiet --release --bin loadgen -- validate {{ if args == "" { "scenarios/*.yaml" } else { args } }}
