@@ -3,7 +3,10 @@
 //! Every replica accepts every chat RPC. A write or linearizable read on a follower is
 //! forwarded to the leader (once: a forwarded request carries a header and is never forwarded
 //! again); while no leader is known the request waits a bounded time for one, then fails with
-//! UNAVAILABLE. Every failure is a [`RequestError`], turned into a gRPC status by the one
+//! UNAVAILABLE. A forwarded call follows the cluster: when the core actor reports another
+//! leader, or the call finds the leader unreachable, it is routed again (reads, and writes
+//! with a write id, which the state machine applies once), so a frozen or dead leader costs
+//! the client an election, not a timeout. Every failure is a [`RequestError`], turned into a gRPC status by the one
 //! mapping in `error.rs` (the `?` in each handler).
 //!
 //! Admission: every chat call first takes one of `--max-inflight` slots and holds it until it
