@@ -7,7 +7,8 @@
 //! 3. drive it: wait for a leader every replica agrees on, create the dataset, run warm-up
 //!    and the measured load ([`crate::load`]) while faults fire and the leader is watched,
 //!    then read the final state and check the history ([`crate::history`]), unless the
-//!    scenario says `check: off`;
+//!    scenario says `check: off`; through warm-up and the measured window, sample the
+//!    replicas' metrics and every process's resources each second ([`crate::sample`]);
 //! 4. read every replica's status, stop the cluster, keep the replicas' logs and drop their
 //!    data;
 //! 5. sum the run up and write the results folder ([`crate::results`]).
@@ -32,6 +33,7 @@ use crate::exit::UsageError;
 use crate::history::{self, Report};
 use crate::load::{self, Population, RunOutput, RunPlan};
 use crate::results::{ClusterEnd, RunDir, RunFacts, Summary};
+use crate::sample::{Sampler, Samples};
 use crate::scenario::{Action, CheckMode, Routing, Scenario};
 
 /// How long a fresh cluster may take to elect its first leader.
@@ -115,7 +117,9 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<BenchOutcome> {
         check: &driven.check,
         faults: driven.faults,
         interrupted: driven.interrupted,
+        samples: &driven.samples,
     });
+    run.write_samples(&driven.samples)?;
     run.write_history(&driven.load.history)?;
     run.write_check(&driven.check)?;
     let load = &driven.load;
@@ -180,6 +184,8 @@ struct Driven {
     faults: Vec<FaultRecord>,
     /// A signal stopped the run early.
     interrupted: bool,
+    /// The replicas' metrics and every process's resources, each second of the load.
+    samples: Samples,
 }
 
 impl Driven {
@@ -192,6 +198,7 @@ impl Driven {
             check: Report::incomplete("interrupted before the load"),
             faults: Vec::new(),
             interrupted: true,
+            samples: Samples::default(),
         }
     }
 }
@@ -251,8 +258,15 @@ async fn drive(
             interrupt.receiver(),
         ))
     });
+    let sampler = Sampler::start(
+        cluster.sample_targets(),
+        plan.start.clone(),
+        scenario.load.warmup.0,
+        scenario.duration(),
+    )?;
     let watch = LeaderWatch::start(poller);
     let load = load::run(plan).await;
+    let samples = sampler.finish().await;
     let leaders = watch.finish().await;
     let mut load = load?;
     let mut faults = match injector {
@@ -281,6 +295,7 @@ async fn drive(
         check,
         faults,
         interrupted: interrupt.is_set(),
+        samples,
     })
 }
 

@@ -11,6 +11,8 @@
 //! - [`history`]: the history of a run's calls, its checker and its Elle export;
 //! - [`results`]: every file of a run's results folder, `summary.json`'s typed contract and
 //!   its JSON Schema;
+//! - [`sample`]: once a second while the load runs, every replica's metrics and every
+//!   process's CPU, memory and disk use;
 //! - [`report`]: HTML pages per run and across runs (polars, plotters, minijinja), and the
 //!   end-of-run text;
 //! - `bench`: one whole run, from scenario file to results folder ([`bench()`]);
@@ -26,6 +28,7 @@ pub mod history;
 pub mod load;
 pub mod report;
 pub mod results;
+pub mod sample;
 pub mod scenario;
 
 pub use bench::{BenchArgs, BenchOutcome, bench};

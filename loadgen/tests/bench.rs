@@ -369,6 +369,85 @@ fn a_short_bench_against_three_replicas_writes_the_results_contract() {
         .sum();
     assert_eq!(sent, ops["send_message"]["count"].as_u64().unwrap());
 
+    // resources.csv: each second of warm-up (t_s 0) and of the window (1..=3), a row for
+    // each replica process and for the generator.
+    let resources = std::fs::read_to_string(dir.join("resources.csv")).unwrap();
+    assert_eq!(
+        resources.lines().next(),
+        Some("t_s,process,pid,cpu_pct,rss_bytes,read_bytes,written_bytes")
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for r in csv::Reader::from_reader(resources.as_bytes()).records() {
+        let r = r.unwrap();
+        let (t, process) = (r[0].parse::<i64>().unwrap(), r[1].to_string());
+        assert!(r[2].parse::<u32>().unwrap() > 0, "{r:?}");
+        assert!(r[3].parse::<f64>().unwrap() >= 0.0, "{r:?}");
+        assert!(r[4].parse::<u64>().unwrap() > 0, "{r:?}");
+        r[5].parse::<u64>().unwrap();
+        r[6].parse::<u64>().unwrap();
+        seen.insert((process, t));
+    }
+    for p in ["node-1", "node-2", "node-3", "loadgen"] {
+        for t in 0..=3 {
+            assert!(seen.contains(&(p.to_string(), t)), "{p} at {t}: {seen:?}");
+        }
+        let r = &s["resources"][p];
+        let mean = r["cpu_pct_mean"].as_f64().unwrap();
+        assert!(
+            0.0 <= mean && mean <= r["cpu_pct_max"].as_f64().unwrap(),
+            "{r}"
+        );
+        assert!(r["rss_bytes_max"].as_u64().unwrap() > 0, "{r}");
+    }
+    let share = s["resources"]["loadgen_share_of_machine_pct"]
+        .as_f64()
+        .unwrap();
+    assert!((0.0..=100.0).contains(&share), "{share}");
+
+    // metrics.csv: each replica's metrics each second, long format, with fsync quantiles
+    // from bucket deltas, counter rates and gauges for every node.
+    let metrics = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    assert_eq!(metrics.lines().next(), Some("t_s,node,metric,value"));
+    let mut series: std::collections::BTreeMap<(String, String), Vec<f64>> = Default::default();
+    for r in csv::Reader::from_reader(metrics.as_bytes()).records() {
+        let r = r.unwrap();
+        let value: f64 = r[3].parse().unwrap();
+        assert!(value.is_finite(), "{r:?}");
+        series
+            .entry((r[1].to_string(), r[2].to_string()))
+            .or_default()
+            .push(value);
+    }
+    for n in 1..=3 {
+        let node = format!("node-{n}");
+        let get = |m: &str| {
+            series
+                .get(&(node.clone(), m.to_string()))
+                .unwrap_or_else(|| panic!("no {m} for {node}"))
+        };
+        let commit = get("telegraft_raft_commit_index");
+        assert!(
+            commit.len() >= 4 && commit.last() > Some(&0.0),
+            "{commit:?}"
+        );
+        assert!(
+            get("telegraft_storage_fsync_seconds_p99")
+                .iter()
+                .all(|v| *v > 0.0)
+        );
+        assert!(
+            get("telegraft_storage_fsync_entries_p50")
+                .iter()
+                .all(|v| *v >= 1.0)
+        );
+        assert!(
+            get("telegraft_storage_fsync_seconds_rate")
+                .iter()
+                .any(|v| *v > 0.0)
+        );
+        get("process_cpu_seconds_total_rate");
+    }
+
     // Goose's own report, the replicas' logs, and no leftover data.
     assert!(dir.join("goose-report.html").is_file());
     let goose = read_json(&dir.join("goose-report.json"));

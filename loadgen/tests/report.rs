@@ -138,6 +138,7 @@ fn fixture_run(root: &Path, id: &str, scenario: &str, replicas: u32, base_ms: u6
             vec![]
         })),
         interrupted: false,
+        resources: Default::default(),
     };
     let measured_start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     RunDir::open(&root.join(id))

@@ -20,6 +20,8 @@ use anyhow::{Context, bail};
 use telegraft::launcher::LocalCluster;
 use tokio::sync::watch;
 
+use crate::sample::{Target, Targets};
+
 /// An interrupt (SIGINT, SIGTERM or SIGHUP) of this process; see the module docs.
 #[derive(Clone)]
 pub struct Interrupt {
@@ -145,7 +147,11 @@ impl Replicas {
             .then(|| "--enable-fault-injection".to_string())
             .into_iter()
             .collect();
-        let c = LocalCluster::start(exe, u64::from(replicas), base, data_dir, &extra)
+        // Each replica serves its metrics on a free loopback port, which the run samples.
+        let addrs = (1..=u64::from(replicas))
+            .map(|i| (i, format!("127.0.0.1:{}", u64::from(base) + i - 1)))
+            .collect();
+        let c = LocalCluster::start_on_with_metrics(exe, addrs, data_dir, &extra)
             .with_context(|| format!("starting {replicas} replicas of {}", exe.display()))?;
         Ok(Replicas {
             endpoints: c.addrs.values().cloned().collect(),
@@ -160,6 +166,29 @@ impl Replicas {
     /// The local cluster, when `loadgen` started it.
     pub fn local(&self) -> Option<Arc<Mutex<LocalCluster>>> {
         self.local.clone()
+    }
+
+    /// What the run's sampler samples each second: every replica of a local cluster (its
+    /// pid while it runs, its metrics address); none of a given one.
+    pub fn sample_targets(&self) -> Targets {
+        let local = self.local.clone();
+        Box::new(move || {
+            let Some(c) = &local else {
+                return Some(Vec::new());
+            };
+            // Busy (a fault is being injected): the last targets are kept this second.
+            let c = c.try_lock().ok()?;
+            Some(
+                c.addrs
+                    .keys()
+                    .map(|id| Target {
+                        process: format!("node-{id}"),
+                        pid: c.pid(*id),
+                        metrics: c.metrics_addr(*id).map(String::from),
+                    })
+                    .collect(),
+            )
+        })
     }
 
     /// `local` (started by loadgen) or `external` (`--target`), as `summary.json` says.

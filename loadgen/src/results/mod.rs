@@ -10,6 +10,10 @@
 //! - `history.jsonl`, `history.elle.jsonl`: every call the checker follows, and the same
 //!   history in Elle's list-append form;
 //! - `check.json`: the history checker's whole report;
+//! - `resources.csv`: each second of warm-up and the measured window, each replica
+//!   process's and the generator's CPU %, RSS and disk bytes read and written;
+//! - `metrics.csv`: each second, each replica's metrics (gauges, counter rates, histogram
+//!   rates, means and p50/p99), in long format ([`crate::sample`] names them);
 //! - `goose-report.html`, `goose-report.json`: Goose's own report (Goose writes them, to the
 //!   paths given here);
 //! - `nodes/node-N.log`: each replica's log, when `loadgen` started the cluster;
@@ -23,9 +27,9 @@ mod summary;
 pub use crate::control::FaultRecord;
 pub use provenance::Machine;
 pub use summary::{
-    CheckSummary, ClusterEnd, Generator, LatencyLimit, LeaderChange, NodeEnd, OpResult, RateStep,
-    RunFacts, SloResult, SloValue, SloVerdict, Summary, Versions, evaluate_slos, op_results,
-    schema,
+    CheckSummary, ClusterEnd, Generator, LatencyLimit, LeaderChange, NodeEnd, OpResult,
+    ProcessResources, RateStep, Resources, RunFacts, SloResult, SloValue, SloVerdict, Summary,
+    Versions, evaluate_slos, op_results, schema,
 };
 
 use std::path::{Path, PathBuf};
@@ -36,6 +40,7 @@ use serde::Serialize;
 
 use crate::history::{self, Event, Report};
 use crate::load::{Interval, Recorder};
+use crate::sample::Samples;
 use crate::scenario::Scenario;
 
 /// The file names of the contract.
@@ -46,6 +51,8 @@ pub mod files {
     pub const HISTORY: &str = "history.jsonl";
     pub const ELLE: &str = "history.elle.jsonl";
     pub const CHECK: &str = "check.json";
+    pub const RESOURCES: &str = "resources.csv";
+    pub const METRICS: &str = "metrics.csv";
     pub const GOOSE_HTML: &str = "goose-report.html";
     pub const GOOSE_JSON: &str = "goose-report.json";
     /// The replicas' logs (a folder).
@@ -186,6 +193,30 @@ impl RunDir {
             .collect()
     }
 
+    /// `resources.csv` and `metrics.csv` (headers only when nothing was sampled).
+    pub fn write_samples(&self, samples: &Samples) -> anyhow::Result<()> {
+        self.put(
+            files::RESOURCES,
+            csv_of(
+                &samples.resources,
+                &[
+                    "t_s",
+                    "process",
+                    "pid",
+                    "cpu_pct",
+                    "rss_bytes",
+                    "read_bytes",
+                    "written_bytes",
+                ],
+            )?
+            .as_bytes(),
+        )?;
+        self.put(
+            files::METRICS,
+            csv_of(&samples.metrics, &["t_s", "node", "metric", "value"])?.as_bytes(),
+        )
+    }
+
     /// `check.json`: the checker's whole report.
     pub fn write_check(&self, report: &Report) -> anyhow::Result<()> {
         self.put(files::CHECK, pretty(report)?.as_bytes())
@@ -246,6 +277,18 @@ struct TimeseriesRow<'a> {
 /// contract has always written them; the csv crate alone would write `3.0`.
 fn milliseconds<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&format_args!("{v:.3}"))
+}
+
+/// A header (`header`, when there is no row to write it), then one row per item.
+fn csv_of<T: Serialize>(rows: &[T], header: &[&str]) -> anyhow::Result<String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for r in rows {
+        w.serialize(r)?;
+    }
+    if rows.is_empty() {
+        w.write_record(header)?;
+    }
+    Ok(String::from_utf8(w.into_inner()?)?)
 }
 
 /// `timeseries.csv`: a header, then one row per interval.

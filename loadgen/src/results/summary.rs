@@ -20,6 +20,7 @@ use super::provenance::{self, Machine};
 use crate::control::{FaultRecord, LeaderSeen};
 use crate::history::{Anomaly, Counts, LaggingReplica, Report, Verdict};
 use crate::load::{OpSummary, Percentiles, Recorder, RunOutput, Schedule};
+use crate::sample::{LOADGEN, ResourceRow, Samples};
 use crate::scenario::{Model, Op, Scenario};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -61,6 +62,59 @@ pub struct Summary {
     /// plan, and its verdicts do not count (`loadgen` exits 130).
     #[serde(default)]
     pub interrupted: bool,
+    /// The replica processes' and the generator's resources over the measured window (from
+    /// `resources.csv`).
+    #[serde(default)]
+    pub resources: Resources,
+}
+
+/// `resources` in `summary.json`: per process (`node-1`, ..., `loadgen`), over the seconds of
+/// the measured window it was sampled in; and the generator's share of the machine.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Resources {
+    /// The generator's mean CPU over the measured window as a share of every core of the
+    /// machine, in % (100: all cores busy with the generator alone).
+    pub loadgen_share_of_machine_pct: Option<f64>,
+    #[serde(flatten)]
+    pub processes: BTreeMap<String, ProcessResources>,
+}
+
+/// One process's resources over the measured window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ProcessResources {
+    /// CPU in % of one core (200: two whole cores), mean and highest of its seconds.
+    pub cpu_pct_mean: f64,
+    pub cpu_pct_max: f64,
+    pub rss_bytes_max: u64,
+}
+
+impl Resources {
+    /// From the rows of the measured window (`t_s >= 1`).
+    pub fn of(samples: &Samples) -> Resources {
+        let mut by: BTreeMap<String, Vec<&ResourceRow>> = BTreeMap::new();
+        for r in samples.resources.iter().filter(|r| r.t_s >= 1) {
+            by.entry(r.process.clone()).or_default().push(r);
+        }
+        let processes: BTreeMap<String, ProcessResources> = by
+            .into_iter()
+            .map(|(p, rows)| {
+                let n = rows.len() as f64;
+                let res = ProcessResources {
+                    cpu_pct_mean: round_to(rows.iter().map(|r| r.cpu_pct).sum::<f64>() / n, 1),
+                    cpu_pct_max: rows.iter().map(|r| r.cpu_pct).fold(0.0, f64::max),
+                    rss_bytes_max: rows.iter().map(|r| r.rss_bytes).max().unwrap_or(0),
+                };
+                (p, res)
+            })
+            .collect();
+        let share = processes
+            .get(LOADGEN)
+            .map(|l| round_to(l.cpu_pct_mean / samples.cpus.max(1) as f64, 1));
+        Resources {
+            loadgen_share_of_machine_pct: share,
+            processes,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -338,6 +392,7 @@ impl Summary {
             check: CheckSummary::of(run.check),
             faults: run.faults,
             interrupted: run.interrupted,
+            resources: Resources::of(run.samples),
         }
     }
 }
@@ -359,6 +414,8 @@ pub struct RunFacts<'a> {
     pub faults: Vec<FaultRecord>,
     /// Stopped early by a signal.
     pub interrupted: bool,
+    /// Each second's resources and metrics.
+    pub samples: &'a Samples,
 }
 
 impl ClusterEnd {
