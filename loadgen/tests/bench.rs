@@ -470,6 +470,15 @@ fn a_short_bench_against_three_replicas_writes_the_results_contract() {
     );
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(html.contains("chat-default · 3 replicas") && html.contains("<svg"));
+    // Its Replicas section, drawn from the run's resources.csv and metrics.csv.
+    let replicas = html
+        .split("id=\"replicas\"")
+        .nth(1)
+        .expect("a Replicas section");
+    assert!(
+        replicas.contains("CPU by process") && replicas.contains("node-3 p99"),
+        "{replicas}"
+    );
     assert!(reports.path().join("index.html").is_file());
     // The history: every send and poll, then every chat read whole from every replica; the
     // checker found the data intact.

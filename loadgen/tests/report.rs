@@ -17,6 +17,7 @@ use loadgen::results::{
     self, CheckSummary, ClusterEnd, Generator, LeaderChange, Machine, RateStep, RunDir, Summary,
     Versions,
 };
+use loadgen::sample::{MetricRow, ResourceRow, Samples};
 use loadgen::{Op, Scenario};
 
 /// Writes one run folder; latencies are `base_ms` times a per-op factor, spread over 3 s.
@@ -141,9 +142,62 @@ fn fixture_run(root: &Path, id: &str, scenario: &str, replicas: u32, base_ms: u6
         resources: Default::default(),
     };
     let measured_start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-    RunDir::open(&root.join(id))
-        .write_measurements(&summary, &s, &rec, &rows, measured_start)
+    let dir = RunDir::open(&root.join(id));
+    dir.write_measurements(&summary, &s, &rec, &rows, measured_start)
         .unwrap();
+    dir.write_samples(&samples(replicas, per_s)).unwrap();
+}
+
+/// What the sampler would have written: each replica and the generator, each second from
+/// the warm-up's (0) to the window's last; node 1 leads and commits, node 2 forwards.
+fn samples(replicas: u32, per_s: u64) -> Samples {
+    let mut s = Samples {
+        cpus: 2,
+        ..Samples::default()
+    };
+    for t in 0..=3i64 {
+        let procs = (1..=replicas)
+            .map(|n| format!("node-{n}"))
+            .chain(["loadgen".to_string()]);
+        for (i, process) in procs.enumerate() {
+            s.resources.push(ResourceRow {
+                t_s: t,
+                process,
+                pid: 100 + i as u32,
+                cpu_pct: 10.0 * (i + 1) as f64 + t as f64,
+                rss_bytes: 20_000_000 + 1_000_000 * t as u64,
+                read_bytes: 0,
+                written_bytes: 4096 * per_s,
+            });
+        }
+        for n in 1..=replicas {
+            let node = format!("node-{n}");
+            let mut m = |metric: &str, value: f64| {
+                s.metrics.push(MetricRow {
+                    t_s: t,
+                    node: node.clone(),
+                    metric: metric.into(),
+                    value,
+                })
+            };
+            m("telegraft_raft_commit_index", (100 * t) as f64);
+            m("telegraft_storage_fsync_seconds_p50", 0.0004);
+            m(
+                "telegraft_storage_fsync_seconds_p99",
+                0.002 + 0.001 * t as f64,
+            );
+            m("telegraft_storage_fsync_entries_mean", 1.5);
+            m("telegraft_queue_depth{queue=core}", t as f64);
+            m("telegraft_queue_depth{queue=storage}", 2.0 * t as f64);
+            let forwards = if n == 2 { per_s as f64 / 2.0 } else { 0.0 };
+            m("telegraft_requests_forwarded_total_rate", forwards);
+            if n == 1 {
+                m("telegraft_raft_commit_seconds_p50", 0.001);
+                m("telegraft_raft_commit_seconds_p99", 0.004);
+            }
+        }
+    }
+    s
 }
 
 fn fixture() -> tempfile::TempDir {
@@ -260,6 +314,7 @@ fn pages_have_every_section_and_no_external_url() {
         "id=\"operations\"",
         "id=\"distribution\"",
         "id=\"timeseries\"",
+        "id=\"replicas\"",
         "id=\"files\"",
         "<details>",
         "name: chat-default",
@@ -271,6 +326,15 @@ fn pages_have_every_section_and_no_external_url() {
         "Latency by percentile",
         "Throughput per second",
         "Errors per second",
+        "CPU by process (% of one core)",
+        "Memory by process (RSS)",
+        "fdatasync latency per second",
+        "Entries per fdatasync",
+        "Commit latency per second",
+        "Forwarded share",
+        "Deepest actor queue",
+        "node-3 p99",
+        "loadgen",
         "leader 2 (term 3)",
         "offered ops/s",
         "99%",
@@ -282,8 +346,15 @@ fn pages_have_every_section_and_no_external_url() {
     ] {
         assert!(page.contains(section), "the run page lacks {section}");
     }
+    assert!(!page.contains("no data"), "every chart has lines");
     // Raw files are linked relative to the page and exist.
-    for link in ["summary.json", "timeseries.csv", "send_message.hdr.hlog"] {
+    for link in [
+        "summary.json",
+        "timeseries.csv",
+        "resources.csv",
+        "metrics.csv",
+        "send_message.hdr.hlog",
+    ] {
         let href = format!("20261127T100100Z-chat-default-r3/{link}");
         let at = page
             .find(&href)
@@ -409,4 +480,27 @@ fn headless_chromium_renders_the_index() {
         pixels.len(),
         colours.len()
     );
+}
+
+#[test]
+fn headless_chromium_renders_a_run_page_with_its_replicas_section() {
+    let root = fixture();
+    let (out, _) = write(root.path());
+    let page = out.path().join("20261127T100100Z-chat-default-r3.html");
+    let dom = headless(&page, &["--dump-dom"]);
+    assert!(
+        dom.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    let text = String::from_utf8_lossy(&dom.stdout);
+    let replicas = text
+        .split("id=\"replicas\"")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no Replicas section:\n{text}"));
+    let section = replicas.split("id=\"files\"").next().unwrap();
+    assert_eq!(section.matches("<svg").count(), 7, "the Replicas charts");
+    for title in ["CPU by process", "Commit latency per second", "node-1 p99"] {
+        assert!(section.contains(title), "{title}");
+    }
 }

@@ -18,6 +18,7 @@ pub mod terminal;
 
 mod charts;
 mod index_page;
+mod replicas;
 mod run_page;
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! One run's page: header facts, the verdicts, the operations table, the latency
-//! distribution, the time series with leader changes and faults marked, and links to the raw
-//! files.
+//! distribution, the time series with leader changes and faults marked, the replicas
+//! ([`super::replicas`]), and links to the raw files.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::STYLE;
 use super::charts::{self, Line, Marker};
 use super::data::{self, Run};
+use super::replicas;
 use crate::results::{Summary, files};
 use crate::scenario::Scenario;
 
@@ -21,6 +22,7 @@ const SINCE_WINDOW: &str = "time since the measured window began (s)";
 pub(super) fn run_page(env: &Environment, run: &Run, out: &Path) -> anyhow::Result<String> {
     let s = &run.summary;
     let series = TimeSeries::of(run)?;
+    let replicas = replicas::replicas(&run.dir, &markers(s), &calls_per_second(run)?);
     Ok(env.get_template("run.html")?.render(context! {
         style => STYLE,
         s => s,
@@ -36,6 +38,7 @@ pub(super) fn run_page(env: &Environment, run: &Run, out: &Path) -> anyhow::Resu
         latency => series.latency,
         errors => series.errors,
         leader_changes => s.cluster.leader_changes,
+        replicas => replicas,
         check => s.check,
         faults => s.faults,
         files => file_links(run, out),
@@ -199,6 +202,19 @@ fn distribution_chart(run: &Run) -> String {
     )
 }
 
+/// The generator's calls (ok and failed, all operations) by second of the measured window.
+fn calls_per_second(run: &Run) -> anyhow::Result<BTreeMap<i64, f64>> {
+    let totals = data::totals_per_second(&run.timeseries)?;
+    let secs = data::f64s(&totals, "second")?;
+    let count = data::f64s(&totals, "count")?;
+    let errors = data::f64s(&totals, "errors")?;
+    Ok(secs
+        .iter()
+        .zip(count.iter().zip(&errors))
+        .map(|(s, (c, e))| (*s as i64, c + e))
+        .collect())
+}
+
 /// Leader changes (after the first leader) and the faults that were carried out.
 fn markers(s: &Summary) -> Vec<Marker> {
     let leaders = s.cluster.leader_changes.iter().skip(1).map(|c| Marker {
@@ -318,6 +334,8 @@ fn file_links(run: &Run, out: &Path) -> Vec<(String, String)> {
         files::SUMMARY,
         files::SCENARIO,
         files::TIMESERIES,
+        files::RESOURCES,
+        files::METRICS,
         files::GOOSE_HTML,
     ]
     .map(String::from)
