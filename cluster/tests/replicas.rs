@@ -1130,3 +1130,36 @@ async fn a_request_forwarded_to_a_dead_leader_waits_for_the_new_one() {
     // A linearizable read too.
     assert_eq!(messages(&mut c, user, false).await, vec!["after the kill"]);
 }
+
+/// The server advertises its cap on concurrent HTTP/2 streams per connection (1,024,
+/// `MAX_STREAMS_PER_CONNECTION`) in its SETTINGS frame: without one (tonic's default) a client
+/// may open any number of streams, and a replica short of CPU accepts and buffers them all
+/// before admission runs. Read with a raw HTTP/2 handshake, so the test sees what any client
+/// is told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_caps_http2_streams_per_connection() {
+    use std::io::{Read, Write};
+    let cluster = Cluster::start(1);
+    let _ = cluster.chat(1).await; // listening
+    let mut s = std::net::TcpStream::connect(cluster.addr(1)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Connection preface, then an empty SETTINGS frame (length 0, type 4, flags 0, stream 0).
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap();
+    let max_streams = loop {
+        let mut head = [0u8; 9];
+        s.read_exact(&mut head).unwrap();
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).unwrap();
+        let (kind, ack) = (head[3], head[4] & 1 == 1);
+        if kind == 4 && !ack {
+            // SETTINGS_MAX_CONCURRENT_STREAMS is parameter 0x3; absent means unlimited.
+            break payload
+                .chunks_exact(6)
+                .find(|p| u16::from_be_bytes([p[0], p[1]]) == 3)
+                .map(|p| u32::from_be_bytes([p[2], p[3], p[4], p[5]]));
+        }
+    };
+    assert_eq!(max_streams, Some(1024));
+}

@@ -11,7 +11,10 @@
 //! - `overload --rate N`: SendMessage offered at N calls a second whatever the answers (an
 //!   open loop), to the leader of a local cluster; every second, each replica's RSS and the
 //!   calls admitted and refused; at the end, the latency of the admitted calls, the count of
-//!   RESOURCE_EXHAUSTED, and how far each replica's RSS moved after the warm-up.
+//!   RESOURCE_EXHAUSTED, and how far each replica's RSS moved after the warm-up. At most
+//!   `--outstanding` calls are open in the generator (default: what the replicas accept on
+//!   `--connections`); a scheduled call beyond that is skipped and counted, not queued, so
+//!   latency from the intended send is not the generator's own queue.
 //! - `snapshot --mb M`: a follower is frozen (SIGSTOP) while the others fill the chat
 //!   database to about M MB with large messages and compact their logs; it is then let go
 //!   and catches up by a streamed snapshot. Reports the leader's and the follower's RSS
@@ -93,6 +96,11 @@ enum Cmd {
         /// `--max-inflight` for every replica (default: the replica's own default).
         #[arg(long)]
         max_inflight: Option<usize>,
+        /// Calls outstanding in the generator before it skips a scheduled call and counts it
+        /// (default: `--connections` x 1,024, what the replicas accept on that many connections,
+        /// so no call waits inside the client and latency is the server's).
+        #[arg(long)]
+        outstanding: Option<u64>,
         /// Seconds of warm-up: RSS afterwards is compared with RSS at this second.
         #[arg(long, default_value_t = 10)]
         warmup: u64,
@@ -158,6 +166,7 @@ fn main() -> Result<()> {
             connections,
             message_bytes,
             max_inflight,
+            outstanding,
             warmup,
             base_port,
         } => {
@@ -168,6 +177,8 @@ fn main() -> Result<()> {
                 connections: connections.max(1),
                 message_bytes,
                 max_inflight,
+                outstanding: outstanding
+                    .unwrap_or(connections.max(1) as u64 * CLIENT_STREAMS_PER_CONNECTION),
                 warmup: Duration::from_secs(warmup),
                 base_port,
                 secs,
@@ -444,14 +455,18 @@ struct Overload {
     connections: usize,
     message_bytes: usize,
     max_inflight: Option<usize>,
+    /// Calls outstanding in the generator before it skips a scheduled call (and counts it).
+    outstanding: u64,
     warmup: Duration,
     base_port: u16,
     secs: Duration,
 }
 
-/// Calls outstanding in the load generator itself before it skips a scheduled call (and
-/// counts it): keeps the generator's own memory bounded if the cluster stops answering.
-const CLIENT_OUTSTANDING: u64 = 200_000;
+/// The HTTP/2 streams a replica accepts per connection (`MAX_STREAMS_PER_CONNECTION` in
+/// `server/mailbox.rs`). A call beyond them waits inside the client, and an open loop timed
+/// from the intended send would then measure the client's own queue: by default the
+/// generator keeps at most this many calls per connection outstanding and skips the rest.
+const CLIENT_STREAMS_PER_CONNECTION: u64 = 1024;
 
 /// Counts shared by the calls in flight and the per-second sampler.
 #[derive(Default)]
@@ -517,14 +532,15 @@ async fn overload(dir: &std::path::Path, load: Overload) -> Result<()> {
         .filter_map(|id| procs.pid(*id).map(|pid| (*id, pid)))
         .collect();
     println!(
-        "overload: {} replicas, leader node {}, offering {} SendMessage/s for {:?} over {} connections (max-inflight {})",
+        "overload: {} replicas, leader node {}, offering {} SendMessage/s for {:?} over {} connections (max-inflight {}, at most {} calls outstanding in the client)",
         load.replicas,
         leader.node_id,
         load.rate,
         load.secs,
         load.connections,
         load.max_inflight
-            .map_or("replica default".to_string(), |n| n.to_string())
+            .map_or("replica default".to_string(), |n| n.to_string()),
+        load.outstanding
     );
 
     let counts = Arc::new(Counts::default());
@@ -587,7 +603,7 @@ async fn overload(dir: &std::path::Path, load: Overload) -> Result<()> {
         while issued < due {
             issued += 1;
             counts.offered.fetch_add(1, Ordering::Relaxed);
-            if counts.outstanding.load(Ordering::Relaxed) >= CLIENT_OUTSTANDING {
+            if counts.outstanding.load(Ordering::Relaxed) >= load.outstanding {
                 counts.skipped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
@@ -644,7 +660,7 @@ async fn overload(dir: &std::path::Path, load: Overload) -> Result<()> {
         counts.skipped.load(Ordering::Relaxed),
     );
     println!(
-        "overload: offered {:.0}/s; admitted and answered {:.0}/s (p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms); RESOURCE_EXHAUSTED {exhausted} ({:.0}%); other errors {other} {:?}; skipped by the client {skipped}",
+        "overload: offered {:.0}/s; admitted and answered {:.0}/s (from the intended send: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms); RESOURCE_EXHAUSTED {exhausted} ({:.0}%); other errors {other} {:?}; skipped by the client {skipped}",
         offered as f64 / elapsed,
         ok as f64 / elapsed,
         ms(0.5),
