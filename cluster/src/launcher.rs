@@ -149,7 +149,10 @@ impl LocalCluster {
         self.metrics.get(&id).map(String::as_str)
     }
 
-    fn start_with_metrics(
+    /// [`LocalCluster::start_on`], node `id` also serving Prometheus metrics on `metrics[id]`
+    /// (`host:port`). For callers that pick every port themselves, e.g. from a block outside
+    /// the kernel's ephemeral range, which outgoing connections cannot take in the meantime.
+    pub fn start_with_metrics(
         exe: &Path,
         addrs: BTreeMap<NodeId, String>,
         data_dir: &Path,

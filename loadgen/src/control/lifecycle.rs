@@ -142,16 +142,18 @@ impl Replicas {
         data_dir: &Path,
         fault_injection: bool,
     ) -> anyhow::Result<Replicas> {
-        let base = free_ports(replicas as u16)?;
+        // One block of free ports: the replicas' gRPC ports, then their metrics ports (each
+        // replica serves its metrics on one, which the run samples).
+        let base = u64::from(free_ports(2 * replicas as u16)?);
         let extra: Vec<String> = fault_injection
             .then(|| "--enable-fault-injection".to_string())
             .into_iter()
             .collect();
-        // Each replica serves its metrics on a free loopback port, which the run samples.
-        let addrs = (1..=u64::from(replicas))
-            .map(|i| (i, format!("127.0.0.1:{}", u64::from(base) + i - 1)))
-            .collect();
-        let c = LocalCluster::start_on_with_metrics(exe, addrs, data_dir, &extra)
+        let n = u64::from(replicas);
+        let port = |p: u64| format!("127.0.0.1:{p}");
+        let addrs = (1..=n).map(|i| (i, port(base + i - 1))).collect();
+        let metrics = (1..=n).map(|i| (i, port(base + n + i - 1))).collect();
+        let c = LocalCluster::start_with_metrics(exe, addrs, data_dir, &extra, metrics)
             .with_context(|| format!("starting {replicas} replicas of {}", exe.display()))?;
         Ok(Replicas {
             endpoints: c.addrs.values().cloned().collect(),
@@ -251,13 +253,27 @@ pub fn find_telegraft(given: Option<&Path>) -> anyhow::Result<PathBuf> {
 /// A base port with `n` free consecutive loopback ports after it. Hand-written: the
 /// launcher needs a consecutive block (replica `i` listens on `base + i - 1`), which port
 /// pickers that hand out one port at a time do not offer.
+///
+/// The block lies below the kernel's ephemeral range (`ip_local_port_range`), from which
+/// every outgoing connection (the generator's, the sampler's scrapes, other runs') takes its
+/// local port: a port found free there could be taken by one before the replica binds it,
+/// and the replica would fail to start.
 fn free_ports(n: u16) -> anyhow::Result<u16> {
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .subsec_nanos();
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let (lo, hi) = if ephemeral > 10_000 + u32::from(n) + 1_000 {
+        (10_000, ephemeral - u32::from(n))
+    } else {
+        (20_000, 50_000)
+    };
     for attempt in 0..200u32 {
-        let base = 20_000 + ((seed / 7 + attempt * 7_919) % 30_000) as u16;
+        let base = (lo + (seed / 7 + attempt * 7_919) % (hi - lo)) as u16;
         let free = (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
         if free {
             return Ok(base);
