@@ -221,6 +221,9 @@ async fn drive(
         // the scenario routes to the leader.
         let leader = if cluster.local().is_some() || scenario.routing == Routing::Leader {
             let l = control::wait_for_leader(poller, FIRST_LEADER).await?;
+            if cluster.local().is_some() {
+                control::wait_for_all(poller, FIRST_LEADER).await?;
+            }
             eprintln!("loadgen: leader is {l}");
             Some(l)
         } else {

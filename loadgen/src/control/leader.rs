@@ -31,6 +31,28 @@ pub async fn wait_for_leader(poller: &StatusPoller, timeout: Duration) -> anyhow
         })
 }
 
+/// Waits until every replica answers its status poll: a cluster the generator started must be
+/// whole before the load, or a replica that failed to start (its port taken, say) would
+/// silently turn the run into one with a replica down.
+pub async fn wait_for_all(poller: &StatusPoller, timeout: Duration) -> anyhow::Result<()> {
+    let n = poller.replicas();
+    let mut rx = poller.subscribe();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if rx.borrow_and_update().answering().len() == n {
+            return Ok(());
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => {}
+            _ => anyhow::bail!(
+                "not every replica started within {:.1} s (see its log under nodes/): {}",
+                timeout.as_secs_f64(),
+                rx.borrow().describe()
+            ),
+        }
+    }
+}
+
 /// Waits until a majority of `of` replicas among `among` agrees on a leader; on timeout,
 /// returns the last snapshot.
 async fn wait_agreed(

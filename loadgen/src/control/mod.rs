@@ -21,6 +21,6 @@ mod poller;
 pub use faults::FaultRecord;
 pub(crate) use faults::{inject, measure_unavailability};
 pub(crate) use final_state::read_final;
-pub(crate) use leader::{LeaderSeen, LeaderWatch, wait_for_leader};
+pub(crate) use leader::{LeaderSeen, LeaderWatch, wait_for_all, wait_for_leader};
 pub(crate) use lifecycle::{Interrupt, Replicas, find_telegraft};
 pub(crate) use poller::StatusPoller;
