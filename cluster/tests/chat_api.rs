@@ -1,6 +1,8 @@
 //! The chat API's contracts on real replicas (`telegraft node` processes on loopback):
 //! exactly-once write ids, the server's commit clock and paging, and message size bounds.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
 use std::path::Path;
@@ -103,29 +105,6 @@ where
     }
 }
 
-async fn setup(c: &mut ChatClient<Channel>) -> (u64, u64) {
-    let user = c
-        .create_user(api::CreateUserRequest {
-            username: "ann".into(),
-            write_id: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .user_id;
-    let chat = c
-        .create_chat(api::CreateChatRequest {
-            user_id: user,
-            chat_name: "general".into(),
-            write_id: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .chat_id;
-    (user, chat)
-}
-
 fn get(user_id: u64, after: Option<prost_types::Timestamp>, limit: u32) -> api::GetMessagesRequest {
     api::GetMessagesRequest {
         user_id,
@@ -164,7 +143,7 @@ async fn read_all(
 async fn a_write_id_reused_for_another_command_is_refused() {
     let cluster = Cluster::start(1).await;
     let mut c = cluster.chat(1).await;
-    let (user, _) = setup(&mut c).await;
+    let (user, _) = common::setup_chat(&mut c).await;
     let wid = api::WriteId {
         client_id: u64::MAX,
         sequence: u64::MAX,
@@ -214,7 +193,7 @@ async fn polling_by_committed_at_gets_every_message_once_across_a_leader_change(
     let mut cluster = Cluster::start(3).await;
     let leader = cluster.leader().await;
     let mut c = cluster.chat(leader).await;
-    let (user, chat) = setup(&mut c).await;
+    let (user, chat) = common::setup_chat(&mut c).await;
     let now = time::unix_micros(std::time::SystemTime::now());
     let sent_times = [
         None,
@@ -303,7 +282,7 @@ async fn polling_by_committed_at_gets_every_message_once_across_a_leader_change(
 async fn requests_are_bounded_and_responses_are_paged() {
     let cluster = Cluster::start(1).await;
     let mut c = cluster.chat(1).await;
-    let (user, chat) = setup(&mut c).await;
+    let (user, chat) = common::setup_chat(&mut c).await;
     let huge = api::SendMessageRequest {
         user_id: user,
         chat_id: chat,

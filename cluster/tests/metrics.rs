@@ -3,6 +3,8 @@
 //! must hold every family the cluster documents (cluster/README.md, "Metrics") with values
 //! that make sense.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -115,25 +117,7 @@ async fn every_replica_serves_every_metric_family() {
     let mut c = ChatClient::connect(format!("http://{}", addrs[&follower]))
         .await
         .unwrap();
-    let user = c
-        .create_user(api::CreateUserRequest {
-            username: "ann".into(),
-            write_id: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .user_id;
-    let chat = c
-        .create_chat(api::CreateChatRequest {
-            user_id: user,
-            chat_name: "general".into(),
-            write_id: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .chat_id;
+    let (user, chat) = common::setup_chat(&mut c).await;
     for i in 0..12 {
         c.send_message(api::SendMessageRequest {
             user_id: user,

@@ -4,12 +4,15 @@
 //! The processes are the launcher's ([`LocalCluster`]); who leads and what each replica
 //! reports come from [`telegraft::admin`], the same code the load generator uses.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::setup_chat;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use telegraft::admin::{self, AdminError, NodeView};
@@ -184,29 +187,6 @@ async fn send_padded(
         .await;
         acked.push(text);
     }
-}
-
-async fn setup_chat(c: &mut ChatClient<Channel>) -> (u64, u64) {
-    let user = c
-        .create_user(api::CreateUserRequest {
-            username: "ann".into(),
-            write_id: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .user_id;
-    let chat = c
-        .create_chat(api::CreateChatRequest {
-            user_id: user,
-            chat_name: "general".into(),
-            write_id: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .chat_id;
-    (user, chat)
 }
 
 async fn messages(c: &mut ChatClient<Channel>, user: u64, local: bool) -> Vec<String> {

@@ -8,6 +8,8 @@
 //! Its own test binary: the subscriber is the process's global default, which the
 //! replica's threads (storage writer, applier) need to see.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
@@ -97,25 +99,7 @@ async fn one_send_message_is_followed_through_the_actors() {
         .unwrap_or_else(|e| panic!("{e}"));
 
     let mut c = ChatClient::connect(format!("http://{addr}")).await.unwrap();
-    let user = c
-        .create_user(api::CreateUserRequest {
-            username: "ann".into(),
-            write_id: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .user_id;
-    let chat = c
-        .create_chat(api::CreateChatRequest {
-            user_id: user,
-            chat_name: "general".into(),
-            write_id: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .chat_id;
+    let (user, chat) = common::setup_chat(&mut c).await;
     let send = |sequence| api::SendMessageRequest {
         user_id: user,
         chat_id: chat,
