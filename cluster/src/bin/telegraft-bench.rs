@@ -38,6 +38,7 @@ use telegraft::proto::chat::{self as api, chat_client::ChatClient};
 use telegraft::raft::Entry;
 use telegraft::{Completion, RaftStorage, StorageWriter, admin};
 use tokio::sync::Mutex;
+use tonic::transport::Channel;
 
 #[derive(Parser)]
 #[command(about = "Micro-benchmarks of Telegraft's storage and cluster")]
@@ -321,13 +322,7 @@ async fn cluster(
     metrics: bool,
     secs: Duration,
 ) -> Result<()> {
-    let exe = std::env::current_exe()?.with_file_name("telegraft");
-    if !exe.exists() {
-        bail!(
-            "{} not found: build the telegraft binary first",
-            exe.display()
-        );
-    }
+    let exe = telegraft_exe()?;
     let procs = if metrics {
         let addrs = (1..=replicas)
             .map(|i| (i, format!("127.0.0.1:{}", u64::from(base_port) + i - 1)))
@@ -349,23 +344,7 @@ async fn cluster(
         .map_err(anyhow::Error::msg)?;
     let ep = format!("http://{}", leader.addr);
     let mut setup = ChatClient::connect(ep.clone()).await?;
-    let user = setup
-        .create_user(api::CreateUserRequest {
-            username: "bench".into(),
-            write_id: None,
-        })
-        .await?
-        .into_inner()
-        .user_id;
-    let chat = setup
-        .create_chat(api::CreateChatRequest {
-            user_id: user,
-            chat_name: "bench".into(),
-            write_id: None,
-        })
-        .await?
-        .into_inner()
-        .chat_id;
+    let (user, chat) = bench_chat(&mut setup, "bench").await?;
     let content = "m".repeat(message_bytes);
     for &n in clients {
         let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
@@ -488,13 +467,7 @@ fn rss_bytes(pid: u32) -> Option<u64> {
 }
 
 async fn overload(dir: &std::path::Path, load: Overload) -> Result<()> {
-    let exe = std::env::current_exe()?.with_file_name("telegraft");
-    if !exe.exists() {
-        bail!(
-            "{} not found: build the telegraft binary first",
-            exe.display()
-        );
-    }
+    let exe = telegraft_exe()?;
     let extra: Vec<String> = load
         .max_inflight
         .map(|n| vec!["--max-inflight".to_string(), n.to_string()])
@@ -509,23 +482,7 @@ async fn overload(dir: &std::path::Path, load: Overload) -> Result<()> {
     for _ in 0..load.connections {
         clients.push(ChatClient::connect(ep.clone()).await?);
     }
-    let user = clients[0]
-        .create_user(api::CreateUserRequest {
-            username: "overload".into(),
-            write_id: None,
-        })
-        .await?
-        .into_inner()
-        .user_id;
-    let chat = clients[0]
-        .create_chat(api::CreateChatRequest {
-            user_id: user,
-            chat_name: "overload".into(),
-            write_id: None,
-        })
-        .await?
-        .into_inner()
-        .chat_id;
+    let (user, chat) = bench_chat(&mut clients[0], "overload").await?;
     let pids: BTreeMap<u64, u32> = procs
         .addrs
         .keys()
@@ -718,13 +675,7 @@ async fn snapshot(
     clients: usize,
     base_port: u16,
 ) -> Result<()> {
-    let exe = std::env::current_exe()?.with_file_name("telegraft");
-    if !exe.exists() {
-        bail!(
-            "{} not found: build the telegraft binary first",
-            exe.display()
-        );
-    }
+    let exe = telegraft_exe()?;
     let extra = vec!["--snapshot-every".to_string(), snapshot_every.to_string()];
     let procs = LocalCluster::start(&exe, 3, base_port, dir, &extra)?;
     let addrs: Vec<String> = procs.addrs.values().cloned().collect();
@@ -742,23 +693,7 @@ async fn snapshot(
     );
     let ep = format!("http://{}", leader.addr);
     let mut c = ChatClient::connect(ep.clone()).await?;
-    let user = c
-        .create_user(api::CreateUserRequest {
-            username: "snapshot".into(),
-            write_id: None,
-        })
-        .await?
-        .into_inner()
-        .user_id;
-    let chat = c
-        .create_chat(api::CreateChatRequest {
-            user_id: user,
-            chat_name: "snapshot".into(),
-            write_id: None,
-        })
-        .await?
-        .into_inner()
-        .chat_id;
+    let (user, chat) = bench_chat(&mut c, "snapshot").await?;
     // The follower has the chat, then falls behind for good.
     let lagging_addr = procs.addrs[&lagging].clone();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -904,4 +839,38 @@ async fn snapshot(
     );
     drop(procs);
     Ok(())
+}
+
+/// The `telegraft` binary beside this one (both come from one `cargo build`).
+fn telegraft_exe() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?.with_file_name("telegraft");
+    if !exe.exists() {
+        bail!(
+            "{} not found: build the telegraft binary first",
+            exe.display()
+        );
+    }
+    Ok(exe)
+}
+
+/// Creates the benchmark's user and chat, both called `name`; returns their ids.
+async fn bench_chat(c: &mut ChatClient<Channel>, name: &str) -> Result<(u64, u64)> {
+    let user = c
+        .create_user(api::CreateUserRequest {
+            username: name.into(),
+            write_id: None,
+        })
+        .await?
+        .into_inner()
+        .user_id;
+    let chat = c
+        .create_chat(api::CreateChatRequest {
+            user_id: user,
+            chat_name: name.into(),
+            write_id: None,
+        })
+        .await?
+        .into_inner()
+        .chat_id;
+    Ok((user, chat))
 }
