@@ -11,6 +11,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("telegraft_descriptor.bin"),
         prost::Message::encode_to_vec(&fds),
     )?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // Small per-call buffers: see `SmallBufferCodec` in src/proto.rs.
+    tonic_prost_build::configure()
+        .codec_path("crate::proto::SmallBufferCodec")
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -28,6 +28,52 @@ pub const MAX_CHAT_REQUEST_BYTES: usize = 1 << 20;
 /// members of 64-byte names).
 pub const MAX_CHAT_RESPONSE_BYTES: usize = 16 << 20;
 
+/// The buffer every gRPC call starts with to decode its request and to encode its answer
+/// (each grows as a larger message needs). tonic's default is 8 KiB each way, allocated
+/// for every call as soon as its stream is read, admitted or not: under overload a leader
+/// holds up to 16 connections x 1,024 streams of them (about 128 MiB of mostly empty
+/// buffers for requests of a few hundred bytes), and their number follows the load, not
+/// `--max-inflight`. 512 bytes holds a `SendMessage` with a short text and any small
+/// answer; a larger message grows its buffer once or twice.
+pub const CALL_BUFFER_BYTES: usize = 512;
+
+/// The codec of every generated client and server (`build.rs`): prost, with
+/// [`CALL_BUFFER_BYTES`] buffers instead of tonic's 8 KiB. Streams (snapshot chunks) still
+/// send in batches of up to tonic's default 32 KiB.
+#[derive(Debug, Clone, Copy)]
+pub struct SmallBufferCodec<T, U>(std::marker::PhantomData<(T, U)>);
+
+impl<T, U> Default for SmallBufferCodec<T, U> {
+    fn default() -> Self {
+        SmallBufferCodec(std::marker::PhantomData)
+    }
+}
+
+impl<T, U> SmallBufferCodec<T, U> {
+    fn settings() -> tonic::codec::BufferSettings {
+        tonic::codec::BufferSettings::new(CALL_BUFFER_BYTES, 32 * 1024)
+    }
+}
+
+impl<T, U> tonic::codec::Codec for SmallBufferCodec<T, U>
+where
+    T: prost::Message + Send + 'static,
+    U: prost::Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = tonic_prost::ProstEncoder<T>;
+    type Decoder = tonic_prost::ProstDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::new(Self::settings())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::new(Self::settings())
+    }
+}
+
 /// Untrusted text from the API (names, message content) on a terminal: which characters a
 /// name refuses, and the escaping every printer uses (the CLI, the load generator).
 pub mod text {

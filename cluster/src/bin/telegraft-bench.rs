@@ -626,6 +626,21 @@ async fn overload(dir: &std::path::Path, load: Overload) -> Result<()> {
         100.0 * exhausted as f64 / offered.max(1) as f64,
         errors.lock().expect("lock"),
     );
+    // Under this load on a small machine a leader can lose its term (its followers stop
+    // hearing from it in time): the old leader then forwards every call it is sent, and
+    // the RSS figures are those of a different cluster. Say so.
+    let end = admin::statuses(&addrs).await;
+    match admin::newest_leader(&end) {
+        Some(now) if now.node_id == leader.node_id && now.term == leader.term => println!(
+            "leader: node {} in term {} from start to end",
+            now.node_id, now.term
+        ),
+        Some(now) => println!(
+            "leader: node {} in term {} at the start, node {} in term {} at the end: leadership changed during the run, node {} forwarded what it was sent from then on",
+            leader.node_id, leader.term, now.node_id, now.term, leader.node_id
+        ),
+        None => println!("leader: none answered at the end"),
+    }
     let warmup = load.warmup.as_secs();
     for (id, series) in &samples {
         let Some(&(_, base)) = series.iter().find(|(s, _)| *s == warmup.max(1)) else {

@@ -89,6 +89,8 @@ pub struct CoreActor {
     metrics: Metrics,
     /// The last leader known (an election in between forgets none), for leader changes.
     last_leader: Option<NodeId>,
+    /// The role and term of the last round, to log each change of either.
+    last_role: Option<(crate::raft::Role, u64)>,
 }
 
 impl CoreActor {
@@ -116,6 +118,7 @@ impl CoreActor {
             leader,
             metrics: Metrics::noop([]),
             last_leader: None,
+            last_role: None,
         }
     }
 
@@ -173,6 +176,19 @@ impl CoreActor {
         if status.leader.is_some() && status.leader != self.last_leader {
             m.leader_changes.increment(1);
             self.last_leader = status.leader;
+        }
+        if self.last_role != Some((status.role, status.term)) {
+            // Elections and step-downs, with the backlog of the moment: under overload a
+            // leader that loses its term is the first thing to look for.
+            tracing::info!(
+                role = ?status.role,
+                term = status.term,
+                leader = ?status.leader,
+                inbox = self.inbox.len(),
+                storage_queue = self.storage_tx.max_capacity() - self.storage_tx.capacity(),
+                "raft role"
+            );
+            self.last_role = Some((status.role, status.term));
         }
         m.term.set(status.term as f64);
         m.set_role(status.role);
