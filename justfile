@@ -172,6 +172,23 @@ failover-trials *args:
     cargo build --quiet --release --bin telegraft --bin loadgen
     bash scripts/failover-trials.sh "$fault" "$trials"
 
+# Measure what the replicas' metrics cost: `just metrics-overhead replicas=3 rate=2000 pairs=3` alternates runs with metrics on and off.
+metrics-overhead *args:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    replicas=3; rate=2000; pairs=3; seconds=15
+    for a in {{args}}; do
+      case "$a" in
+        replicas=*) replicas="${a#replicas=}" ;;
+        rate=*) rate="${a#rate=}" ;;
+        pairs=*) pairs="${a#pairs=}" ;;
+        seconds=*) seconds="${a#seconds=}" ;;
+        *) echo "just metrics-overhead: unknown argument '$a' (replicas=N rate=R pairs=P seconds=S)" >&2; exit 2 ;;
+      esac
+    done
+    cargo build --quiet --release --bin telegraft --bin loadgen
+    bash scripts/metrics-overhead.sh "$replicas" "$rate" "$pairs" "$seconds"
+
 # Check scenario files (all of scenarios/ by default): `just validate scenarios/chat.yaml --set load.rate=800`.
 validate *args:
     cargo run --quiet --release --bin loadgen -- validate {{ if args == "" { "scenarios/*.yaml" } else { args } }}

@@ -34,7 +34,7 @@ use crate::history::{self, Report};
 use crate::load::{self, Population, RunOutput, RunPlan};
 use crate::results::{ClusterEnd, RunDir, RunFacts, Summary};
 use crate::sample::{Sampler, Samples};
-use crate::scenario::{Action, CheckMode, Routing, Scenario};
+use crate::scenario::{Action, Routing, Scenario, Switch};
 
 /// How long a fresh cluster may take to elect its first leader.
 const FIRST_LEADER: Duration = Duration::from_secs(20);
@@ -169,7 +169,13 @@ fn start_cluster(
         .faults
         .iter()
         .any(|f| f.action == Action::Partition);
-    Replicas::start(&exe, replicas, &run.data_dir(), partitions)
+    Replicas::start(
+        &exe,
+        replicas,
+        &run.data_dir(),
+        partitions,
+        scenario.metrics.is_on(),
+    )
 }
 
 /// What [`drive`] found out.
@@ -277,7 +283,7 @@ async fn drive(
         None => Vec::new(),
     };
     control::measure_unavailability(&mut faults, &load.history);
-    let check = if scenario.check == CheckMode::Off {
+    let check = if scenario.check == Switch::Off {
         Report::skipped("the scenario says check: off")
     } else if interrupt.is_set() {
         Report::incomplete("interrupted during the load")

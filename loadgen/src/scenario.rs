@@ -211,8 +211,13 @@ pub struct Scenario {
     #[serde(default, skip_serializing_if = "Slos::is_empty")]
     pub slo: Slos,
     /// `off` skips the history check (for targets that are not Telegraft clusters).
-    #[serde(default, skip_serializing_if = "CheckMode::is_on")]
-    pub check: CheckMode,
+    #[serde(default, skip_serializing_if = "Switch::is_on")]
+    pub check: Switch,
+    /// `off` starts a local cluster's replicas without their metrics endpoint and samples no
+    /// metrics (the processes' CPU, memory and disk still are): the baseline for measuring
+    /// what metrics cost.
+    #[serde(default, skip_serializing_if = "Switch::is_on")]
+    pub metrics: Switch,
     /// Faults injected during the load (local clusters only).
     #[serde(default)]
     pub faults: Vec<Fault>,
@@ -456,36 +461,37 @@ impl<'de> serde::de::DeserializeSeed<'de> for Refuse {
     }
 }
 
-/// Whether the history check runs (`check: on`, the default) or is skipped (`check: off`,
-/// for targets that are not Telegraft clusters, such as test fakes).
+/// A feature that is on (the default) or off: `check` (the history check; `off` for targets
+/// that are not Telegraft clusters, such as test fakes) and `metrics` (the replicas'
+/// metrics endpoints and their sampling). YAML's `true`/`false` are accepted too.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum CheckMode {
+pub enum Switch {
     #[default]
     On,
     Off,
 }
 
-impl CheckMode {
-    fn is_on(&self) -> bool {
-        *self == CheckMode::On
+impl Switch {
+    pub fn is_on(&self) -> bool {
+        *self == Switch::On
     }
 }
 
-impl<'de> Deserialize<'de> for CheckMode {
+impl<'de> Deserialize<'de> for Switch {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl serde::de::Visitor<'_> for V {
-            type Value = CheckMode;
+            type Value = Switch;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("on or off")
             }
-            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<CheckMode, E> {
-                Ok(if v { CheckMode::On } else { CheckMode::Off })
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Switch, E> {
+                Ok(if v { Switch::On } else { Switch::Off })
             }
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<CheckMode, E> {
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Switch, E> {
                 match s.trim() {
-                    "on" => Ok(CheckMode::On),
-                    "off" => Ok(CheckMode::Off),
+                    "on" => Ok(Switch::On),
+                    "off" => Ok(Switch::Off),
                     _ => Err(E::custom(format!("expected on or off, got '{s}'"))),
                 }
             }
@@ -494,11 +500,11 @@ impl<'de> Deserialize<'de> for CheckMode {
     }
 }
 
-impl Serialize for CheckMode {
+impl Serialize for Switch {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(match self {
-            CheckMode::On => "on",
-            CheckMode::Off => "off",
+            Switch::On => "on",
+            Switch::Off => "off",
         })
     }
 }

@@ -479,6 +479,37 @@ fn a_short_bench_against_three_replicas_writes_the_results_contract() {
         replicas.contains("CPU by process") && replicas.contains("node-3 p99"),
         "{replicas}"
     );
+    assert!(
+        replicas.contains("ReadIndex rounds per second")
+            && replicas.contains("Where the time goes: send_message")
+            && replicas.contains("proposal to commit"),
+        "{replicas}"
+    );
+    // Where a send's mean time went: parts from the replicas' histograms that add up to the
+    // client's mean service time.
+    let split = &s["time_split"];
+    assert_eq!(split["op"], "send_message", "{split}");
+    let ms = |k: &str| split[k].as_f64().unwrap_or_else(|| panic!("{k}: {split}"));
+    let client = ms("client_ms");
+    assert_eq!(
+        client,
+        ops["send_message"]["service_time_ms"]["mean"]
+            .as_f64()
+            .unwrap()
+    );
+    assert!(client > 0.0 && ms("proposal_to_commit_ms") > 0.0, "{split}");
+    assert!(
+        ms("commit_to_apply_ms") >= 0.0 && ms("forwarding_ms") >= 0.0,
+        "{split}"
+    );
+    let parts = ms("forwarding_ms") + ms("proposal_to_commit_ms") + ms("commit_to_apply_ms");
+    assert!((parts + ms("rest_ms") - client).abs() < 0.01, "{split}");
+    assert!(
+        (ms("rest_in_leader_ms") + ms("outside_replicas_ms") - ms("rest_ms")).abs() < 0.01,
+        "{split}"
+    );
+    // Requests go to every replica, so followers forward about two thirds of them.
+    assert!(ms("forwarded_pct") > 0.0, "{split}");
     assert!(reports.path().join("index.html").is_file());
     // The history: every send and poll, then every chat read whole from every replica; the
     // checker found the data intact.
@@ -538,11 +569,29 @@ fn polls_follow_the_committed_at_cursor_and_see_each_message_once() {
             "load.rate=300",
             "load.users=8",
             "slo={}",
+            // This test does not need the replicas' metrics: it also checks that they can
+            // be turned off (the baseline for measuring their cost).
+            "metrics=off",
         ])
         .no_report()
         .local()
         .run();
     assert_eq!(ran.code, Some(0), "{}", ran.printed());
+    let metrics = std::fs::read_to_string(ran.dir.join("metrics.csv")).unwrap();
+    assert_eq!(
+        metrics, "t_s,node,metric,value\n",
+        "metrics: off scrapes nothing"
+    );
+    assert!(ran.summary["time_split"].is_null(), "{}", ran.summary);
+    for n in 1..=3 {
+        assert!(
+            ran.summary["resources"][format!("node-{n}")]["rss_bytes_max"]
+                .as_u64()
+                .unwrap()
+                > 0,
+            "the processes are still sampled"
+        );
+    }
     let history = std::fs::read_to_string(ran.dir.join("history.jsonl")).unwrap();
     let events: Vec<serde_json::Value> = history
         .lines()

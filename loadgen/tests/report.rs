@@ -62,6 +62,8 @@ fn fixture_run(root: &Path, id: &str, scenario: &str, replicas: u32, base_ms: u6
         reroutes: 0,
     };
     let slo = results::evaluate_slos(&s, &ops, &generator, &[]);
+    let samples = samples(replicas, per_s);
+    let ops_send_mean = ops["send_message"].service_time_ms.mean;
     let summary = Summary {
         run_id: id.into(),
         scenario: scenario.into(),
@@ -139,13 +141,19 @@ fn fixture_run(root: &Path, id: &str, scenario: &str, replicas: u32, base_ms: u6
             vec![]
         })),
         interrupted: false,
-        resources: Default::default(),
+        resources: results::Resources::of(&samples),
+        time_split: results::time_split::of(
+            "send_message",
+            "SendMessage",
+            ops_send_mean,
+            &samples.metrics,
+        ),
     };
     let measured_start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let dir = RunDir::open(&root.join(id));
     dir.write_measurements(&summary, &s, &rec, &rows, measured_start)
         .unwrap();
-    dir.write_samples(&samples(replicas, per_s)).unwrap();
+    dir.write_samples(&samples).unwrap();
 }
 
 /// What the sampler would have written: each replica and the generator, each second from
@@ -191,9 +199,30 @@ fn samples(replicas: u32, per_s: u64) -> Samples {
             m("telegraft_queue_depth{queue=storage}", 2.0 * t as f64);
             let forwards = if n == 2 { per_s as f64 / 2.0 } else { 0.0 };
             m("telegraft_requests_forwarded_total_rate", forwards);
+            let send = |stat: &str| {
+                format!(
+                    "telegraft_grpc_server_handling_seconds_{stat}{{service=telegraft.chat.v1.Chat,method=SendMessage,code=OK}}"
+                )
+            };
+            m("telegraft_raft_role", if n == 1 { 2.0 } else { 0.0 });
             if n == 1 {
+                m("telegraft_raft_commit_seconds_rate", per_s as f64);
+                m("telegraft_raft_commit_seconds_mean", 0.0015);
                 m("telegraft_raft_commit_seconds_p50", 0.001);
                 m("telegraft_raft_commit_seconds_p99", 0.004);
+                m("telegraft_raft_apply_seconds_rate", per_s as f64);
+                m("telegraft_raft_apply_seconds_mean", 0.0005);
+                m("telegraft_raft_read_index_seconds_rate", per_s as f64 / 4.0);
+                m("telegraft_raft_reads_per_round_mean", 4.0);
+                m(&send("rate"), per_s as f64);
+                m(&send("mean"), 0.003);
+            } else if n == 2 {
+                m(&send("rate"), per_s as f64 / 2.0);
+                m(&send("mean"), 0.004);
+            }
+            // Node 2 takes a snapshot in the window's second second.
+            if t == 2 && n == 2 {
+                m("telegraft_snapshots_total_rate", 1.0);
             }
         }
     }
@@ -331,8 +360,14 @@ fn pages_have_every_section_and_no_external_url() {
         "fdatasync latency per second",
         "Entries per fdatasync",
         "Commit latency per second",
+        "ReadIndex rounds per second",
+        "Linearizable reads per ReadIndex round",
         "Forwarded share",
         "Deepest actor queue",
+        "snapshot n2",
+        "Where the time goes: send_message",
+        "proposal to commit",
+        "outside the replicas",
         "node-3 p99",
         "loadgen",
         "leader 2 (term 3)",
@@ -371,6 +406,7 @@ fn pages_have_every_section_and_no_external_url() {
         "Write throughput by replica count",
         "Read throughput by replica count",
         "send_message p99 by replica count",
+        "CPU seconds per 1,000 operations by replica count",
         "1 replicas",
         "3 replicas",
         "chat-default: send_message latency by percentile",
@@ -499,8 +535,14 @@ fn headless_chromium_renders_a_run_page_with_its_replicas_section() {
         .nth(1)
         .unwrap_or_else(|| panic!("no Replicas section:\n{text}"));
     let section = replicas.split("id=\"files\"").next().unwrap();
-    assert_eq!(section.matches("<svg").count(), 7, "the Replicas charts");
-    for title in ["CPU by process", "Commit latency per second", "node-1 p99"] {
+    assert_eq!(section.matches("<svg").count(), 9, "the Replicas charts");
+    for title in [
+        "CPU by process",
+        "Commit latency per second",
+        "node-1 p99",
+        "ReadIndex rounds",
+        "Where the time goes",
+    ] {
         assert!(section.contains(title), "{title}");
     }
 }

@@ -131,6 +131,8 @@ impl Replicas {
 
     /// Starts `replicas` replicas of `exe` with their data under `data_dir`. Partitions go
     /// through an admin RPC each replica refuses unless started with fault injection on.
+    /// With `metrics`, each replica serves its Prometheus metrics on a port of its own;
+    /// without, it has no metrics endpoint and records nothing.
     ///
     /// The launcher (`telegraft::launcher::LocalCluster`) starts each replica in its own
     /// process group, so a terminal's Ctrl-C reaches only `loadgen` ([`Interrupt`] then stops
@@ -141,6 +143,7 @@ impl Replicas {
         replicas: u32,
         data_dir: &Path,
         fault_injection: bool,
+        metrics: bool,
     ) -> anyhow::Result<Replicas> {
         // One block of free ports: the replicas' gRPC ports, then their metrics ports (each
         // replica serves its metrics on one, which the run samples).
@@ -152,7 +155,10 @@ impl Replicas {
         let n = u64::from(replicas);
         let port = |p: u64| format!("127.0.0.1:{p}");
         let addrs = (1..=n).map(|i| (i, port(base + i - 1))).collect();
-        let metrics = (1..=n).map(|i| (i, port(base + n + i - 1))).collect();
+        let metrics = (1..=n)
+            .filter(|_| metrics)
+            .map(|i| (i, port(base + n + i - 1)))
+            .collect();
         let c = LocalCluster::start_with_metrics(exe, addrs, data_dir, &extra, metrics)
             .with_context(|| format!("starting {replicas} replicas of {}", exe.display()))?;
         Ok(Replicas {

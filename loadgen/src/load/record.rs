@@ -54,6 +54,10 @@ pub struct Percentiles {
     pub p999: f64,
     pub p9999: f64,
     pub max: f64,
+    /// The arithmetic mean: unlike the percentiles, means add up, so the report can split a
+    /// mean latency into its parts (the replicas' histograms give means too).
+    #[serde(default)]
+    pub mean: f64,
 }
 
 impl Percentiles {
@@ -70,6 +74,7 @@ impl Percentiles {
             p999: ms(0.999),
             p9999: ms(0.9999),
             max: h.max() as f64 / 1000.0,
+            mean: h.mean().round() / 1000.0,
         }
     }
 

@@ -19,10 +19,20 @@ pub struct Line {
     pub dashed: bool,
 }
 
-/// A vertical marker (a leader change, an injected fault) at an x value.
+/// A vertical marker (a leader change, an injected fault, a snapshot) at an x value.
 pub struct Marker {
     pub x: f64,
     pub label: String,
+    pub kind: MarkerKind,
+}
+
+/// How a marker is drawn: events in grey with their label at the top, snapshots (frequent,
+/// and made by every replica at about the same index) in orange with a label lower down, so
+/// neither hides the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MarkerKind {
+    Event,
+    Snapshot,
 }
 
 const OPS: [&str; 6] = [
@@ -243,16 +253,26 @@ pub fn line_chart(
                         .map_err(|e| e.to_string())?;
                     for m in markers {
                         let (x, label) = (m.x, m.label.clone());
+                        let (stroke, label_y) = match m.kind {
+                            MarkerKind::Event => (
+                                BLACK.mix(0.5).stroke_width(1),
+                                if log_y { y_top / 1.3 } else { y_top / 1.04 },
+                            ),
+                            MarkerKind::Snapshot => (
+                                RGBColor(230, 120, 0).mix(0.6).stroke_width(1),
+                                if log_y { y_top / 2.2 } else { y_top / 1.12 },
+                            ),
+                        };
                         chart
                             .draw_series(std::iter::once(PathElement::new(
                                 vec![(x, y_floor(log_y, &pts)), (x, y_top)],
-                                BLACK.mix(0.5).stroke_width(1),
+                                stroke,
                             )))
                             .map_err(|e| e.to_string())?;
                         chart
                             .draw_series(std::iter::once(Text::new(
                                 label,
-                                (x, y_top / if log_y { 1.3 } else { 1.04 }),
+                                (x, label_y),
                                 ("sans-serif", 11),
                             )))
                             .map_err(|e| e.to_string())?;
@@ -385,12 +405,21 @@ mod tests {
                 points: vec![(1.0, 10.0), (2.0, 12.0)],
                 dashed: false,
             }],
-            &[Marker {
-                x: 1.5,
-                label: "leader 2".into(),
-            }],
+            &[
+                Marker {
+                    x: 1.5,
+                    label: "leader 2".into(),
+                    kind: MarkerKind::Event,
+                },
+                Marker {
+                    x: 1.7,
+                    label: "snapshot n1,n3".into(),
+                    kind: MarkerKind::Snapshot,
+                },
+            ],
             false,
         );
         assert!(ts.contains("leader 2") && ts.contains("time (s)"), "{ts}");
+        assert!(ts.contains("snapshot n1,n3"), "{ts}");
     }
 }

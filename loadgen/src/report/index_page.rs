@@ -75,7 +75,11 @@ pub(super) fn index_page(
     Ok(env.get_template("index.html")?.render(context! {
         style => STYLE,
         runs => rows,
-        scaling => scaling_charts(&scenarios, agg)?,
+        scaling => {
+            let mut c = scaling_charts(&scenarios, agg)?;
+            c.push(cpu_per_kop_chart(&scenarios, runs));
+            c
+        },
         overlays => distribution_overlays(&scenarios, runs),
         scenarios => scenarios,
     })?)
@@ -130,6 +134,57 @@ fn scaling_charts(
             false,
         ),
     ])
+}
+
+/// The replicas' CPU seconds (all replicas together) per 1,000 successful operations of a
+/// run, from its `resources` and throughput; `None` when no replica was sampled.
+pub(super) fn cpu_s_per_kop(r: &Run) -> Option<f64> {
+    let s = &r.summary;
+    let ops: f64 = s.ops.values().map(|o| o.throughput).sum();
+    let cores: f64 = s
+        .resources
+        .processes
+        .iter()
+        .filter(|(p, _)| p.starts_with("node-"))
+        .map(|(_, p)| p.cpu_pct_mean / 100.0)
+        .sum();
+    (ops > 0.0 && cores > 0.0).then(|| cores / ops * 1000.0)
+}
+
+/// What the cluster spends per operation, against replica count: one line per scenario, the
+/// mean over its runs at each count. A Raft replica does the same work for every write (append,
+/// fdatasync, apply), so this grows with the replica count even when throughput holds.
+fn cpu_per_kop_chart(scenarios: &[String], runs: &[Run]) -> String {
+    let lines: Vec<Line> = scenarios
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let mut by: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
+            for r in runs.iter().filter(|r| r.summary.scenario == *name) {
+                if let Some(v) = cpu_s_per_kop(r) {
+                    by.entry(r.summary.replicas).or_default().push(v);
+                }
+            }
+            Line {
+                label: name.clone(),
+                color: charts::nth_color(i),
+                points: by
+                    .into_iter()
+                    .map(|(n, v)| (f64::from(n), v.iter().sum::<f64>() / v.len() as f64))
+                    .collect(),
+                dashed: false,
+            }
+        })
+        .filter(|l| !l.points.is_empty())
+        .collect();
+    charts::line_chart(
+        "Replicas' CPU seconds per 1,000 operations by replica count",
+        "replicas",
+        "CPU s per 1,000 ops (all replicas, mean of runs)",
+        &lines,
+        &[],
+        false,
+    )
 }
 
 /// Distributions of one operation, one line per replica count (the latest run of each).

@@ -5,15 +5,20 @@
 //! - CPU and memory by process (`resources.csv`);
 //! - fdatasync latency p50/p99 and entries per fdatasync, per replica;
 //! - commit latency p50/p99 per second (the leader's: only a leader commits proposals);
+//! - ReadIndex rounds per second and reads per round (how well linearizable reads batch);
 //! - the share of the generator's calls that a replica forwarded to the leader;
 //! - the deepest actor queue of each replica at each sample.
+//!
+//! Snapshots are marked on these charts and on the run's time series ([`snapshot_markers`]):
+//! a snapshot is the first thing to look for under a latency spike. The "where the time
+//! goes" table is the summary's `time_split` (`crate::results::time_split`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::charts::{self, Line, Marker};
+use super::charts::{self, Line, Marker, MarkerKind};
 use crate::results::files;
 
 /// Time-series charts count seconds from here.
@@ -74,6 +79,39 @@ fn lines(by: &ByProcess, suffix: &str, dashed: bool) -> Vec<Line> {
             dashed,
         })
         .collect()
+}
+
+/// One marker per second in which replicas took or installed a snapshot
+/// (`telegraft_snapshots_total` rose), naming them: `snapshot n1,n3`.
+pub(super) fn snapshot_markers(dir: &Path) -> Vec<Marker> {
+    let metrics: Vec<MetricRow> = read(&dir.join(files::METRICS));
+    snapshots_by_second(&metrics)
+        .into_iter()
+        .map(|(t, nodes)| Marker {
+            x: t as f64,
+            label: format!("snapshot {}", nodes.join(",")),
+            kind: MarkerKind::Snapshot,
+        })
+        .collect()
+}
+
+/// Seconds with a snapshot, and the replicas (`n1`, ...) that made one in it.
+fn snapshots_by_second(metrics: &[MetricRow]) -> BTreeMap<i64, Vec<String>> {
+    let mut by: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    for m in metrics
+        .iter()
+        .filter(|m| m.metric == "telegraft_snapshots_total_rate" && m.value > 0.0)
+    {
+        let short = m
+            .node
+            .strip_prefix("node-")
+            .map_or(m.node.clone(), |n| format!("n{n}"));
+        let nodes = by.entry(m.t_s as i64).or_default();
+        if !nodes.contains(&short) {
+            nodes.push(short);
+        }
+    }
+    by
 }
 
 /// `calls_per_second`: the generator's calls (ok and failed) by measured second.
@@ -179,6 +217,26 @@ pub(super) fn replicas(
                 "latency (ms)",
                 &quantiles("telegraft_raft_commit_seconds"),
                 true,
+            ),
+            chart(
+                "ReadIndex rounds per second (a leader confirms its leadership once per round)",
+                "rounds/s",
+                &lines(
+                    &by_node("telegraft_raft_read_index_seconds_rate", 1.0),
+                    "",
+                    false,
+                ),
+                false,
+            ),
+            chart(
+                "Linearizable reads per ReadIndex round (mean per second)",
+                "reads per round",
+                &lines(
+                    &by_node("telegraft_raft_reads_per_round_mean", 1.0),
+                    "",
+                    false,
+                ),
+                false,
             ),
             chart(
                 "Forwarded share: the generator's calls a replica forwarded to the leader",

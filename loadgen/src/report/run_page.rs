@@ -10,7 +10,7 @@ use polars::prelude::{DataFrame, IntoLazy, col, lit};
 use serde::Serialize;
 
 use super::STYLE;
-use super::charts::{self, Line, Marker};
+use super::charts::{self, Line, Marker, MarkerKind};
 use super::data::{self, Run};
 use super::replicas;
 use crate::results::{Summary, files};
@@ -22,7 +22,7 @@ const SINCE_WINDOW: &str = "time since the measured window began (s)";
 pub(super) fn run_page(env: &Environment, run: &Run, out: &Path) -> anyhow::Result<String> {
     let s = &run.summary;
     let series = TimeSeries::of(run)?;
-    let replicas = replicas::replicas(&run.dir, &markers(s), &calls_per_second(run)?);
+    let replicas = replicas::replicas(&run.dir, &markers(run), &calls_per_second(run)?);
     Ok(env.get_template("run.html")?.render(context! {
         style => STYLE,
         s => s,
@@ -39,6 +39,7 @@ pub(super) fn run_page(env: &Environment, run: &Run, out: &Path) -> anyhow::Resu
         errors => series.errors,
         leader_changes => s.cluster.leader_changes,
         replicas => replicas,
+        split => s.time_split,
         check => s.check,
         faults => s.faults,
         files => file_links(run, out),
@@ -215,16 +216,26 @@ fn calls_per_second(run: &Run) -> anyhow::Result<BTreeMap<i64, f64>> {
         .collect())
 }
 
+/// Leader changes (after the first leader), the faults that were carried out, and the
+/// replicas' snapshots.
+fn markers(run: &Run) -> Vec<Marker> {
+    let mut m = events(&run.summary);
+    m.extend(replicas::snapshot_markers(&run.dir));
+    m
+}
+
 /// Leader changes (after the first leader) and the faults that were carried out.
-fn markers(s: &Summary) -> Vec<Marker> {
+fn events(s: &Summary) -> Vec<Marker> {
     let leaders = s.cluster.leader_changes.iter().skip(1).map(|c| Marker {
         x: c.at_s,
         label: format!("leader {} (term {})", c.node, c.term),
+        kind: MarkerKind::Event,
     });
     let faults = s.faults.iter().filter_map(|f| {
         f.node.map(|node| Marker {
             x: f.at_s,
             label: format!("{} node {node}", f.action.name()),
+            kind: MarkerKind::Event,
         })
     });
     leaders.chain(faults).collect()
@@ -240,7 +251,7 @@ struct TimeSeries {
 impl TimeSeries {
     fn of(run: &Run) -> anyhow::Result<TimeSeries> {
         let s = &run.summary;
-        let markers = markers(s);
+        let markers = markers(run);
         // The last row can be a partial second of calls finishing after the window: the
         // charts show the window (the CSV keeps every row).
         let window = run

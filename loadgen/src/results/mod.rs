@@ -13,7 +13,8 @@
 //! - `resources.csv`: each second of warm-up and the measured window, each replica
 //!   process's and the generator's CPU %, RSS and disk bytes read and written;
 //! - `metrics.csv`: each second, each replica's metrics (gauges, counter rates, histogram
-//!   rates, means and p50/p99), in long format ([`crate::sample`] names them);
+//!   rates, means and p50/p99), in long format ([`crate::sample`] names them); the
+//!   summary's `time_split` is made from them ([`time_split`]);
 //! - `goose-report.html`, `goose-report.json`: Goose's own report (Goose writes them, to the
 //!   paths given here);
 //! - `nodes/node-N.log`: each replica's log, when `loadgen` started the cluster;
@@ -23,6 +24,7 @@
 
 mod provenance;
 mod summary;
+pub mod time_split;
 
 pub use crate::control::FaultRecord;
 pub use provenance::Machine;

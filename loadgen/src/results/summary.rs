@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use telegraft::admin::NodeView;
 
 use super::provenance::{self, Machine};
+use super::time_split::{self, TimeSplit};
 use crate::control::{FaultRecord, LeaderSeen};
 use crate::history::{Anomaly, Counts, LaggingReplica, Report, Verdict};
 use crate::load::{OpSummary, Percentiles, Recorder, RunOutput, Schedule};
@@ -66,6 +67,11 @@ pub struct Summary {
     /// `resources.csv`).
     #[serde(default)]
     pub resources: Resources,
+    /// Where a successful `send_message`'s mean time went, from the replicas' metrics over
+    /// the measured window ([`super::time_split`]); `null` without them (`metrics: off`,
+    /// `--target`, no successful send).
+    #[serde(default)]
+    pub time_split: Option<TimeSplit>,
 }
 
 /// `resources` in `summary.json`: per process (`node-1`, ..., `loadgen`), over the seconds of
@@ -358,6 +364,17 @@ impl Summary {
         let ops = op_results(&run.load.recorder, duration_s);
         let generator = Generator::of(run.load);
         let slo = evaluate_slos(s, &ops, &generator, &run.faults);
+        let time_split = ops
+            .get("send_message")
+            .filter(|o| o.count > 0)
+            .and_then(|o| {
+                time_split::of(
+                    "send_message",
+                    "SendMessage",
+                    o.service_time_ms.mean,
+                    &run.samples.metrics,
+                )
+            });
         Summary {
             run_id: run.run_id.to_string(),
             scenario: s.name.clone(),
@@ -393,6 +410,7 @@ impl Summary {
             faults: run.faults,
             interrupted: run.interrupted,
             resources: Resources::of(run.samples),
+            time_split,
         }
     }
 }
