@@ -415,6 +415,7 @@ fn pages_have_every_section_and_no_external_url() {
     ] {
         assert!(index.contains(section), "the index lacks {section}");
     }
+    assert!(!index.contains("no data"), "every index chart has lines");
     for f in std::fs::read_dir(out.path()).unwrap() {
         let path = f.unwrap().path();
         if path.extension().is_some_and(|e| e == "html") {

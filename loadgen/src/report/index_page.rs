@@ -136,11 +136,11 @@ fn scaling_charts(
     ])
 }
 
-/// The replicas' CPU seconds (all replicas together) per 1,000 successful operations of a
-/// run, from its `resources` and throughput; `None` when no replica was sampled.
-pub(super) fn cpu_s_per_kop(r: &Run) -> Option<f64> {
+/// The replicas' CPU seconds (all replicas together) and successful operations of a run's
+/// measured window, from its `resources` and throughput; `None` when no replica was sampled.
+pub(super) fn cpu_s_and_ops(r: &Run) -> Option<(f64, f64)> {
     let s = &r.summary;
-    let ops: f64 = s.ops.values().map(|o| o.throughput).sum();
+    let ops: f64 = s.ops.values().map(|o| o.throughput).sum::<f64>() * s.duration_s;
     let cores: f64 = s
         .resources
         .processes
@@ -148,21 +148,25 @@ pub(super) fn cpu_s_per_kop(r: &Run) -> Option<f64> {
         .filter(|(p, _)| p.starts_with("node-"))
         .map(|(_, p)| p.cpu_pct_mean / 100.0)
         .sum();
-    (ops > 0.0 && cores > 0.0).then(|| cores / ops * 1000.0)
+    (ops > 0.0 && cores > 0.0).then_some((cores * s.duration_s, ops))
 }
 
 /// What the cluster spends per operation, against replica count: one line per scenario, the
-/// mean over its runs at each count. A Raft replica does the same work for every write (append,
-/// fdatasync, apply), so this grows with the replica count even when throughput holds.
+/// CPU seconds of its runs at each count over their operations (a ratio of sums, so a long
+/// run weighs more than a short one). Every replica does the same work for each write
+/// (append, fdatasync, apply), so this grows with the replica count even when throughput
+/// holds; fixed costs (heartbeats, the metrics scrape) make it higher at low rates.
 fn cpu_per_kop_chart(scenarios: &[String], runs: &[Run]) -> String {
     let lines: Vec<Line> = scenarios
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            let mut by: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
+            let mut by: BTreeMap<u32, (f64, f64)> = BTreeMap::new();
             for r in runs.iter().filter(|r| r.summary.scenario == *name) {
-                if let Some(v) = cpu_s_per_kop(r) {
-                    by.entry(r.summary.replicas).or_default().push(v);
+                if let Some((cpu_s, ops)) = cpu_s_and_ops(r) {
+                    let e = by.entry(r.summary.replicas).or_default();
+                    e.0 += cpu_s;
+                    e.1 += ops;
                 }
             }
             Line {
@@ -170,7 +174,7 @@ fn cpu_per_kop_chart(scenarios: &[String], runs: &[Run]) -> String {
                 color: charts::nth_color(i),
                 points: by
                     .into_iter()
-                    .map(|(n, v)| (f64::from(n), v.iter().sum::<f64>() / v.len() as f64))
+                    .map(|(n, (cpu_s, ops))| (f64::from(n), cpu_s / ops * 1000.0))
                     .collect(),
                 dashed: false,
             }
@@ -180,7 +184,7 @@ fn cpu_per_kop_chart(scenarios: &[String], runs: &[Run]) -> String {
     charts::line_chart(
         "Replicas' CPU seconds per 1,000 operations by replica count",
         "replicas",
-        "CPU s per 1,000 ops (all replicas, mean of runs)",
+        "CPU s per 1,000 ops (all replicas, all runs)",
         &lines,
         &[],
         false,
