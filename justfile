@@ -113,10 +113,11 @@ bench *args:
         replicas=*) extra+=(--replicas "${a#replicas=}") ;;
         scenario=*) scenario="${a#scenario=}" ;;
         target=*) extra+=(--target "${a#target=}") ;;
+        target_metrics=*) extra+=(--target-metrics "${a#target_metrics=}") ;;
         results=*) extra+=(--results "${a#results=}") ;;
         junit=*) extra+=(--junit "${a#junit=}") ;;
         *.*=*) extra+=(--set "$a") ;;
-        *) echo "just bench: unknown argument '$a' (replicas=N scenario=FILE target=A,B,C results=DIR junit=FILE field.path=VALUE)" >&2; exit 2 ;;
+        *) echo "just bench: unknown argument '$a' (replicas=N scenario=FILE target=A,B,C target_metrics=M,N,O results=DIR junit=FILE field.path=VALUE)" >&2; exit 2 ;;
       esac
     done
     cargo build --quiet --release --bin telegraft --bin loadgen

@@ -48,6 +48,8 @@ pub struct BenchArgs {
     pub overrides: Vec<String>,
     /// Drive these replicas instead of starting a cluster.
     pub target: Option<Vec<String>>,
+    /// With `target`: their metrics endpoints, scraped each second (the Nth is `node-N`).
+    pub target_metrics: Vec<String>,
     pub results_dir: PathBuf,
     /// The `telegraft` binary; by default the one next to this program.
     pub telegraft: Option<PathBuf>,
@@ -143,6 +145,18 @@ fn read_scenario(args: &BenchArgs) -> anyhow::Result<Scenario> {
         overrides.push(format!("replicas={r}"));
     }
     let scenario = Scenario::load(&args.scenario, &overrides)?;
+    if let Some(t) = &args.target
+        && !args.target_metrics.is_empty()
+        && args.target_metrics.len() != t.len()
+    {
+        return Err(UsageError(format!(
+            "--target-metrics gives {} addresses for {} --target replicas: give one per replica, \
+             in the same order",
+            args.target_metrics.len(),
+            t.len()
+        ))
+        .into());
+    }
     if args.target.is_some() && !scenario.faults.is_empty() {
         return Err(UsageError(
             "faults need a cluster loadgen starts itself: drop --target or the scenario's faults"
@@ -162,7 +176,7 @@ fn start_cluster(
     replicas: u32,
 ) -> anyhow::Result<Replicas> {
     if let Some(t) = &args.target {
-        return Ok(Replicas::given(t.clone()));
+        return Ok(Replicas::given(t.clone(), args.target_metrics.clone()));
     }
     let exe = control::find_telegraft(args.telegraft.as_deref())?;
     let partitions = scenario

@@ -85,6 +85,15 @@ struct Bench {
     /// Drive an already running cluster: comma-separated replica addresses.
     #[arg(long, value_delimiter = ',', value_name = "HOST:PORT,...")]
     target: Option<Vec<String>>,
+    /// With --target: the replicas' Prometheus endpoints (`telegraft node --metrics-listen`),
+    /// scraped each second into metrics.csv; the Nth names node-N in the results.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "HOST:PORT,...",
+        requires = "target"
+    )]
+    target_metrics: Option<Vec<String>>,
     /// Where run folders go.
     #[arg(long, default_value = "results")]
     results: PathBuf,
@@ -139,6 +148,7 @@ fn bench(b: Bench) -> anyhow::Result<ExitCode> {
         replicas: b.replicas,
         overrides: b.overrides,
         target: b.target,
+        target_metrics: b.target_metrics.unwrap_or_default(),
         results_dir: b.results.clone(),
         telegraft: b.telegraft,
         keep_data: b.keep_data,

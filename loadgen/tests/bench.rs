@@ -104,6 +104,16 @@ impl Bench {
         self.finish(out.status.code(), stdout, stderr)
     }
 
+    /// Runs it when it must stop before any run folder is made (a usage error): its exit
+    /// code and stderr.
+    fn run_expecting_no_results(mut self) -> (Option<i32>, String) {
+        let out = self.cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        let folders = std::fs::read_dir(self.results.path()).unwrap().count();
+        assert_eq!(folders, 0, "no run folder\n{stderr}");
+        (out.status.code(), stderr)
+    }
+
     /// Starts it in the background; its stderr lines come through the channel.
     fn spawn(mut self) -> Running {
         let mut child = self
@@ -855,10 +865,20 @@ fn free_addrs(n: u64) -> std::collections::BTreeMap<u64, String> {
 #[test]
 fn data_wiped_under_the_generator_is_lost_and_exits_4() {
     let data = tempfile::tempdir().unwrap();
-    let mut cluster =
-        telegraft::launcher::LocalCluster::start_on(&telegraft(), free_addrs(3), data.path(), &[])
-            .unwrap();
+    let mut cluster = telegraft::launcher::LocalCluster::start_on_with_metrics(
+        &telegraft(),
+        free_addrs(3),
+        data.path(),
+        &[],
+    )
+    .unwrap();
     let addrs: Vec<String> = cluster.addrs.values().cloned().collect();
+    // A given cluster's metrics are scraped too, when loadgen is told where they are.
+    let metrics: Vec<String> = cluster
+        .addrs
+        .keys()
+        .map(|id| cluster.metrics_addr(*id).unwrap().to_string())
+        .collect();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(telegraft::admin::wait_for_leader(
         &addrs,
@@ -867,6 +887,7 @@ fn data_wiped_under_the_generator_is_lost_and_exits_4() {
     .unwrap();
     let mut running = Bench::new("scenarios/chat.yaml")
         .args(&["--target", &addrs.join(",")])
+        .args(&["--target-metrics", &metrics.join(",")])
         .set(&[
             "load.duration=6s",
             "load.warmup=1s",
@@ -902,7 +923,42 @@ fn data_wiped_under_the_generator_is_lost_and_exits_4() {
     let lost = check["counts"]["anomalies"]["lost"].as_u64().unwrap_or(0);
     let acknowledged = check["counts"]["sends_ok"].as_u64().unwrap();
     assert!(acknowledged > 0 && lost == acknowledged, "{check}");
+    assert_given_metrics_scraped(&ran.dir);
     assert!(ran.stdout.contains("history check: FAIL"), "{}", ran.stdout);
+}
+
+/// The given replicas' metrics, scraped through `--target-metrics` (in replica order, named
+/// node-N), before and after they were restarted; no process rows for a given cluster.
+fn assert_given_metrics_scraped(dir: &Path) {
+    let metrics = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    for n in 1..=3 {
+        let commits = metrics
+            .lines()
+            .filter(|l| l.contains(&format!(",node-{n},telegraft_raft_commit_index,")))
+            .count();
+        assert!(commits >= 4, "node-{n}: {commits} rows of its commit index");
+    }
+    let resources = std::fs::read_to_string(dir.join("resources.csv")).unwrap();
+    assert!(
+        resources.lines().skip(1).all(|l| l.contains(",loadgen,")),
+        "{resources}"
+    );
+}
+
+#[test]
+fn target_metrics_must_name_one_endpoint_per_replica() {
+    let ran = Bench::new("scenarios/chat.yaml")
+        .args(&["--target", "127.0.0.1:1,127.0.0.1:2"])
+        .args(&["--target-metrics", "127.0.0.1:3"])
+        .no_report()
+        .run_expecting_no_results();
+    assert_eq!(ran.0, Some(2), "{}", ran.1);
+    assert!(
+        ran.1
+            .contains("--target-metrics gives 1 addresses for 2 --target replicas"),
+        "{}",
+        ran.1
+    );
 }
 
 #[test]

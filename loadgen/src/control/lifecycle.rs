@@ -103,6 +103,8 @@ pub struct Replicas {
     endpoints: Vec<String>,
     /// Set when `loadgen` started them: faults go through it, and it is stopped at the end.
     local: Option<Arc<Mutex<LocalCluster>>>,
+    /// A given cluster's metrics endpoints (`--target-metrics`), in replica order.
+    metrics: Vec<String>,
 }
 
 /// What is left of a local cluster once stopped: its replicas' logs and its data.
@@ -121,11 +123,13 @@ impl Stopped {
 }
 
 impl Replicas {
-    /// A running cluster, at these addresses.
-    pub fn given(endpoints: Vec<String>) -> Replicas {
+    /// A running cluster, at these addresses, with these metrics endpoints (none, or one per
+    /// replica in the same order).
+    pub fn given(endpoints: Vec<String>, metrics: Vec<String>) -> Replicas {
         Replicas {
             endpoints,
             local: None,
+            metrics,
         }
     }
 
@@ -164,6 +168,7 @@ impl Replicas {
         Ok(Replicas {
             endpoints: c.addrs.values().cloned().collect(),
             local: Some(Arc::new(Mutex::new(c))),
+            metrics: Vec::new(),
         })
     }
 
@@ -177,12 +182,23 @@ impl Replicas {
     }
 
     /// What the run's sampler samples each second: every replica of a local cluster (its
-    /// pid while it runs, its metrics address); none of a given one.
+    /// pid while it runs, its metrics address); a given one's metrics endpoints, if any (no
+    /// process to sample: it may run on another host).
     pub fn sample_targets(&self) -> Targets {
         let local = self.local.clone();
+        let given: Vec<Target> = self
+            .metrics
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Target {
+                process: format!("node-{}", i + 1),
+                pid: None,
+                metrics: Some(m.clone()),
+            })
+            .collect();
         Box::new(move || {
             let Some(c) = &local else {
-                return Some(Vec::new());
+                return Some(given.clone());
             };
             // Busy (a fault is being injected): the last targets are kept this second.
             let c = c.try_lock().ok()?;

@@ -229,12 +229,13 @@ fn refresh(sys: &mut System, targets: &[Target]) {
     );
 }
 
-/// Scrapes every target with a metrics address at once: `(process, when, body)`.
+/// Scrapes every target with a metrics address at once: `(process, when, body)`. A target
+/// without a pid is scraped too: a given cluster's replicas (`--target-metrics`) have none
+/// here, and a local replica that is down refuses the connection at once.
 fn scrape_all(targets: &[Target]) -> Vec<(String, Instant, Option<String>)> {
     std::thread::scope(|s| {
         let running: Vec<_> = targets
             .iter()
-            .filter(|t| t.pid.is_some())
             .filter_map(|t| Some((t.process.clone(), t.metrics.clone()?)))
             .map(|(process, addr)| {
                 s.spawn(move || {
