@@ -932,6 +932,26 @@ async fn a_dead_core_ends_the_process() {
     assert_eq!(messages(&mut c, user, false).await, vec!["durable"]);
 }
 
+/// SIGTERM stops a replica cleanly (exit code 0): its core thread, which runs the core actor
+/// and the peer senders, ends at the stop notice and is joined before the storage writer,
+/// whose last sender it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_joins_the_core_thread() {
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.leader().await;
+    let mut c = cluster.chat(leader).await;
+    setup_chat(&mut c).await;
+    cluster.nodes.signal(leader, Signal::SIGTERM).unwrap();
+    assert_eq!(exit_code(&mut cluster, leader), 0);
+    let log = cluster.log(leader);
+    let core = log.find("core thread stopped");
+    let writer = log.find("storage writer stopped");
+    assert!(
+        matches!((core, writer), (Some(c), Some(w)) if c < w),
+        "the core thread is joined, then the storage writer:\n{log}"
+    );
+}
+
 /// The same for the storage writer's thread: its panic stops the process at once, even with
 /// no write waiting for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

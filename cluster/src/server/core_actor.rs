@@ -53,6 +53,10 @@ use crate::raft::{
 
 /// Most inputs handled before the outputs are drained: bounds the latency a burst adds.
 const MAX_BATCH: usize = 4096;
+/// A tick this late, a round that takes this long, or a wait this long for room in the
+/// storage writer's or the applier's queue is logged (each at most once a second): under
+/// overload these are what would keep heartbeats from the followers.
+const SLOW: Duration = Duration::from_millis(50);
 /// How long the core actor sleeps before trying a full applier queue again.
 const APPLIER_RETRY: Duration = Duration::from_millis(1);
 
@@ -99,7 +103,6 @@ impl CoreActor {
         completions: Arc<Completions>,
         storage_tx: tmpsc::Sender<StorageRequest>,
         applier_tx: mpsc::SyncSender<ApplierMsg>,
-        peers: HashMap<NodeId, tmpsc::Sender<Envelope>>,
         tick: Duration,
         leader: watch::Sender<Option<NodeId>>,
     ) -> CoreActor {
@@ -108,7 +111,7 @@ impl CoreActor {
             completions,
             storage_tx,
             applier_tx,
-            peers,
+            peers: HashMap::new(),
             tick,
             proposals: BTreeMap::new(),
             traced: 0,
@@ -128,34 +131,64 @@ impl CoreActor {
         self
     }
 
-    /// Drives `core` until the stop notice. Proposals still waiting are then answered
-    /// "outcome unknown"; dropping the actor closes its senders to the writer, the applier
-    /// and the peers.
-    pub async fn run(mut self, mut core: Node, mut stop: watch::Receiver<bool>) {
+    /// Drives `core`, sending to the peers' senders `peers`, until the stop notice.
+    /// Proposals still waiting are then answered "outcome unknown"; dropping the actor
+    /// closes its senders to the writer, the applier and the peers.
+    pub async fn run(
+        mut self,
+        mut core: Node,
+        peers: HashMap<NodeId, tmpsc::Sender<Envelope>>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        self.peers = peers;
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let completions = self.completions.clone();
+        let mut last_tick = Instant::now();
         loop {
+            let mut handled = 0;
             tokio::select! {
                 biased;
                 _ = stop.changed() => break,
                 _ = completions.reported() => {}
-                _ = ticker.tick() => core = core.tick(),
+                _ = ticker.tick() => {
+                    let late = last_tick.elapsed();
+                    last_tick = Instant::now();
+                    if late >= SLOW {
+                        self.warnings.warn("late tick", || {
+                            format!("the Raft tick came {} ms after the one before", late.as_millis())
+                        });
+                    }
+                    core = core.tick()
+                }
                 msg = self.inbox.recv() => {
                     let Some(msg) = msg else { break };
                     core = self.handle(core, msg);
+                    handled += 1;
                     for _ in 0..MAX_BATCH {
                         match self.inbox.try_recv() {
                             Ok(msg) => core = self.handle(core, msg),
                             Err(_) => break,
                         }
+                        handled += 1;
                     }
                 }
             }
+            let round = Instant::now();
             let reported = completions.take();
             self.completed(&mut core, reported).await;
             let outputs = core.take_outputs();
+            let n = outputs.len();
             self.act(outputs).await;
+            let took = round.elapsed();
+            if took >= SLOW {
+                self.warnings.warn("slow round", || {
+                    format!(
+                        "acting on {n} outputs ({handled} inputs) took {} ms",
+                        took.as_millis()
+                    )
+                });
+            }
             let status = core.status();
             let leader = status.leader;
             self.leader.send_if_modified(|known| {
@@ -434,8 +467,23 @@ impl CoreActor {
     }
 
     /// Queues a request for the storage writer, waiting for room in its queue.
-    async fn storage(&self, req: StorageRequest) {
-        if self.storage_tx.send(req).await.is_err() {
+    async fn storage(&mut self, req: StorageRequest) {
+        let req = match self.storage_tx.try_send(req) {
+            Ok(()) => return,
+            Err(tmpsc::error::TrySendError::Full(req)) => req,
+            Err(tmpsc::error::TrySendError::Closed(_)) => {
+                fatal::writer_stopped("the core actor was queueing a write")
+            }
+        };
+        let waiting = Instant::now();
+        let sent = self.storage_tx.send(req).await;
+        let waited = waiting.elapsed();
+        if waited >= SLOW {
+            self.warnings.warn("storage queue full", || {
+                format!("the core actor waited {} ms for room", waited.as_millis())
+            });
+        }
+        if sent.is_err() {
             fatal::writer_stopped("the core actor was queueing a write");
         }
     }
@@ -443,12 +491,21 @@ impl CoreActor {
     /// Queues work for the applier, waiting for room in its queue. The applier's queue is a
     /// std channel (its thread blocks on it), so the wait is a short sleep between tries
     /// rather than a blocked executor thread; it only happens under overload.
-    async fn applier(&self, mut msg: ApplierMsg) {
+    async fn applier(&mut self, mut msg: ApplierMsg) {
+        let waiting = Instant::now();
         loop {
             // Counted in before it can be counted out by the applier.
             self.metrics.queue_applier.increment(1.0);
             match self.applier_tx.try_send(msg) {
-                Ok(()) => return,
+                Ok(()) => {
+                    let waited = waiting.elapsed();
+                    if waited >= SLOW {
+                        self.warnings.warn("applier queue full", || {
+                            format!("the core actor waited {} ms for room", waited.as_millis())
+                        });
+                    }
+                    return;
+                }
                 Err(mpsc::TrySendError::Full(m)) => {
                     self.metrics.queue_applier.decrement(1.0);
                     msg = m;

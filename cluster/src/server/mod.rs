@@ -13,10 +13,10 @@
 //! | module | owns |
 //! |---|---|
 //! | `mailbox` | the messages between actors; no actor imports another |
-//! | `core_actor` | the Raft core (held by value), pending proposals and reads |
+//! | `core_actor` | the Raft core (held by value), pending proposals and reads (core thread) |
 //! | `storage_writer` | the Raft storage (thread; group commit) |
 //! | `applier` | the SQLite chat store (thread) |
-//! | `peer` | one gRPC channel per peer (task; bounded queue) |
+//! | `peer` | one gRPC channel per peer (task on the core thread; bounded queue) |
 //! | `snapshot_stream` | a snapshot file streamed to a peer, and received into a file |
 //! | `service` | the gRPC services (Chat, Raft, Admin) |
 //! | `error` | `ServerError`, `RequestError` and the one mapping to gRPC codes |
@@ -32,7 +32,8 @@
 //!
 //! Two rules keep a replica that is in trouble from lingering:
 //! - **A dead actor ends the process** (`fatal.rs`): the core actor and the peer senders
-//!   are supervised tasks, the storage writer and the applier threads a panic hook knows by
+//!   are supervised tasks (on a thread of their own, away from the client handlers:
+//!   `spawn_core_thread`), the storage writer and the applier threads a panic hook knows by
 //!   name. Any of them dying stops the process with exit code 70 at once, so no replica keeps
 //!   its port open without its core; a supervisor restarts it from durable state.
 //! - **Memory is bounded under overload** (`mailbox.rs` lists every queue and its bound):
@@ -145,8 +146,11 @@ fn recover(config: &NodeConfig) -> Result<Recovered, ServerError> {
 /// Every actor of a running replica, and what it takes to stop them.
 struct Replica {
     core_tx: CoreSender,
-    /// The core actor, the peer senders and the fault-injection listener, each supervised.
+    /// The metrics listener and the fault-injection listener.
     tasks: JoinSet<()>,
+    /// The core actor and the peer senders, each supervised, on their own thread
+    /// ([`spawn_core_thread`]).
+    core_thread: std::thread::JoinHandle<()>,
     writer: StorageWriter,
     applier: Applier,
     faults: Arc<FaultHook>,
@@ -199,21 +203,6 @@ impl Replica {
             tasks.spawn(observe::serve(listener, exporter.clone(), stop.clone()));
             exporter
         });
-        let peer_txs: HashMap<NodeId, _> = config
-            .other_peers()
-            .map(|(id, addr)| {
-                (
-                    id,
-                    peer::spawn(
-                        id,
-                        addr.to_string(),
-                        snapshots.clone(),
-                        stop.clone(),
-                        &mut tasks,
-                    ),
-                )
-            })
-            .collect();
         let members: Vec<NodeId> = config.peers.keys().copied().collect();
         let rng = rand_chacha::ChaCha8Rng::from_os_rng();
         let core = Node::new(
@@ -229,22 +218,22 @@ impl Replica {
             completions,
             writer.sender(),
             applier.sender(),
-            peer_txs,
             config.tick,
             leader_tx,
         )
         .observed(metrics.clone());
-        tasks.spawn(fatal::supervise(
-            "core actor",
-            stop.clone(),
-            actor.run(core, stop.clone()),
-        ));
+        let peers: Vec<(NodeId, String)> = config
+            .other_peers()
+            .map(|(id, addr)| (id, addr.to_string()))
+            .collect();
+        let core_thread = spawn_core_thread(actor, core, peers, snapshots.clone(), stop.clone());
         if config.fault_injection {
             tasks.spawn(inject_panics_on_signals(core_tx.clone(), stop));
         }
         Replica {
             core_tx,
             tasks,
+            core_thread,
             writer,
             applier,
             faults: Arc::new(FaultHook::new(config.fault_injection)),
@@ -255,18 +244,24 @@ impl Replica {
         }
     }
 
-    /// Phase 4: waits for every actor, in the order their inputs close. The tasks first: the
-    /// core actor stops at the notice and drops its senders, the peer senders at the notice
-    /// or when their queues close. Then the applier (after what is queued) and the storage
-    /// writer (its only other sender was the core actor).
+    /// Phase 4: waits for every actor, in the order their inputs close. The tasks first, then
+    /// the core thread: the core actor stops at the notice and drops its senders, the peer
+    /// senders at the notice or when their queues close. Then the applier (after what is
+    /// queued) and the storage writer (its only other sender was the core actor).
     async fn join(mut self) {
         while let Some(r) = self.tasks.join_next().await {
             if let Err(e) = r {
                 tracing::error!("an actor task failed: {e}");
             }
         }
-        let (applier, writer) = (self.applier, self.writer);
-        let threads = tokio::task::spawn_blocking(move || (applier.stop(), writer.join())).await;
+        let (core, applier, writer) = (self.core_thread, self.applier, self.writer);
+        let threads = tokio::task::spawn_blocking(move || {
+            if core.join().is_err() {
+                tracing::error!("core thread panicked");
+            }
+            (applier.stop(), writer.join())
+        })
+        .await;
         match threads {
             Ok((applier, writer)) => {
                 if applier.is_err() {
@@ -285,6 +280,83 @@ impl Replica {
                 }
             }
             Err(e) => tracing::error!("joining the applier and storage writer: {e}"),
+        }
+    }
+}
+
+/// The core thread's name.
+const CORE_THREAD: &str = "raft-core";
+
+/// Starts the core actor and a sender per peer on a thread of their own, with its own
+/// single-threaded runtime; they run until the stop notice, and the thread ends once all of
+/// them have ended (joined in [`Replica::join`]).
+///
+/// Why a thread: on the gRPC server's runtime, the core actor's tick and every heartbeat on
+/// its way out (core actor, peer sender, RPC task, HTTP/2 connection task) wait their turn
+/// behind every runnable client handler. Under a 4x overload the leader has thousands of
+/// them, and its heartbeats reached followers late enough that a follower timed out and
+/// took over (`cluster/README.md`, "Under overload"). On this thread, which the operating
+/// system schedules beside the runtime's workers, nothing of the clients' queues but the
+/// core inbox is in the way. The peer senders' gRPC channels are created here, so their
+/// connections run on this runtime too.
+///
+/// The tasks are supervised as before ([`fatal::supervise`]): a panic or an early end stops
+/// the process. So does failing to build the runtime.
+fn spawn_core_thread(
+    actor: CoreActor,
+    core: Node,
+    peers: Vec<(NodeId, String)>,
+    snapshots: SnapshotDir,
+    stop: watch::Receiver<bool>,
+) -> std::thread::JoinHandle<()> {
+    let spawned = std::thread::Builder::new()
+        .name(CORE_THREAD.into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!("cannot build the core thread's runtime: {e}");
+                    fatal::stop(fatal::Fatal::ActorStopped {
+                        actor: "core actor",
+                        during: "its thread was starting",
+                    })
+                }
+            };
+            runtime.block_on(async move {
+                let mut tasks = JoinSet::new();
+                let peer_txs: HashMap<NodeId, _> = peers
+                    .into_iter()
+                    .map(|(id, addr)| {
+                        let tx = peer::spawn(id, addr, snapshots.clone(), stop.clone(), &mut tasks);
+                        (id, tx)
+                    })
+                    .collect();
+                tasks.spawn(fatal::supervise(
+                    "core actor",
+                    stop.clone(),
+                    actor.run(core, peer_txs, stop.clone()),
+                ));
+                while let Some(r) = tasks.join_next().await {
+                    if let Err(e) = r {
+                        tracing::error!("an actor task failed: {e}");
+                    }
+                }
+            });
+            // Dropping the runtime ends what the gRPC channels left (their connections).
+            drop(runtime);
+            tracing::info!("core thread stopped");
+        });
+    match spawned {
+        Ok(handle) => handle,
+        Err(e) => {
+            tracing::error!("cannot start the core thread: {e}");
+            fatal::stop(fatal::Fatal::ActorStopped {
+                actor: "core actor",
+                during: "its thread was starting",
+            })
         }
     }
 }

@@ -3,11 +3,13 @@
 //! while the peer is unreachable) instead of retrying: the core's heartbeats and probes
 //! re-send what matters.
 //!
-//! Every task is tracked: the sender task lives in the server's `JoinSet`, and the RPCs it
-//! has in flight live in the sender's own `JoinSet`, which it cancels and joins when it
-//! stops (an unsent Raft message is a lost message, which Raft tolerates). The sender task
-//! is supervised ([`fatal::supervise`]): if it panics or ends before the stop notice, the
-//! process stops, since a replica that can no longer reach a peer would never say so.
+//! Every task is tracked: the sender task lives in the core thread's `JoinSet` (beside the
+//! core actor, on that thread's runtime, so its channel's connection runs there too), and
+//! the RPCs it has in flight live in the sender's own `JoinSet`, which it cancels and joins
+//! when it stops (an unsent Raft message is a lost message, which Raft tolerates). The
+//! sender task is supervised ([`fatal::supervise`]): if it panics or ends before the stop
+//! notice, the process stops, since a replica that can no longer reach a peer would never
+//! say so.
 //!
 //! Bounds: the queue holds at most [`QUEUE`] messages (then the core actor drops, and Raft
 //! re-sends); at most [`IN_FLIGHT`] batches and one snapshot stream are in flight (a snapshot

@@ -251,7 +251,9 @@ impl ChatService {
     /// after the cluster had already moved on.
     ///
     /// When the call fails UNAVAILABLE (the leader is unreachable or has just lost its
-    /// leadership) and the request is safe to send again (`resend`), the follower waits,
+    /// leadership) or with a transport error (the connection broke under the call: a leader
+    /// killed an instant before, whose connection this follower had not yet seen close),
+    /// and the request is safe to send again (`resend`), the follower waits,
     /// bounded, for the election that follows and routes it again, rather than passing a
     /// failure to the client that the cluster could absorb.
     async fn forward<R, Fut>(
@@ -276,7 +278,7 @@ impl ChatService {
         tokio::pin!(moved_on);
         tokio::select! {
             answer = call(client) => match answer {
-                Err(status) if resend && status.code() == tonic::Code::Unavailable => {
+                Err(status) if resend && leader_unreachable(&status) => {
                     match tokio::time::timeout(LEADER_WAIT, moved_on).await {
                         Ok(()) => Ok(None),
                         Err(_) => Err(status),
@@ -385,6 +387,19 @@ impl Reroutes {
         }
         self.left -= 1;
         Ok(())
+    }
+}
+
+/// Whether a forwarded call failed because the leader could not be reached: UNAVAILABLE,
+/// or an error of this node's own connection to it (tonic reports those as UNKNOWN,
+/// "transport error", with the transport error as the source).
+fn leader_unreachable(status: &Status) -> bool {
+    match status.code() {
+        tonic::Code::Unavailable => true,
+        tonic::Code::Unknown => {
+            std::error::Error::source(status).is_some_and(|e| e.is::<tonic::transport::Error>())
+        }
+        _ => false,
     }
 }
 
