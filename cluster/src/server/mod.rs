@@ -317,13 +317,7 @@ fn spawn_core_thread(
                 .build()
             {
                 Ok(r) => r,
-                Err(e) => {
-                    tracing::error!("cannot build the core thread's runtime: {e}");
-                    fatal::stop(fatal::Fatal::ActorStopped {
-                        actor: "core actor",
-                        during: "its thread was starting",
-                    })
-                }
+                Err(e) => not_started("cannot build the core thread's runtime", e),
             };
             runtime.block_on(async move {
                 let mut tasks = JoinSet::new();
@@ -351,14 +345,17 @@ fn spawn_core_thread(
         });
     match spawned {
         Ok(handle) => handle,
-        Err(e) => {
-            tracing::error!("cannot start the core thread: {e}");
-            fatal::stop(fatal::Fatal::ActorStopped {
-                actor: "core actor",
-                during: "its thread was starting",
-            })
-        }
+        Err(e) => not_started("cannot start the core thread", e),
     }
+}
+
+/// The core thread could not start: the replica cannot run, so it stops as when an actor dies.
+fn not_started(what: &str, e: std::io::Error) -> ! {
+    tracing::error!("{what}: {e}");
+    fatal::stop(fatal::Fatal::ActorStopped {
+        actor: "core actor",
+        during: "its thread was starting",
+    })
 }
 
 /// Fault injection for the real-process tests of "a dead actor ends the process": with
