@@ -19,7 +19,7 @@ pub const SLO_MISSED: u8 = 3;
 pub const CHECK_FAILED: u8 = 4;
 /// The history check was incomplete or could not run.
 pub const CHECK_INCOMPLETE: u8 = 5;
-/// `compare` found a regression (reserved for the capacity issue's `loadgen compare`).
+/// `loadgen compare` found a regression: a metric worse than both its tolerance and the noise.
 pub const REGRESSION: u8 = 6;
 /// Interrupted by SIGINT or SIGTERM.
 pub const INTERRUPTED: u8 = 130;
@@ -33,7 +33,7 @@ Exit status (every command):
   3    an objective missed
   4    the history check found an anomaly
   5    the history check was incomplete or could not run
-  6    `compare` found a regression (reserved)
+  6    `compare` found a regression (worse than both its tolerance and the noise)
   130  interrupted (SIGINT, SIGTERM)
 When several apply, the first of 4, 5, 3 wins.";
 
