@@ -22,6 +22,7 @@
 //! inside each folder, files are private and its `mod.rs` chooses what to re-export.
 
 mod bench;
+pub mod compare;
 mod control;
 pub mod exit;
 pub mod history;
