@@ -56,21 +56,32 @@ impl<'de> Deserialize<'de> for Dur {
                 f.write_str("a duration like 30s or 250ms")
             }
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Dur, E> {
-                humantime::parse_duration(s.trim()).map(Dur).map_err(|_| {
-                    E::custom(format!("expected a duration like 30s or 250ms, got '{s}'"))
-                })
+                Dur::parse(s)
             }
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Dur, E> {
-                if v == 0 {
-                    Ok(Dur(Duration::ZERO))
-                } else {
-                    Err(E::custom(format!(
-                        "expected a duration with a unit like {v}s or {v}ms"
-                    )))
-                }
+                Dur::from_number(v)
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+impl Dur {
+    fn parse<E: serde::de::Error>(s: &str) -> Result<Dur, E> {
+        humantime::parse_duration(s.trim())
+            .map(Dur)
+            .map_err(|_| E::custom(format!("expected a duration like 30s or 250ms, got '{s}'")))
+    }
+
+    /// A bare number is a duration only when it is 0.
+    fn from_number<E: serde::de::Error>(v: u64) -> Result<Dur, E> {
+        if v == 0 {
+            Ok(Dur(Duration::ZERO))
+        } else {
+            Err(E::custom(format!(
+                "expected a duration with a unit like {v}s or {v}ms"
+            )))
+        }
     }
 }
 
@@ -202,7 +213,7 @@ pub struct Scenario {
     /// Relative weights of each operation.
     pub mix: BTreeMap<Op, u32>,
     #[serde(default)]
-    pub message_size: SizeRange,
+    pub message_size: MessageSize,
     #[serde(default)]
     pub reads: Reads,
     #[serde(default)]
@@ -233,6 +244,88 @@ pub struct Dataset {
     pub users: u32,
     pub chats: u32,
     pub members_per_chat: u32,
+    /// Which chat a call picks (a send's chat, a `get_chat_users`, a join's chat).
+    #[serde(default)]
+    pub chat_popularity: Popularity,
+    /// Which user acts (a send's sender among the chat's members, a chat's creator, a
+    /// joining user, which of its users a poller polls for).
+    #[serde(default)]
+    pub user_activity: Popularity,
+}
+
+/// How often each of `n` chats (or users) is picked: all alike, or by a Zipf law over their
+/// rank in the dataset (the first is the most popular, the `k`th is picked in proportion to
+/// `1 / k^S`). Real chat traffic is skewed like this: a few hot chats and a few very active
+/// users carry most of it, and contend for the same rows, locks and caches.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Popularity {
+    #[default]
+    Uniform,
+    /// The Zipf exponent `S` (> 0; about 1 for chat traffic, larger for more skew).
+    Zipf(f64),
+}
+
+const POPULARITY: &str = "expected uniform or {zipf: S} with S > 0, like {zipf: 1.1}";
+
+impl<'de> Deserialize<'de> for Popularity {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Popularity;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("uniform or {zipf: S}")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Popularity, E> {
+                match s.trim() {
+                    "uniform" => Ok(Popularity::Uniform),
+                    _ => Err(E::custom(format!("{POPULARITY}, got '{s}'"))),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Popularity, A::Error> {
+                let Some(key) = map.next_key::<String>()? else {
+                    return Err(serde::de::Error::custom(POPULARITY));
+                };
+                if key != "zipf" {
+                    // Failed inside the value, so the error's path names the key.
+                    let refused = format!("unknown field `{key}`, expected `zipf`");
+                    return Err(map.next_value_seed(Refuse(refused)).expect_err("refused"));
+                }
+                let s: Positive = map.next_value()?;
+                if let Some(key) = map.next_key::<String>()? {
+                    let refused = format!("unknown field `{key}`: {POPULARITY}");
+                    return Err(map.next_value_seed(Refuse(refused)).expect_err("refused"));
+                }
+                Ok(Popularity::Zipf(s.0))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Popularity, E> {
+                Err(E::custom(format!("{POPULARITY}, got {v}")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Popularity, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Popularity, E> {
+                self.visit_f64(v as f64)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for Popularity {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            Popularity::Uniform => s.serialize_str("uniform"),
+            Popularity::Zipf(exponent) => {
+                let mut map = s.serialize_map(Some(1))?;
+                map.serialize_entry("zipf", exponent)?;
+                map.end()
+            }
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -254,10 +347,14 @@ pub struct Load {
     /// A rising schedule instead of one rate (open model): each step runs `rate` for `for`.
     #[serde(default)]
     pub steps: Vec<Step>,
+    /// How the open model's arrivals are spaced at that rate.
+    #[serde(default)]
+    pub arrivals: Arrivals,
     /// Concurrent Goose users.
     pub users: u32,
+    /// Closed model: the pause after each reply.
     #[serde(default)]
-    pub think_time: Dur,
+    pub think_time: ThinkTime,
     #[serde(default)]
     pub warmup: Dur,
     /// Measured duration (excluding warm-up). With `steps`, the sum of the steps.
@@ -280,16 +377,223 @@ pub struct Step {
     pub duration: Dur,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SizeRange {
-    pub min: u32,
-    pub max: u32,
+/// How the open model's arrivals are spaced at the scheduled rate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arrivals {
+    /// Evenly: one every `1 / rate` seconds.
+    #[default]
+    Uniform,
+    /// A Poisson process: independent, exponentially distributed gaps with mean
+    /// `1 / rate`, seeded. Bursts come and go as they do from many independent clients.
+    Poisson,
 }
 
-impl Default for SizeRange {
+/// The closed model's think time: a plain duration (fixed), or `{dist, mean}`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ThinkTime {
+    pub dist: ThinkDist,
+    pub mean: Dur,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThinkDist {
+    /// Exactly `mean` every time.
+    #[default]
+    Fixed,
+    /// Uniform on `[0, 2 * mean]`.
+    Uniform,
+    /// Exponential with that mean (memoryless, like people's pauses).
+    Exponential,
+}
+
+impl ThinkDist {
+    pub fn name(self) -> &'static str {
+        match self {
+            ThinkDist::Fixed => "fixed",
+            ThinkDist::Uniform => "uniform",
+            ThinkDist::Exponential => "exponential",
+        }
+    }
+}
+
+/// The map form of [`ThinkTime`].
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ThinkTimeMap {
+    dist: ThinkDist,
+    mean: Dur,
+}
+
+impl<'de> Deserialize<'de> for ThinkTime {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ThinkTime;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(
+                    "a duration like 100ms, or {dist: fixed|uniform|exponential, mean: 100ms}",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ThinkTime, E> {
+                Dur::parse(s).map(|mean| ThinkTime {
+                    dist: ThinkDist::Fixed,
+                    mean,
+                })
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ThinkTime, E> {
+                Dur::from_number(v).map(|mean| ThinkTime {
+                    dist: ThinkDist::Fixed,
+                    mean,
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ThinkTime, A::Error> {
+                let m =
+                    ThinkTimeMap::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(ThinkTime {
+                    dist: m.dist,
+                    mean: m.mean,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A fixed think time is written as the plain duration, as before `dist` existed.
+impl Serialize for ThinkTime {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.dist {
+            ThinkDist::Fixed => self.mean.serialize(s),
+            dist => ThinkTimeMap {
+                dist,
+                mean: self.mean,
+            }
+            .serialize(s),
+        }
+    }
+}
+
+/// The most content the cluster accepts in one message (its `MAX_CONTENT_BYTES`).
+pub const MAX_MESSAGE_BYTES: u32 = 64 * 1024;
+
+/// `message_size`: the content length of sent messages, as written. Which fields apply
+/// depends on `dist`; [`Scenario::validate`] checks them (so an error points at the field)
+/// and [`MessageSize::shape`] reads them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageSize {
+    /// Absent means uniform (`{min, max}`, the original form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dist: Option<SizeDist>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub median: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99: Option<u32>,
+}
+
+impl Default for MessageSize {
     fn default() -> Self {
-        SizeRange { min: 16, max: 256 }
+        MessageSize {
+            dist: None,
+            min: Some(16),
+            max: Some(256),
+            bytes: None,
+            median: None,
+            p99: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SizeDist {
+    /// Uniform on `[min, max]`.
+    Uniform,
+    /// Always `bytes`.
+    Fixed,
+    /// Log-normal with the given median and 99th percentile: most messages short, a long
+    /// tail of long ones, as in real chats.
+    Lognormal,
+}
+
+impl SizeDist {
+    pub fn name(self) -> &'static str {
+        match self {
+            SizeDist::Uniform => "uniform",
+            SizeDist::Fixed => "fixed",
+            SizeDist::Lognormal => "lognormal",
+        }
+    }
+
+    /// The fields this distribution takes.
+    fn fields(self) -> &'static [&'static str] {
+        match self {
+            SizeDist::Uniform => &["min", "max"],
+            SizeDist::Fixed => &["bytes"],
+            SizeDist::Lognormal => &["median", "p99"],
+        }
+    }
+}
+
+/// A checked `message_size`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SizeShape {
+    Uniform { min: u32, max: u32 },
+    Fixed { bytes: u32 },
+    Lognormal { median: u32, p99: u32 },
+}
+
+impl MessageSize {
+    /// The distribution (uniform when `dist` is absent).
+    pub fn dist(&self) -> SizeDist {
+        self.dist.unwrap_or(SizeDist::Uniform)
+    }
+
+    fn field(&self, name: &str) -> Option<u32> {
+        match name {
+            "min" => self.min,
+            "max" => self.max,
+            "bytes" => self.bytes,
+            "median" => self.median,
+            "p99" => self.p99,
+            _ => None,
+        }
+    }
+
+    /// The sizes to draw from; `None` when the fields do not fit `dist` (which
+    /// [`Scenario::validate`] reports).
+    pub fn shape(&self) -> Option<SizeShape> {
+        Some(match self.dist() {
+            SizeDist::Uniform => SizeShape::Uniform {
+                min: self.min?,
+                max: self.max?,
+            },
+            SizeDist::Fixed => SizeShape::Fixed { bytes: self.bytes? },
+            SizeDist::Lognormal => SizeShape::Lognormal {
+                median: self.median?,
+                p99: self.p99?,
+            },
+        })
+    }
+
+    /// The largest size a message may have (what filler is cut for).
+    pub fn largest(&self) -> u32 {
+        match self.shape() {
+            Some(SizeShape::Uniform { max, .. }) => max,
+            Some(SizeShape::Fixed { bytes }) => bytes,
+            Some(SizeShape::Lognormal { .. }) | None => MAX_MESSAGE_BYTES,
+        }
     }
 }
 
@@ -771,7 +1075,7 @@ impl Scenario {
                         "with load.steps the duration is the sum of the steps",
                     );
                 }
-                if l.think_time.0 > Duration::ZERO {
+                if l.think_time.mean.0 > Duration::ZERO || l.think_time.dist != ThinkDist::Fixed {
                     p.add(
                         "load.think_time",
                         "think time applies to the closed model only",
@@ -783,6 +1087,22 @@ impl Scenario {
                     p.add(
                         "load.rate",
                         "the closed model has no rate: set load.users and load.think_time",
+                    );
+                }
+                if l.arrivals != Arrivals::Uniform {
+                    p.add(
+                        "load.arrivals",
+                        "arrivals apply to the open model only (the closed model has \
+                         load.think_time)",
+                    );
+                }
+                if l.think_time.dist != ThinkDist::Fixed && l.think_time.mean.0.is_zero() {
+                    p.add(
+                        "load.think_time.mean",
+                        format!(
+                            "expected a mean longer than zero (dist: {})",
+                            l.think_time.dist.name()
+                        ),
                     );
                 }
             }
@@ -816,14 +1136,70 @@ impl Scenario {
                 "weights are all zero: at least one operation needs a positive weight",
             );
         }
-        if self.message_size.min > self.message_size.max {
-            p.add("message_size.min", "min is larger than max");
+        self.validate_message_size(p);
+    }
+
+    /// `message_size`: the fields of its `dist`, and only those, with sizes the cluster
+    /// accepts.
+    fn validate_message_size(&self, p: &mut Problems) {
+        let m = &self.message_size;
+        let dist = m.dist();
+        let takes = dist.fields();
+        for name in ["min", "max", "bytes", "median", "p99"] {
+            if m.field(name).is_some() && !takes.contains(&name) {
+                p.add(
+                    &format!("message_size.{name}"),
+                    format!(
+                        "does not apply to dist: {}, which takes {}",
+                        dist.name(),
+                        takes.join(" and ")
+                    ),
+                );
+            }
         }
-        if self.message_size.max > 64 * 1024 {
-            p.add(
-                "message_size.max",
-                "the cluster accepts at most 65536 bytes of content",
-            );
+        for name in takes {
+            if m.field(name).is_none() {
+                p.add(
+                    "message_size",
+                    format!(
+                        "missing field `{name}` (dist: {} takes {})",
+                        dist.name(),
+                        takes.join(" and ")
+                    ),
+                );
+            }
+        }
+        let too_large = |p: &mut Problems, name: &str, v: u32| {
+            if v > MAX_MESSAGE_BYTES {
+                p.add(
+                    &format!("message_size.{name}"),
+                    format!("the cluster accepts at most {MAX_MESSAGE_BYTES} bytes of content"),
+                );
+            }
+        };
+        match m.shape() {
+            Some(SizeShape::Uniform { min, max }) => {
+                if min > max {
+                    p.add("message_size.min", "min is larger than max");
+                }
+                too_large(p, "max", max);
+            }
+            Some(SizeShape::Fixed { bytes }) => {
+                if bytes == 0 {
+                    p.add("message_size.bytes", "expected at least 1 byte");
+                }
+                too_large(p, "bytes", bytes);
+            }
+            Some(SizeShape::Lognormal { median, p99 }) => {
+                if median == 0 {
+                    p.add("message_size.median", "expected at least 1 byte");
+                }
+                if p99 <= median {
+                    p.add("message_size.p99", "must be larger than median");
+                }
+                too_large(p, "p99", p99);
+            }
+            None => {}
         }
     }
 

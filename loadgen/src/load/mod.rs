@@ -1,6 +1,8 @@
 //! The load itself: from a scenario to calls against the cluster, measured.
 //!
-//! - [`schedule`]: the open model's intended send times;
+//! - [`schedule`]: the open model's intended send times, evenly spaced or Poisson;
+//! - [`shape`]: load shaped like chat: the seeded distributions of arrivals, chat
+//!   popularity, user activity, message sizes and think time;
 //! - [`population`]: the users, chats and members calls draw their arguments from, and
 //!   [`dataset`], which creates them before the load;
 //! - [`ops`]: the chat operations, one implementation each of one small interface;
@@ -24,13 +26,14 @@ mod progress;
 mod record;
 mod runner;
 mod schedule;
+mod shape;
 mod timeseries;
 
 pub use client::Topology;
 pub(crate) use client::{Failure, connect};
 pub(crate) use dataset::create_dataset;
 pub use meter::{LATE, Pacing};
-pub use population::{ChatInfo, JoinOutcome, Population};
+pub use population::{ChatInfo, JoinOutcome, Picks, Population};
 pub use record::{Interval, OpSummary, Percentiles, Recorder};
 pub use runner::{RunOutput, RunPlan, run};
 pub use schedule::Schedule;

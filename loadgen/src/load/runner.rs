@@ -22,8 +22,11 @@
 //! does). How late sends went out is measured too, and so is how many intended sends never went
 //! out before the run ended, so a run where the generator could not keep the schedule says so.
 //!
-//! **Closed model.** Users call, wait for the answer, then think (Goose's own wait time).
-//! Corrected latency and service time are then the same thing.
+//! **Closed model.** Users call, wait for the answer, then think. Corrected latency and
+//! service time are then the same thing. A fixed think time is Goose's own wait time; a
+//! drawn one (`{dist: uniform | exponential, mean}`) is slept at the end of each
+//! transaction, drawn from a rng of the user's own seeded from the scenario's seed (Goose's
+//! random wait time would be neither seeded nor exponential).
 //!
 //! Goose only runs users: it has no notion of intended times, and its request timings are
 //! coarse buckets. Every call is recorded twice: in Goose (`record_custom_request_duration`,
@@ -50,9 +53,10 @@ use super::population::Population;
 use super::progress::Progress;
 use super::record::{Interval, Recorder};
 use super::schedule::{Schedule, UserTimes};
+use super::shape::Think;
 use super::timeseries;
 use crate::history::Event;
-use crate::scenario::{Model, Op, Routing, Scenario};
+use crate::scenario::{Model, Op, Routing, Scenario, ThinkDist};
 
 /// What a run needs besides the scenario.
 pub struct RunPlan {
@@ -180,6 +184,8 @@ struct Ctx {
     topology: watch::Receiver<Topology>,
     /// Sends on time (open model).
     pacer: Option<Pacer>,
+    /// A drawn think time (closed model, `dist` other than fixed), slept after each call.
+    think: Option<Think>,
     cancel: Arc<AtomicBool>,
     seed: u64,
     client_base: u64,
@@ -202,6 +208,8 @@ struct UserState {
     route: Route,
     caller: Caller,
     times: Option<UserTimes>,
+    /// Draws this user's think times (seeded per user).
+    think_rng: rand_chacha::ChaCha8Rng,
     /// Transactions to pass over before the first call (this user's place in the cycle).
     skip: usize,
     /// This user has made every call of its share of the run.
@@ -226,6 +234,8 @@ impl Ctx {
                 schedule.is_some(),
             )?),
             pacer: schedule.as_ref().map(|_| Pacer::start()).transpose()?,
+            think: (s.load.model == Model::Closed && s.load.think_time.dist != ThinkDist::Fixed)
+                .then(|| Think::new(s.load.think_time)),
             schedule,
             routing: s.routing,
             endpoints: Arc::new(plan.endpoints.clone()),
@@ -301,8 +311,9 @@ fn attack(plan: &RunPlan, ctx: &Arc<Ctx>, mix: &Mix) -> anyhow::Result<Box<Goose
             .set_weight(w)?,
         );
     }
-    if s.load.model == Model::Closed && !s.load.think_time.0.is_zero() {
-        scenario = scenario.set_wait_time(s.load.think_time.0, s.load.think_time.0)?;
+    let think = s.load.think_time;
+    if s.load.model == Model::Closed && think.dist == ThinkDist::Fixed && !think.mean.0.is_zero() {
+        scenario = scenario.set_wait_time(think.mean.0, think.mean.0)?;
     }
 
     let mut config = goose::config::GooseConfiguration::default();
@@ -344,6 +355,15 @@ async fn on_start(ctx: Arc<Ctx>, user: &mut GooseUser) -> TransactionResult {
         route,
         caller: Caller::new(&ctx.env, u, ctx.users, ctx.seed, ctx.client_base + u as u64),
         times: ctx.schedule.as_ref().map(|s| s.user_times(u, ctx.users)),
+        think_rng: {
+            use rand::SeedableRng;
+            // Apart from the user's call rng (whose draws stay as they were).
+            rand_chacha::ChaCha8Rng::seed_from_u64(
+                ctx.seed
+                    ^ 0x7417_4B00_0000_0000
+                    ^ (u as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9),
+            )
+        },
         skip: u * ctx.cycle / ctx.users,
         done: false,
     });
@@ -410,6 +430,7 @@ async fn transaction(ctx: Arc<Ctx>, user: &mut GooseUser, op: Op) -> Transaction
     }
     ctx.meter
         .record(op, intended, held, sent, done, result.as_ref().err());
+    let think = ctx.think.map(|t| t.draw(&mut st.think_rng));
     let failure = result.err();
     user.record_custom_request_duration(
         "gRPC",
@@ -420,6 +441,11 @@ async fn transaction(ctx: Arc<Ctx>, user: &mut GooseUser, op: Op) -> Transaction
         failure.as_ref().map(Failure::name).as_deref(),
     )
     .await?;
+    if let Some(pause) = think {
+        // Not past the run's end: a long exponential pause would only hold Goose's stop.
+        let until = (Instant::now() + pause).min(start + ctx.end);
+        tokio::time::sleep_until(until.into()).await;
+    }
     match failure {
         None => Ok(()),
         Some(f) => Err(Box::new(TransactionError::Custom(f.name()))),

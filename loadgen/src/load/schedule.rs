@@ -6,19 +6,45 @@
 //! never measured (coordinated omission). This module only computes the intended times. The
 //! runner sends at or after them and reports how late it was.
 //!
-//! The total rate is spread evenly over `users`. User `u` of `U` sends every `U / rate`
-//! seconds, offset by `u / rate`, so together they arrive every `1 / rate` seconds. The
-//! warm-up runs at the first rate; then come `load.rate` for `load.duration`, or each of
-//! `load.steps` in turn.
+//! The warm-up runs at the first rate; then come `load.rate` for `load.duration`, or each of
+//! `load.steps` in turn. Within that rate, `load.arrivals` spaces the requests:
+//!
+//! - `uniform` (the default): evenly. The total rate is spread evenly over `users`: user
+//!   `u` of `U` sends every `U / rate` seconds, offset by `u / rate`, so together they
+//!   arrive every `1 / rate` seconds.
+//! - `poisson`: as a Poisson process, the arrivals of many independent clients. The
+//!   intended times are the running sum of exponential gaps of mean `1 / rate` (the rate in
+//!   force at the time: the exponential is memoryless, so at a step's end the next gap is
+//!   drawn afresh at the new rate, which is exact for a piecewise-constant rate). The gaps
+//!   are drawn once, before the run, from a rng seeded with the scenario's `seed`, and the
+//!   arrivals are dealt to the users in turn (user `u` gets arrivals `u`, `u + U`, ...).
+//!   Dealt in turn rather than each user drawing its own process (which, merged, would be
+//!   Poisson too): a user's own gaps are then sums of `U` exponentials, seldom shorter than
+//!   a call, so the bursts reach the server instead of queueing behind a busy user of the
+//!   generator. See [`super::shape`] for why bursts matter.
+//!
+//! Either way the schedule is the latency reference: a call's latency counts from its
+//! intended time.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::scenario::{Model, Scenario};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Exp};
 
-/// A piecewise-constant rate: `(end, ops/s)` segments, from time zero (warm-up included).
+use crate::scenario::{Arrivals, Model, Scenario};
+
+/// Seeds the Poisson gaps apart from the other seeded streams (dataset, calls, think time).
+const ARRIVALS_SEED: u64 = 0xA441_7A15_0F0F_5EED;
+
+/// A piecewise-constant rate: `(end, ops/s)` segments, from time zero (warm-up included),
+/// and, for Poisson arrivals, every intended time.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Schedule {
     segments: Vec<(Duration, f64)>,
+    /// Poisson arrivals: every intended time of the run, in order (`None`: evenly spaced).
+    poisson: Option<Arc<[Duration]>>,
 }
 
 impl Schedule {
@@ -47,7 +73,39 @@ impl Schedule {
             end += len;
             segments.push((end, rate));
         }
-        Some(Schedule { segments })
+        let mut schedule = Schedule {
+            segments,
+            poisson: None,
+        };
+        if s.load.arrivals == Arrivals::Poisson {
+            let mut rng = ChaCha8Rng::seed_from_u64(s.seed ^ ARRIVALS_SEED);
+            schedule.poisson = Some(schedule.poisson_times(&mut rng).into());
+        }
+        Some(schedule)
+    }
+
+    /// Poisson arrival times over the whole schedule: exponential gaps at the rate in force,
+    /// drawn afresh at each segment's end (exact, as the exponential is memoryless).
+    fn poisson_times(&self, rng: &mut ChaCha8Rng) -> Vec<Duration> {
+        let mut times = Vec::new();
+        let mut t = 0.0f64;
+        let mut start = 0.0f64;
+        for &(end, rate) in &self.segments {
+            let end = end.as_secs_f64();
+            t = t.max(start);
+            if let Ok(gap) = Exp::new(rate) {
+                loop {
+                    let next = t + gap.sample(rng);
+                    if next >= end {
+                        break;
+                    }
+                    times.push(Duration::from_secs_f64(next));
+                    t = next;
+                }
+            }
+            start = end;
+        }
+        times
     }
 
     /// The rate segments of the measured window, as `(start, end, ops/s)` from its start
@@ -97,7 +155,15 @@ impl Schedule {
             u: u as f64,
             users: users as f64,
             next: None,
+            next_index: u,
         }
+    }
+
+    /// Every intended time of every user, in order (for tests and checks).
+    pub fn all_times(&self, users: usize) -> Vec<Duration> {
+        let mut all: Vec<Duration> = (0..users).flat_map(|u| self.user_times(u, users)).collect();
+        all.sort();
+        all
     }
 }
 
@@ -109,12 +175,20 @@ pub struct UserTimes {
     u: f64,
     users: f64,
     next: Option<f64>,
+    /// Poisson arrivals: this user's next one in the schedule's list.
+    next_index: usize,
 }
 
 impl Iterator for UserTimes {
     type Item = Duration;
 
     fn next(&mut self) -> Option<Duration> {
+        if let Some(times) = &self.schedule.poisson {
+            // Dealt in turn: arrivals u, u + U, u + 2U, ...
+            let t = times.get(self.next_index).copied();
+            self.next_index += self.users as usize;
+            return t;
+        }
         let end = self.schedule.end().as_secs_f64();
         let t = match self.next {
             // The first send: this user's slot within the first interval.
@@ -196,6 +270,116 @@ mod tests {
             .collect();
         assert_eq!(measured, vec![(0.0, 1.0, 10.0), (1.0, 2.0, 40.0)]);
         assert_eq!(s.rate_at(Duration::from_secs(3)), 0.0);
+    }
+
+    /// Gaps between consecutive arrivals of all users together, the first from zero.
+    fn gaps(times: &[Duration]) -> Vec<f64> {
+        let mut last = 0.0;
+        times
+            .iter()
+            .map(|t| {
+                let gap = t.as_secs_f64() - last;
+                last = t.as_secs_f64();
+                gap
+            })
+            .collect()
+    }
+
+    /// The Kolmogorov-Smirnov statistic of `gaps` against an exponential of `rate`.
+    fn ks_exponential(gaps: &[f64], rate: f64) -> f64 {
+        let mut sorted = gaps.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len() as f64;
+        sorted
+            .iter()
+            .enumerate()
+            .map(|(i, x)| {
+                let cdf = 1.0 - (-rate * x).exp();
+                (cdf - i as f64 / n)
+                    .abs()
+                    .max((cdf - (i + 1) as f64 / n).abs())
+            })
+            .fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn poisson_gaps_match_the_rate_and_the_exponential_shape() {
+        let s = Schedule::from_scenario(&scenario(
+            "  model: open\n  rate: 1000\n  arrivals: poisson\n  users: 7\n  duration: 100s\n",
+        ))
+        .unwrap();
+        let all = s.all_times(7);
+        let gaps = gaps(&all);
+        let n = gaps.len() as f64;
+        // About 100,000 arrivals (a Poisson count: sd 316).
+        assert!((n - 100_000.0).abs() < 1_600.0, "{n} arrivals");
+        // Mean gap 1 / rate.
+        let mean = gaps.iter().sum::<f64>() / n;
+        assert!((mean / 1e-3 - 1.0).abs() < 0.02, "mean gap {mean}");
+        // Exponential: standard deviation equal to the mean, e^-1 of gaps above the mean,
+        // e^-3 above three times it, and the whole distribution within the KS bound
+        // (1.95 / sqrt(n): the 0.1% critical value).
+        let sd = (gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / n).sqrt();
+        assert!((sd / mean - 1.0).abs() < 0.03, "sd {sd} mean {mean}");
+        let above = |x: f64| gaps.iter().filter(|g| **g > x).count() as f64 / n;
+        assert!(
+            (above(1e-3) - (-1f64).exp()).abs() < 0.01,
+            "{}",
+            above(1e-3)
+        );
+        assert!(
+            (above(3e-3) - (-3f64).exp()).abs() < 0.005,
+            "{}",
+            above(3e-3)
+        );
+        let d = ks_exponential(&gaps, 1000.0);
+        assert!(d < 1.95 / n.sqrt(), "KS statistic {d}");
+
+        // The same test tells evenly spaced arrivals apart.
+        let even = Schedule::from_scenario(&scenario(
+            "  model: open\n  rate: 1000\n  users: 7\n  duration: 10s\n",
+        ))
+        .unwrap();
+        let d = ks_exponential(&super::tests::gaps(&even.all_times(7)), 1000.0);
+        assert!(d > 0.5, "KS statistic of even gaps {d}");
+    }
+
+    #[test]
+    fn poisson_arrivals_are_seeded_dealt_in_turn_and_follow_steps() {
+        let load = "  model: open\n  arrivals: poisson\n  users: 3\n  warmup: 2s\n  steps:\n    - {rate: 500, for: 4s}\n    - {rate: 2000, for: 4s}\n";
+        let s = Schedule::from_scenario(&scenario(load)).unwrap();
+        assert_eq!(s.end(), Duration::from_secs(10));
+        // Each user's times rise, and together they are every arrival once.
+        let all = s.all_times(3);
+        for u in 0..3 {
+            let mine: Vec<Duration> = s.user_times(u, 3).collect();
+            assert!(mine.windows(2).all(|w| w[0] < w[1]));
+            assert_eq!(
+                mine,
+                all.iter().skip(u).step_by(3).copied().collect::<Vec<_>>()
+            );
+        }
+        // The counts follow the rate of each stretch (Poisson counts: within 5 sd).
+        let count = |a: u64, b: u64| {
+            s.intended_between(3, Duration::from_secs(a), Duration::from_secs(b)) as f64
+        };
+        for (a, b, rate) in [(0, 2, 500.0), (2, 6, 500.0), (6, 10, 2000.0)] {
+            let expected = rate * (b - a) as f64;
+            let seen = count(a, b);
+            assert!(
+                (seen - expected).abs() < 5.0 * expected.sqrt(),
+                "{seen} arrivals in [{a}s, {b}s), expected {expected}"
+            );
+        }
+        assert!(all.last().unwrap() < &Duration::from_secs(10));
+        // Reproducible from the seed; another seed draws other times.
+        let again = Schedule::from_scenario(&scenario(load)).unwrap();
+        assert_eq!(again.all_times(3), all);
+        let text = format!(
+            "name: t\nseed: 9\ndataset: {{users: 10, chats: 2, members_per_chat: 2}}\nmix: {{send_message: 1}}\nload:\n{load}"
+        );
+        let other = Schedule::from_scenario(&Scenario::parse("t.yaml", &text, &[]).unwrap());
+        assert_ne!(other.unwrap().all_times(3), all);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `CreateChat`: a random user creates a chat, which joins the population once acknowledged.
+//! `CreateChat`: a random user (by activity) creates a chat, which joins the population once acknowledged.
 
 use telegraft::proto::chat::chat_client::ChatClient;
 use telegraft::proto::chat::{CreateChatRequest, CreateChatResponse};
@@ -16,7 +16,7 @@ impl Operation for CreateChat {
     type Note = u64;
 
     fn prepare(env: &OpEnv, caller: &mut Caller) -> Option<(CreateChatRequest, u64)> {
-        let user_id = env.population.random_user(&mut caller.rng)?;
+        let user_id = env.population.random_user(&mut caller.rng, env.picks)?;
         caller.created += 1;
         let request = CreateChatRequest {
             user_id,

@@ -1,4 +1,4 @@
-//! `GetChatUsers`: the members of a random chat.
+//! `GetChatUsers`: the members of a random chat (by popularity).
 
 use telegraft::proto::chat::chat_client::ChatClient;
 use telegraft::proto::chat::{GetChatUsersRequest, GetChatUsersResponse};
@@ -14,7 +14,7 @@ impl Operation for GetChatUsers {
     type Note = ();
 
     fn prepare(env: &OpEnv, caller: &mut Caller) -> Option<(GetChatUsersRequest, ())> {
-        let chat_id = env.population.random_chat(&mut caller.rng)?;
+        let chat_id = env.population.random_chat(&mut caller.rng, env.picks)?;
         let request = GetChatUsersRequest {
             chat_id,
             consistency: env.consistency as i32,

@@ -1,5 +1,7 @@
 //! `GetMessages`: a poll for one dataset user's new messages, as a chat client polls. Each
-//! generator user polls for its own share of the dataset's users in turn.
+//! generator user polls for its own share of the dataset's users: in turn, or, with
+//! `dataset.user_activity: {zipf: S}`, in proportion to each user's activity (an active
+//! user's client polls often, a quiet one's seldom and then catches up on more).
 //!
 //! **The cursor.** The cluster stamps every message with `committed_at`, strictly increasing
 //! in commit order, and a poll returns the messages of the user's chats committed after its
@@ -17,6 +19,7 @@
 //! `control::final_state`.)
 
 use prost_types::Timestamp;
+use rand::Rng;
 use telegraft::proto::chat::chat_client::ChatClient;
 use telegraft::proto::chat::{
     Consistency as PbConsistency, GetMessagesRequest, GetMessagesResponse,
@@ -49,8 +52,19 @@ impl Operation for GetMessages {
     type Note = Note;
 
     fn prepare(env: &OpEnv, caller: &mut Caller) -> Option<(GetMessagesRequest, Note)> {
-        let poll = caller.next_poll % caller.polls.len();
-        caller.next_poll += 1;
+        let poll = match &caller.poll_weights {
+            // In turn.
+            None => {
+                let poll = caller.next_poll % caller.polls.len();
+                caller.next_poll += 1;
+                poll
+            }
+            // By activity, except to go on with a page cut short.
+            Some(weights) => match caller.resume.take() {
+                Some(poll) => poll,
+                None => caller.rng.sample(weights),
+            },
+        };
         let (user_id, cursor) = caller.polls[poll];
         let request = GetMessagesRequest {
             user_id,
@@ -90,6 +104,7 @@ impl Operation for GetMessages {
         if page.has_more {
             // Go on with this user's next page before the next user.
             caller.next_poll = note.poll;
+            caller.resume = Some(note.poll);
         }
     }
 

@@ -23,7 +23,7 @@ impl Operation for JoinChat {
     type Note = Note;
 
     fn prepare(env: &OpEnv, caller: &mut Caller) -> Option<(JoinChatRequest, Note)> {
-        let (user_id, chat_id) = env.population.reserve_join(&mut caller.rng)?;
+        let (user_id, chat_id) = env.population.reserve_join(&mut caller.rng, env.picks)?;
         let request = JoinChatRequest {
             user_id,
             chat_id,

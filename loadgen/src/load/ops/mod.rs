@@ -32,9 +32,10 @@ use telegraft::proto::chat::{Consistency as PbConsistency, WriteId};
 use tonic::transport::Channel;
 
 use super::client::{Failure, with_timeout};
-use super::population::Population;
+use super::population::{Picks, Population};
+use super::shape::Sizes;
 use crate::history::{CallTimes, Event};
-use crate::scenario::{Consistency, Op, Scenario, SizeRange};
+use crate::scenario::{Consistency, Op, Popularity, Scenario};
 
 /// Operations in the order Goose runs them within a user's cycle: reads before writes, so a
 /// closed `{get_messages, send_message}` user reads, then writes, as the seed's Gatling test did.
@@ -138,7 +139,10 @@ pub(crate) struct OpEnv {
     pub timeout: Duration,
     /// The consistency reads ask for.
     pub consistency: PbConsistency,
-    pub message_size: SizeRange,
+    /// How chats and users are picked (`dataset.chat_popularity`, `dataset.user_activity`).
+    pub picks: Picks,
+    /// Content lengths of sent messages (`message_size`).
+    pub sizes: Sizes,
     /// Seeded letters message content is cut from (cheap per call).
     pub filler: String,
     /// Makes created names unique in this run.
@@ -157,7 +161,7 @@ impl OpEnv {
         start: Arc<OnceLock<Instant>>,
     ) -> OpEnv {
         let mut rng = ChaCha8Rng::seed_from_u64(scenario.seed);
-        let filler = (0..scenario.message_size.max.max(1) as usize * 2)
+        let filler = (0..scenario.message_size.largest().max(1) as usize * 2)
             .map(|_| rng.random_range(b'a'..=b'z') as char)
             .collect();
         OpEnv {
@@ -167,7 +171,13 @@ impl OpEnv {
                 Consistency::Linearizable => PbConsistency::Linearizable,
                 Consistency::Local => PbConsistency::Local,
             },
-            message_size: scenario.message_size.clone(),
+            picks: Picks::of(&scenario.dataset),
+            sizes: Sizes::new(
+                scenario
+                    .message_size
+                    .shape()
+                    .expect("a validated scenario's message_size has its dist's fields"),
+            ),
             filler,
             tag,
             history: Mutex::new(Vec::new()),
@@ -195,6 +205,10 @@ pub(crate) struct Caller {
     /// for that user (at first, the generator's clock when the caller was made).
     pub polls: Vec<(u64, Timestamp)>,
     pub next_poll: usize,
+    /// A poll whose page was cut short: the next poll goes on with it.
+    pub resume: Option<usize>,
+    /// With `user_activity: {zipf: S}`, each poll's weight by its user's activity.
+    pub poll_weights: Option<rand::distr::weighted::WeightedIndex<f64>>,
     /// Users and chats it created so far (for unique names).
     pub created: u64,
 }
@@ -215,6 +229,15 @@ impl Caller {
         {
             polls.push((id, now));
         }
+        let poll_weights = match env.picks.users {
+            Popularity::Uniform => None,
+            Popularity::Zipf(s) => rand::distr::weighted::WeightedIndex::new(
+                polls
+                    .iter()
+                    .map(|(id, _)| super::shape::activity_weight(s, population.rank(*id))),
+            )
+            .ok(),
+        };
         Caller {
             client_id,
             sequence: 0,
@@ -223,6 +246,8 @@ impl Caller {
             ),
             polls,
             next_poll: 0,
+            resume: None,
+            poll_weights,
             created: 0,
         }
     }

@@ -27,9 +27,8 @@ impl Operation for SendMessage {
     type Note = Note;
 
     fn prepare(env: &OpEnv, caller: &mut Caller) -> Option<(SendMessageRequest, Note)> {
-        let (chat_id, user_id) = env.population.random_member(&mut caller.rng)?;
-        let size = &env.message_size;
-        let len = caller.rng.random_range(size.min..=size.max) as usize;
+        let (chat_id, user_id) = env.population.random_member(&mut caller.rng, env.picks)?;
+        let len = env.sizes.draw(&mut caller.rng);
         let write_id = caller.next_write_id();
         // The key first, then seeded filler up to the drawn length.
         let key = history::message_key(caller.client_id, caller.sequence);
