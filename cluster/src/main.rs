@@ -53,6 +53,18 @@ enum Cmd {
         /// bound as given, so 0.0.0.0:PORT exposes them to the network).
         #[arg(long, value_name = "ADDR")]
         metrics_listen: Option<SocketAddr>,
+        /// Group commit and batched replication (`on`), or one entry per fdatasync and one
+        /// entry per append message to each follower (`off`), for experiments that measure
+        /// what batching buys.
+        #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+        batching: String,
+        /// Time between a leader's heartbeats (a multiple of the 10 ms tick).
+        #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+        heartbeat: Duration,
+        /// The shortest election timeout; each one is drawn between it and twice it (a
+        /// multiple of the 10 ms tick, above --heartbeat).
+        #[arg(long, default_value = "150ms", value_parser = humantime::parse_duration)]
+        election_timeout: Duration,
     },
     /// Start N replicas on loopback and stop them all on Ctrl-C or SIGTERM.
     Cluster {
@@ -196,6 +208,9 @@ async fn real_main() -> Result<()> {
             enable_fault_injection,
             max_inflight,
             metrics_listen,
+            batching,
+            heartbeat,
+            election_timeout,
         } => {
             let peers = parse_peers(&peers)?;
             let mut config = NodeConfig::new(id, listen, peers, data_dir);
@@ -203,6 +218,10 @@ async fn real_main() -> Result<()> {
             config.fault_injection = enable_fault_injection;
             config.max_inflight = max_inflight as usize;
             config.metrics_listen = metrics_listen;
+            config.set_batching(batching == "on");
+            config
+                .set_timing(heartbeat, election_timeout)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             run(config, shutdown_signal())
                 .await
                 .context("replica failed")?;

@@ -31,6 +31,11 @@ pub struct NodeConfig {
     /// Where to serve Prometheus metrics at `/metrics` (`--metrics-listen`); `None`: no
     /// listener, and every metric records into a no-op handle.
     pub metrics_listen: Option<SocketAddr>,
+    /// Group commit (one fdatasync for every append queued) and replication of up to
+    /// `options.max_append_entries` entries per message; off (`--batching off`): one
+    /// fdatasync per entry and one entry per message, the baseline that shows what
+    /// batching buys.
+    pub batching: bool,
 }
 
 impl NodeConfig {
@@ -54,7 +59,48 @@ impl NodeConfig {
             fault_injection: false,
             max_inflight: 4096,
             metrics_listen: None,
+            batching: true,
         }
+    }
+
+    /// Turns batching on or off (see [`NodeConfig::batching`]).
+    pub fn set_batching(&mut self, on: bool) {
+        self.batching = on;
+        self.options.max_append_entries = if on {
+            Options::default().max_append_entries
+        } else {
+            1
+        };
+    }
+
+    /// Sets the heartbeat interval and the shortest election timeout (each timeout is drawn
+    /// between it and twice it), as whole ticks. Refuses what the core cannot run with: a
+    /// time that is not a whole number of ticks, or an election timeout not above the
+    /// heartbeat.
+    pub fn set_timing(&mut self, heartbeat: Duration, election: Duration) -> Result<(), String> {
+        let ticks = |what: &str, d: Duration| -> Result<u64, String> {
+            let tick = self.tick.as_nanos();
+            if d.is_zero() || d.as_nanos() % tick != 0 {
+                return Err(format!(
+                    "{what} {d:?} is not a whole number of {:?} ticks",
+                    self.tick
+                ));
+            }
+            Ok((d.as_nanos() / tick) as u64)
+        };
+        let (h, e) = (
+            ticks("--heartbeat", heartbeat)?,
+            ticks("--election-timeout", election)?,
+        );
+        if e <= h {
+            return Err(format!(
+                "--election-timeout {election:?} must be longer than --heartbeat {heartbeat:?}"
+            ));
+        }
+        self.options.heartbeat_ticks = h;
+        self.options.election_ticks_min = e;
+        self.options.election_ticks_max = 2 * e;
+        Ok(())
     }
 
     /// The members other than this node.
@@ -63,5 +109,60 @@ impl NodeConfig {
             .iter()
             .filter(|(id, _)| **id != self.id)
             .map(|(id, addr)| (*id, addr.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> NodeConfig {
+        NodeConfig::new(
+            1,
+            "127.0.0.1:0".parse().unwrap(),
+            BTreeMap::new(),
+            PathBuf::from("unused"),
+        )
+    }
+
+    #[test]
+    fn timing_is_set_in_whole_ticks_with_elections_above_heartbeats() {
+        let mut c = config();
+        c.set_timing(Duration::from_millis(100), Duration::from_millis(500))
+            .unwrap();
+        let o = &c.options;
+        assert_eq!(
+            (
+                o.heartbeat_ticks,
+                o.election_ticks_min,
+                o.election_ticks_max
+            ),
+            (10, 50, 100)
+        );
+        let err = c
+            .set_timing(Duration::from_millis(15), Duration::from_millis(150))
+            .unwrap_err();
+        assert!(err.contains("whole number"), "{err}");
+        let err = c
+            .set_timing(Duration::from_millis(50), Duration::from_millis(50))
+            .unwrap_err();
+        assert!(err.contains("longer than --heartbeat"), "{err}");
+        assert!(
+            c.set_timing(Duration::ZERO, Duration::from_millis(50))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn batching_off_sends_one_entry_per_append() {
+        let mut c = config();
+        assert!(c.batching);
+        c.set_batching(false);
+        assert_eq!((c.batching, c.options.max_append_entries), (false, 1));
+        c.set_batching(true);
+        assert_eq!(
+            c.options.max_append_entries,
+            Options::default().max_append_entries
+        );
     }
 }

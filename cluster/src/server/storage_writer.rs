@@ -67,14 +67,17 @@ impl StorageWriter {
         storage: RaftStorage,
         report: impl Fn(Completion) + Send + 'static,
     ) -> StorageWriter {
-        StorageWriter::spawn_observed(storage, report, Metrics::noop([]))
+        StorageWriter::spawn_observed(storage, report, Metrics::noop([]), true)
     }
 
     /// [`StorageWriter::spawn`], recording each fdatasync into `metrics`.
+    /// With `batching` off, each request is taken alone and each appended entry gets its own
+    /// fdatasync (the baseline of the batching experiment, `--batching off`).
     pub(super) fn spawn_observed(
         mut storage: RaftStorage,
         report: impl Fn(Completion) + Send + 'static,
         metrics: Metrics,
+        batching: bool,
     ) -> StorageWriter {
         let (tx, mut rx) = mpsc::channel::<StorageRequest>(STORAGE_QUEUE);
         let thread = std::thread::Builder::new()
@@ -83,10 +86,15 @@ impl StorageWriter {
                 let mut stats = WriterStats::default();
                 while let Some(first) = rx.blocking_recv() {
                     let mut batch = vec![first];
-                    while let Ok(more) = rx.try_recv() {
+                    while batching && let Ok(more) = rx.try_recv() {
                         batch.push(more);
                     }
-                    match run_batch(&mut storage, batch, &mut stats, &metrics) {
+                    let run = if batching {
+                        run_batch(&mut storage, batch, &mut stats, &metrics)
+                    } else {
+                        run_unbatched(&mut storage, batch, &mut stats, &metrics)
+                    };
+                    match run {
                         Ok(Some(up_to)) => report(Completion::Persisted { up_to }),
                         Ok(None) => {}
                         Err(e) => fatal::stop(e),
@@ -177,6 +185,41 @@ fn run_batch(
     Ok(last)
 }
 
+/// One request without group commit: each appended entry is written and fdatasync'd on its
+/// own. Everything else is as in [`run_batch`].
+fn run_unbatched(
+    storage: &mut RaftStorage,
+    batch: Vec<StorageRequest>,
+    stats: &mut WriterStats,
+    metrics: &Metrics,
+) -> Result<Option<AppendId>, StorageError> {
+    let mut last = None;
+    let mut rest = Vec::new();
+    for req in batch {
+        match req {
+            StorageRequest::Append(id, entries, _traces) => {
+                for entry in entries {
+                    let start = std::time::Instant::now();
+                    let bytes = storage.log.append(std::slice::from_ref(&entry))?;
+                    storage.log.sync()?;
+                    metrics.fsync_seconds.record(start.elapsed().as_secs_f64());
+                    metrics.fsync_entries.record(1.0);
+                    metrics.fsync_bytes.record(bytes as f64);
+                    stats.bytes += bytes;
+                    stats.entries += 1;
+                    stats.syncs += 1;
+                }
+                last = Some(id);
+            }
+            other => rest.push(other),
+        }
+    }
+    if !rest.is_empty() {
+        run_batch(storage, rest, stats, metrics)?;
+    }
+    Ok(last)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,5 +244,32 @@ mod tests {
         assert!(stats.bytes > 3 * 10, "records and their framing: {stats:?}");
         let (_, loaded) = RaftStorage::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(loaded.entries.len(), 3);
+    }
+
+    #[test]
+    fn without_batching_every_entry_gets_its_own_fdatasync() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, _) = RaftStorage::open(dir.path(), 1 << 20).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let writer = StorageWriter::spawn_observed(
+            storage,
+            move |c| tx.send(c).unwrap(),
+            Metrics::noop([]),
+            false,
+        );
+        let entry = |index| Entry {
+            index,
+            term: 1,
+            command: Some(vec![7; 10]),
+        };
+        writer.append(1, vec![entry(1), entry(2), entry(3)]);
+        writer.append(2, vec![entry(4)]);
+        // Each append is reported on its own, never merged with the next.
+        assert_eq!(rx.recv().unwrap(), Completion::Persisted { up_to: 1 });
+        assert_eq!(rx.recv().unwrap(), Completion::Persisted { up_to: 2 });
+        let stats = writer.join().unwrap();
+        assert_eq!((stats.syncs, stats.entries), (4, 4));
+        let (_, loaded) = RaftStorage::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(loaded.entries.len(), 4);
     }
 }
