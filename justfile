@@ -123,6 +123,53 @@ bench *args:
     cargo build --quiet --release --bin telegraft --bin loadgen
     "${CARGO_TARGET_DIR:-target}/release/loadgen" bench --scenario "$scenario" "${extra[@]}"
 
+# Probes are short open-model runs of the scenario (defaults: 2 s warm-up, 10 s measured, 5% precision); any `path.to.field=value` overrides a scenario field.
+# Find the highest rate each replica count sustains: `just capacity replicas="1 3 5"` (writes results/<run>/capacity.json and a capacity page).
+capacity *args:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    scenario=scenarios/chat.yaml
+    replicas=""
+    extra=()
+    for a in {{args}}; do
+      case "$a" in
+        scenario=*) scenario="${a#scenario=}" ;;
+        replicas=*) replicas="${a#replicas=}" ;;
+        [0-9]*) replicas="$replicas $a" ;;
+        probe=*) extra+=(--probe "${a#probe=}") ;;
+        warmup=*) extra+=(--probe-warmup "${a#warmup=}") ;;
+        settle=*) extra+=(--settle "${a#settle=}") ;;
+        precision=*) extra+=(--precision "${a#precision=}") ;;
+        start_rate=*) extra+=(--start-rate "${a#start_rate=}") ;;
+        max_rate=*) extra+=(--max-rate "${a#max_rate=}") ;;
+        target=*) extra+=(--target "${a#target=}") ;;
+        results=*) extra+=(--results "${a#results=}") ;;
+        *.*=*) extra+=(--set "$a") ;;
+        *) echo "just capacity: unknown argument '$a' (scenario=FILE replicas=\"1 3 5\" probe=10s warmup=2s settle=3s precision=5% start_rate=N max_rate=N target=A,B,C results=DIR field.path=VALUE)" >&2; exit 2 ;;
+      esac
+    done
+    if [ -n "$replicas" ]; then
+      extra+=(--replicas $replicas)
+    fi
+    cargo build --quiet --release --bin telegraft --bin loadgen
+    "${CARGO_TARGET_DIR:-target}/release/loadgen" capacity --scenario "$scenario" "${extra[@]}"
+
+# Exits 6 on a regression beyond both the tolerance and the runs' per-second noise, so CI can gate on it.
+# Compare two runs: `just compare results/<base> results/<new> tolerance=p99=10%,throughput=5%` (prints the table; writes compare.json and compare.html).
+compare base new *args:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    extra=()
+    for a in {{args}}; do
+      case "$a" in
+        tolerance=*) extra+=(--tolerance "${a#tolerance=}") ;;
+        out=*) extra+=(--out "${a#out=}") ;;
+        *) echo "just compare: unknown argument '$a' (tolerance=p99=10%,throughput=5% out=DIR)" >&2; exit 2 ;;
+      esac
+    done
+    cargo build --quiet --release --bin loadgen
+    "${CARGO_TARGET_DIR:-target}/release/loadgen" compare "{{base}}" "{{new}}" "${extra[@]}"
+
 # Write HTML reports from results folders (default: all of results/): `just report`.
 report *args:
     cargo build --quiet --release --bin loadgen

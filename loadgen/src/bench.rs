@@ -19,6 +19,7 @@
 //! still run: the results folder is written, marked `interrupted`.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -31,7 +32,7 @@ use crate::control::{
 };
 use crate::exit::UsageError;
 use crate::history::{self, Report};
-use crate::load::{self, Population, RunOutput, RunPlan};
+use crate::load::{self, Population, RunOutput, RunPlan, Tick};
 use crate::results::{ClusterEnd, RunDir, RunFacts, Summary};
 use crate::sample::{Sampler, Samples};
 use crate::scenario::{Action, Routing, Scenario, Switch};
@@ -78,35 +79,83 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<BenchOutcome> {
     eprintln!("loadgen: run {} -> {}", run.run_id(), run.path().display());
 
     let cluster = start_cluster(&args, &scenario, &run, replicas)?;
-    let poller = Arc::new(StatusPoller::start(cluster.endpoints()));
-    let driven = drive(
-        &scenario,
-        &cluster,
-        &poller,
-        &run,
-        args.progress,
-        started,
-        &interrupt,
+    let summary = run_on(
+        RunOn {
+            run_id: run.run_id(),
+            scenario: &scenario,
+            scenario_file: &args.scenario,
+            cluster: &cluster,
+            run: &run,
+            results_root: &args.results_dir,
+            progress: args.progress,
+            started,
+            interrupt: &interrupt,
+        },
+        None,
     )
     .await;
-    let nodes_at_end = poller.fresh(LAST_LOOK).await.answering();
-    poller.stop();
-    let (kind, endpoints) = (cluster.kind(), cluster.endpoints().to_vec());
     if let Some(stopped) = cluster.stop(STOP_GRACE).await? {
         run.keep_node_logs(&stopped.logs)?;
         if !args.keep_data {
             stopped.remove_data()?;
         }
     }
-    let driven = driven?;
+    Ok(BenchOutcome {
+        dir: run.path().to_path_buf(),
+        summary: summary?,
+    })
+}
 
+/// One run against a cluster that is up: what [`bench`] does between starting the cluster
+/// and stopping it, for `loadgen capacity` too, whose probes share one cluster.
+pub(crate) struct RunOn<'a> {
+    /// The run's id in its summary (the folder's name for `bench`).
+    pub run_id: String,
+    pub scenario: &'a Scenario,
+    pub scenario_file: &'a std::path::Path,
+    pub cluster: &'a Replicas,
+    /// The run's folder, created.
+    pub run: &'a RunDir,
+    pub results_root: &'a std::path::Path,
+    pub progress: bool,
+    pub started: SystemTime,
+    pub interrupt: &'a Interrupt,
+}
+
+/// Someone watching a run's seconds, who may stop its load early: the load stops at once
+/// when `cancel` is set, and the run goes on to its final reads and check, not marked
+/// interrupted.
+pub(crate) struct LoadWatch {
+    pub ticks: tokio::sync::mpsc::UnboundedSender<Tick>,
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// Drives the run (leader, dataset, load, final reads, check), looks at every replica, and
+/// writes the results folder; returns its summary.
+pub(crate) async fn run_on(r: RunOn<'_>, watch: Option<LoadWatch>) -> anyhow::Result<Summary> {
+    let poller = Arc::new(StatusPoller::start(r.cluster.endpoints()));
+    let driven = drive(
+        r.scenario,
+        r.cluster,
+        &poller,
+        r.run,
+        r.progress,
+        r.started,
+        r.interrupt,
+        watch,
+    )
+    .await;
+    let nodes_at_end = poller.fresh(LAST_LOOK).await.answering();
+    poller.stop();
+    let driven = driven?;
+    let (kind, endpoints) = (r.cluster.kind(), r.cluster.endpoints().to_vec());
     let summary = Summary::of(RunFacts {
-        run_id: &run.run_id(),
-        scenario: &scenario,
-        scenario_file: &args.scenario,
-        replicas,
-        started,
-        results_root: &args.results_dir,
+        run_id: &r.run_id,
+        scenario: r.scenario,
+        scenario_file: r.scenario_file,
+        replicas: endpoints.len() as u32,
+        started: r.started,
+        results_root: r.results_root,
         load: &driven.load,
         cluster: ClusterEnd::new(
             kind,
@@ -121,21 +170,19 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<BenchOutcome> {
         interrupted: driven.interrupted,
         samples: &driven.samples,
     });
+    let run = r.run;
     run.write_samples(&driven.samples)?;
     run.write_history(&driven.load.history)?;
     run.write_check(&driven.check)?;
     let load = &driven.load;
     run.write_measurements(
         &summary,
-        &scenario,
+        r.scenario,
         &load.recorder,
         &load.timeseries,
         load.measured_start,
     )?;
-    Ok(BenchOutcome {
-        dir: run.path().to_path_buf(),
-        summary,
-    })
+    Ok(summary)
 }
 
 /// The scenario file with `--replicas` and `--set` applied; faults need a cluster of ours.
@@ -189,6 +236,7 @@ fn start_cluster(
         &run.data_dir(),
         partitions,
         scenario.metrics.is_on(),
+        &scenario.cluster.node_args(),
     )
 }
 
@@ -225,6 +273,7 @@ impl Driven {
 
 /// Leader, dataset, load, final state. Separate so the cluster is stopped whatever happens
 /// here.
+#[allow(clippy::too_many_arguments)]
 async fn drive(
     scenario: &Scenario,
     cluster: &Replicas,
@@ -233,6 +282,7 @@ async fn drive(
     progress: bool,
     started: SystemTime,
     interrupt: &Interrupt,
+    watch: Option<LoadWatch>,
 ) -> anyhow::Result<Driven> {
     let endpoints = cluster.endpoints();
     let ids = RunIds::of(started);
@@ -258,6 +308,23 @@ async fn drive(
         _ = interrupt.fired() => return Ok(Driven::interrupted(None)),
     };
     let population = Arc::new(population);
+    // A watcher stops the load with a flag of its own, which an interrupt also sets, so that
+    // a run it cuts short is not taken for an interrupted one.
+    let (cancel, ticks, relay) = match watch {
+        None => (interrupt.flag(), None, None),
+        Some(w) => {
+            let (flag, mut stop) = (w.cancel.clone(), interrupt.receiver());
+            let relay = tokio::spawn(async move {
+                while !*stop.borrow_and_update() {
+                    if stop.changed().await.is_err() {
+                        return;
+                    }
+                }
+                flag.store(true, Ordering::Relaxed);
+            });
+            (w.cancel, Some(w.ticks), Some(relay))
+        }
+    };
     let plan = RunPlan {
         scenario: scenario.clone(),
         endpoints: endpoints.to_vec(),
@@ -269,7 +336,8 @@ async fn drive(
         progress,
         start: Arc::new(OnceLock::new()),
         topology: poller.topology(),
-        cancel: interrupt.flag(),
+        cancel,
+        ticks,
     };
     let injector = cluster.local().map(|c| {
         tokio::spawn(control::inject(
@@ -289,6 +357,9 @@ async fn drive(
     )?;
     let watch = LeaderWatch::start(poller);
     let load = load::run(plan).await;
+    if let Some(relay) = relay {
+        relay.abort();
+    }
     let samples = sampler.finish().await;
     let leaders = watch.finish().await;
     let mut load = load?;

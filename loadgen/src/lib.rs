@@ -16,12 +16,17 @@
 //! - [`report`]: HTML pages per run and across runs (polars, plotters, minijinja), and the
 //!   end-of-run text;
 //! - `bench`: one whole run, from scenario file to results folder ([`bench()`]);
+//! - [`compare`]: two runs side by side, each delta judged against a tolerance and the
+//!   runs' per-second noise;
+//! - [`capacity`]: the highest rate a cluster sustains, searched with probes that are whole
+//!   runs;
 //! - [`exit`]: the exit statuses every command shares.
 //!
 //! Modules are private unless another program (the `loadgen` binary, the tests) needs them;
 //! inside each folder, files are private and its `mod.rs` chooses what to re-export.
 
 mod bench;
+pub mod capacity;
 pub mod compare;
 mod control;
 pub mod exit;

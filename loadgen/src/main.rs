@@ -4,6 +4,10 @@
 //!   [--junit FILE]` runs a scenario against a fresh local cluster (or a running one) and
 //!   writes `results/<run-id>/`, then HTML reports (`reports/<run-id>.html`,
 //!   `reports/index.html`) and, with `--junit`, the verdicts as JUnit XML.
+//! - `loadgen capacity --scenario FILE [--replicas N...]` searches for the highest rate each
+//!   replica count sustains and writes `results/<run-id>/capacity.json` and a capacity page.
+//! - `loadgen compare BASE NEW [--tolerance p99=10%,throughput=5%]` compares two runs,
+//!   beyond their noise; exits 6 on a regression.
 //! - `loadgen check RESULTS_DIR` re-checks a run's history and writes its `check.json`.
 //! - `loadgen report [RESULTS...]` writes the reports from results folders.
 //! - `loadgen validate FILE...` checks scenario files without running them.
@@ -37,6 +41,33 @@ enum Cmd {
     /// check finds an anomaly, 5 when it is incomplete, 130 when interrupted.
     #[command(after_help = exit::TABLE)]
     Bench(Bench),
+    /// Find the highest offered rate each replica count sustains: probes (short open-model
+    /// runs of the scenario, each a whole run with its objectives, schedule and history
+    /// check) on an exponential ramp, then a bisection; writes results/<run>/capacity.json
+    /// and a capacity page. Exits 0 when every search ended, 1 when one failed, 130 when
+    /// interrupted.
+    #[command(after_help = exit::TABLE)]
+    Capacity(Capacity),
+    /// Compare two runs (results folders) operation by operation: throughput, latency
+    /// percentiles and error rate, each delta judged against its tolerance and against the
+    /// runs' own per-second noise; prints the table and writes compare.json and
+    /// compare.html. Exits 6 on a regression beyond both, 0 otherwise.
+    #[command(after_help = exit::TABLE)]
+    Compare {
+        /// The baseline run's folder.
+        base: PathBuf,
+        /// The new run's folder.
+        new: PathBuf,
+        /// Per metric (throughput, p50, p90, p99, p999, max, error_rate): `N%`, `N` or `off`;
+        /// the rest keep their defaults (throughput 5%, p50/p90/p99 10%, p999 20%,
+        /// error_rate 0.1 point, max off).
+        #[arg(long, default_value = "p99=10%,throughput=5%")]
+        tolerance: String,
+        /// Where compare.json and compare.html go (default:
+        /// reports/compare-<base>-vs-<new>/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Check a run's history (results/<run-id>/history.jsonl) for lost, phantom, duplicate,
     /// reordered, stale and non-monotonic messages; writes check.json. Exits 4 on an anomaly,
     /// 5 when the history could not be checked whole.
@@ -119,9 +150,84 @@ struct Bench {
     junit: Option<PathBuf>,
 }
 
+#[derive(clap::Args)]
+struct Capacity {
+    /// The scenario file (YAML); its faults must be empty.
+    #[arg(long, default_value = "scenarios/chat.yaml")]
+    scenario: PathBuf,
+    /// Replica counts to search, one cluster each: `--replicas 1 3 5` (default: the
+    /// scenario's).
+    #[arg(long, num_args = 1.., value_delimiter = ',')]
+    replicas: Vec<u32>,
+    /// Override a field: `--set load.users=256` (repeatable).
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    overrides: Vec<String>,
+    /// Each probe's measured window.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    probe: std::time::Duration,
+    /// Each probe's warm-up.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    probe_warmup: std::time::Duration,
+    /// The pause between probes, for the last one's backlog to drain.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    settle: std::time::Duration,
+    /// Stop when the highest pass and the lowest failure are this close: `5%` or `0.05`.
+    #[arg(long, default_value = "5%", value_parser = parse_share)]
+    precision: f64,
+    /// The first rate probed, ops/s (default: the scenario's load.rate, else 100).
+    #[arg(long)]
+    start_rate: Option<u64>,
+    /// The lowest rate the ramp goes down to, ops/s.
+    #[arg(long, default_value_t = 1)]
+    min_rate: u64,
+    /// The highest rate the ramp goes up to, ops/s.
+    #[arg(long, default_value_t = 200_000)]
+    max_rate: u64,
+    /// Probe an already running cluster instead of starting one per replica count:
+    /// comma-separated replica addresses.
+    #[arg(long, value_delimiter = ',', value_name = "HOST:PORT,...")]
+    target: Option<Vec<String>>,
+    /// Where the capacity run's folder goes.
+    #[arg(long, default_value = "results")]
+    results: PathBuf,
+    /// The telegraft binary (default: the one next to loadgen).
+    #[arg(long)]
+    telegraft: Option<PathBuf>,
+    /// No live progress line.
+    #[arg(long)]
+    no_progress: bool,
+    /// Where the HTML reports go.
+    #[arg(long, default_value = "reports")]
+    reports: PathBuf,
+    /// Do not write reports.
+    #[arg(long)]
+    no_report: bool,
+}
+
+/// `5%` or `0.05`.
+fn parse_share(s: &str) -> Result<f64, String> {
+    let v = match s.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
+        None => s.trim().parse::<f64>(),
+    }
+    .map_err(|_| format!("expected a share such as 5% or 0.05, not `{s}`"))?;
+    if v > 0.0 && v < 1.0 {
+        Ok(v)
+    } else {
+        Err(format!("expected a share between 0% and 100%, not `{s}`"))
+    }
+}
+
 fn main() -> ExitCode {
     let result = match Cli::parse().cmd {
         Cmd::Bench(b) => bench(b),
+        Cmd::Capacity(c) => capacity(c),
+        Cmd::Compare {
+            base,
+            new,
+            tolerance,
+            out,
+        } => loadgen::compare::run_cli(&base, &new, &tolerance, out.as_deref()).map(ExitCode::from),
         Cmd::Check { run } => check(&run),
         Cmd::Report { results, out } => report(results, &out),
         Cmd::Validate {
@@ -180,6 +286,47 @@ fn bench(b: Bench) -> anyhow::Result<ExitCode> {
         exit::CHECK_INCOMPLETE => println!("the history check was incomplete: exit status {code}"),
         exit::SLO_MISSED => println!("an objective was missed: exit status {code}"),
         _ => {}
+    }
+    Ok(ExitCode::from(code))
+}
+
+/// Runs the capacity search, prints what it found, writes the reports.
+fn capacity(c: Capacity) -> anyhow::Result<ExitCode> {
+    let args = loadgen::capacity::CapacityArgs {
+        scenario: c.scenario,
+        replicas: c.replicas,
+        overrides: c.overrides,
+        results_dir: c.results.clone(),
+        telegraft: c.telegraft,
+        target: c.target,
+        probe: c.probe,
+        probe_warmup: c.probe_warmup,
+        settle: c.settle,
+        precision: c.precision,
+        start_rate: c.start_rate,
+        min_rate: c.min_rate,
+        max_rate: c.max_rate,
+        progress: !c.no_progress,
+    };
+    let out = tokio::runtime::Runtime::new()?.block_on(loadgen::capacity::capacity(args))?;
+    print!("{}", terminal::capacity_table(&out.capacity, &out.dir));
+    if !c.no_report {
+        match report::write_reports(&[c.results], &c.reports) {
+            Ok(w) => {
+                if let Some(page) = w.capacity_pages.iter().find(|p| {
+                    p.file_stem()
+                        .is_some_and(|s| out.dir.file_name() == Some(s))
+                }) {
+                    println!("report:  {}", page.display());
+                }
+                println!("index:   {}", w.index.display());
+            }
+            Err(e) => eprintln!("loadgen: writing reports: {e:#}"),
+        }
+    }
+    let code = loadgen::capacity::exit_status(&out.capacity);
+    if code == exit::INTERRUPTED {
+        println!("interrupted: exit status {code}");
     }
     Ok(ExitCode::from(code))
 }

@@ -229,6 +229,10 @@ pub struct Scenario {
     /// what metrics cost.
     #[serde(default, skip_serializing_if = "Switch::is_on")]
     pub metrics: Switch,
+    /// Settings passed to the replicas a run starts (`telegraft node` flags), for
+    /// experiments over cluster settings; ignored with `--target`.
+    #[serde(default, skip_serializing_if = "ClusterSettings::is_default")]
+    pub cluster: ClusterSettings,
     /// Faults injected during the load (local clusters only).
     #[serde(default)]
     pub faults: Vec<Fault>,
@@ -762,6 +766,59 @@ impl<'de> serde::de::DeserializeSeed<'de> for Refuse {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, _: D) -> Result<(), D::Error> {
         Err(serde::de::Error::custom(self.0))
+    }
+}
+
+/// `cluster:`: the settings a run's local replicas start with. Each is a `telegraft node`
+/// flag; what is absent keeps the replica's default. The seed project planned its
+/// evaluation as "with and without message queue"; `batching: off` is that experiment's
+/// baseline (one entry per fdatasync, one entry per append message), so the same scenario
+/// measured with `on` and `off` shows what batching in front of Raft buys.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// Group commit and batched replication (default `on`).
+    #[serde(default, skip_serializing_if = "Switch::is_on")]
+    pub batching: Switch,
+    /// Snapshot (and compact the log) every this many applied entries; 0 never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_every: Option<u64>,
+    /// The shortest election timeout (each is drawn between it and twice it); a multiple
+    /// of 10 ms, above `heartbeat`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub election_timeout: Option<Dur>,
+    /// A leader's heartbeat interval; a multiple of 10 ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<Dur>,
+}
+
+impl ClusterSettings {
+    pub fn is_default(&self) -> bool {
+        *self == ClusterSettings::default()
+    }
+
+    /// The `telegraft node` flags that carry these settings.
+    pub fn node_args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        if !self.batching.is_on() {
+            a.extend(["--batching".to_string(), "off".to_string()]);
+        }
+        if let Some(n) = self.snapshot_every {
+            a.extend(["--snapshot-every".to_string(), n.to_string()]);
+        }
+        // Both timings go together: the replica checks one against the other's default.
+        if self.election_timeout.is_some() || self.heartbeat.is_some() {
+            let ms = |d: Option<&Dur>, default: u64| {
+                format!("{}ms", d.map_or(default, |d| d.0.as_millis() as u64))
+            };
+            a.extend([
+                "--heartbeat".to_string(),
+                ms(self.heartbeat.as_ref(), 50),
+                "--election-timeout".to_string(),
+                ms(self.election_timeout.as_ref(), 150),
+            ]);
+        }
+        a
     }
 }
 

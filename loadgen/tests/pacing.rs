@@ -40,6 +40,7 @@ async fn run(addr: &str, yaml: &str) -> RunOutput {
         start: Default::default(),
         topology: tokio::sync::watch::channel(Default::default()).1,
         cancel: Default::default(),
+        ticks: None,
     })
     .await
     .unwrap()

@@ -136,7 +136,8 @@ impl Replicas {
     /// Starts `replicas` replicas of `exe` with their data under `data_dir`. Partitions go
     /// through an admin RPC each replica refuses unless started with fault injection on.
     /// With `metrics`, each replica serves its Prometheus metrics on a port of its own;
-    /// without, it has no metrics endpoint and records nothing.
+    /// without, it has no metrics endpoint and records nothing. `node_args` are more
+    /// `telegraft node` flags for every replica (the scenario's `cluster:` settings).
     ///
     /// The launcher (`telegraft::launcher::LocalCluster`) starts each replica in its own
     /// process group, so a terminal's Ctrl-C reaches only `loadgen` ([`Interrupt`] then stops
@@ -148,6 +149,7 @@ impl Replicas {
         data_dir: &Path,
         fault_injection: bool,
         metrics: bool,
+        node_args: &[String],
     ) -> anyhow::Result<Replicas> {
         // One block of free ports: the replicas' gRPC ports, then their metrics ports (each
         // replica serves its metrics on one, which the run samples).
@@ -155,6 +157,7 @@ impl Replicas {
         let extra: Vec<String> = fault_injection
             .then(|| "--enable-fault-injection".to_string())
             .into_iter()
+            .chain(node_args.iter().cloned())
             .collect();
         let n = u64::from(replicas);
         let port = |p: u64| format!("127.0.0.1:{p}");

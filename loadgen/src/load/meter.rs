@@ -74,6 +74,8 @@ pub(crate) struct Meter {
     paced: bool,
     recorder: Mutex<Recorder>,
     lateness: Mutex<Histogram<u64>>,
+    /// Lateness since the last [`Meter::take_second_lateness`], warm-up included.
+    second_lateness: Mutex<Histogram<u64>>,
     late: AtomicU64,
     sent_in_window: AtomicU64,
     calls: AtomicU64,
@@ -94,6 +96,7 @@ impl Meter {
             paced,
             recorder: Mutex::new(Recorder::new()),
             lateness: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3)?),
+            second_lateness: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 2)?),
             late: AtomicU64::new(0),
             sent_in_window: AtomicU64::new(0),
             calls: AtomicU64::new(0),
@@ -122,12 +125,18 @@ impl Meter {
         }
         let start = *self.start.get().expect("the run has started");
         let at = intended.saturating_duration_since(start);
+        let due = held.map_or(intended, |h| h.max(intended));
+        let late = sent.saturating_duration_since(due);
+        if self.paced {
+            self.second_lateness
+                .lock()
+                .unwrap()
+                .saturating_record((late.as_micros() as u64).max(1));
+        }
         if at < self.warmup || at >= self.end {
             return;
         }
         if self.paced {
-            let due = held.map_or(intended, |h| h.max(intended));
-            let late = sent.saturating_duration_since(due);
             self.sent_in_window.fetch_add(1, Ordering::Relaxed);
             if late > LATE {
                 self.late.fetch_add(1, Ordering::Relaxed);
@@ -154,6 +163,15 @@ impl Meter {
             errors: self.errors.load(Ordering::Relaxed),
             late: self.late.load(Ordering::Relaxed),
         }
+    }
+
+    /// The p99 of the lateness recorded since the last call (ms), leaving it empty; `None`
+    /// when nothing was recorded.
+    pub fn take_second_lateness(&self) -> Option<f64> {
+        let mut h = self.second_lateness.lock().unwrap();
+        let p99 = (!h.is_empty()).then(|| h.value_at_quantile(0.99) as f64 / 1000.0);
+        h.reset();
+        p99
     }
 
     /// Closes the interval ending at `second` of the measured window (see

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 /// Where the run is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Phase {
+pub enum Phase {
     Starting,
     Warmup,
     Measuring,
@@ -30,18 +30,23 @@ impl Phase {
 
 /// What one second of the run looked like.
 #[derive(Clone, Debug)]
-pub(crate) struct Tick {
+pub struct Tick {
     pub phase: Phase,
     /// Whole seconds since the start.
     pub elapsed: u64,
     /// Calls per second since the last tick.
     pub ops_per_s: f64,
+    /// Calls that completed since the last tick, failed ones included.
+    pub calls: u64,
     /// Errors since the last tick.
     pub errors: u64,
     /// Sends late so far.
     pub late: u64,
     /// The worst per-operation p99 of the second just closed (measured window only).
     pub p99_ms: Option<f64>,
+    /// The p99 of how late the open model's sends that completed since the last tick went
+    /// out (warm-up included); `None` for the closed model or a second with none.
+    pub lateness_p99_ms: Option<f64>,
 }
 
 impl Tick {

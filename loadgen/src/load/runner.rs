@@ -50,7 +50,7 @@ use super::meter::{Meter, Pacing};
 use super::ops::{self, Caller, OpEnv};
 use super::pacer::Pacer;
 use super::population::Population;
-use super::progress::Progress;
+use super::progress::{Progress, Tick};
 use super::record::{Interval, Recorder};
 use super::schedule::{Schedule, UserTimes};
 use super::shape::Think;
@@ -80,8 +80,11 @@ pub struct RunPlan {
     /// Who leads and which replicas answer, as the status poller last saw (users follow it
     /// after failures).
     pub topology: watch::Receiver<Topology>,
-    /// Set to stop the load early (an interrupt).
+    /// Set to stop the load early (an interrupt, or a capacity probe cut short).
     pub cancel: Arc<AtomicBool>,
+    /// Where each second's [`Tick`] also goes, for a watcher that may stop the load early
+    /// (`loadgen capacity` cuts a lost probe short).
+    pub ticks: Option<tokio::sync::mpsc::UnboundedSender<Tick>>,
 }
 
 /// What a run measured.
@@ -134,6 +137,7 @@ pub async fn run(plan: RunPlan) -> anyhow::Result<RunOutput> {
         ctx.end,
         stop_rx,
         Progress::new(plan.progress, ctx.end.as_secs_f64().ceil() as u64),
+        plan.ticks.clone(),
     ));
     let cpu_before = cpu_time();
     let result = attack.execute().await;

@@ -1,11 +1,11 @@
 //! The per-second clock of a run: closes one interval of the [`Meter`] per second of the
-//! measured window (the rows of `timeseries.csv`) and tells the progress line how each
-//! second went.
+//! measured window (the rows of `timeseries.csv`) and tells the progress line, and a
+//! watcher when there is one, how each second went.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::meter::{Meter, Totals};
 use super::progress::{Phase, Progress, Tick};
@@ -21,6 +21,7 @@ pub(crate) async fn sample(
     end: Duration,
     mut stop: watch::Receiver<bool>,
     progress: Progress,
+    ticks: Option<mpsc::UnboundedSender<Tick>>,
 ) -> (Vec<Interval>, SystemTime) {
     // Wait for the users to start.
     while start.get().is_none() {
@@ -61,9 +62,11 @@ pub(crate) async fn sample(
             phase: Phase::Warmup,
             elapsed: now.saturating_duration_since(start).as_secs().min(total),
             ops_per_s: (totals.calls - last.calls) as f64 / span,
+            calls: totals.calls - last.calls,
             errors: totals.errors - last.errors,
             late: totals.late,
             p99_ms: None,
+            lateness_p99_ms: meter.take_second_lateness(),
         };
         (last, last_tick) = (totals, now);
         if measuring || (stopping && now > measured) {
@@ -78,6 +81,9 @@ pub(crate) async fn sample(
             };
         }
         progress.show(&tick);
+        if let Some(ticks) = &ticks {
+            let _ = ticks.send(tick.clone());
+        }
         if stopping {
             break;
         }

@@ -332,6 +332,120 @@ pub fn line_chart(
     finish(svg)
 }
 
+/// One probe of a capacity search, as its chart shows it.
+pub struct ProbePoint {
+    /// Offered and achieved ops/s.
+    pub offered: f64,
+    pub achieved: f64,
+    /// `pass`, `fail` or `lost`.
+    pub verdict: String,
+}
+
+/// The colours of probe verdicts: green pass, red fail, purple lost.
+const PASS: RGBColor = RGBColor(44, 160, 44);
+const FAIL: RGBColor = RGBColor(214, 39, 40);
+const LOST: RGBColor = RGBColor(148, 103, 189);
+
+/// A capacity search's probes on a rate axis: achieved against offered ops/s, each probe
+/// marked by its verdict (a filled green circle passed, a red cross failed, a purple
+/// triangle was cut short as lost), the line where achieved equals offered, and a vertical
+/// line at the maximum sustainable rate.
+pub fn probe_chart(title: &str, probes: &[ProbePoint], max_sustainable: f64) -> String {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        let result = (|| -> Result<(), String> {
+            if probes.is_empty() {
+                return empty(&root, title);
+            }
+            let top = probes
+                .iter()
+                .flat_map(|p| [p.offered, p.achieved])
+                .fold(1.0, f64::max)
+                * 1.1;
+            root.fill(&WHITE).map_err(|e| e.to_string())?;
+            let mut chart = ChartBuilder::on(&root)
+                .caption(title, ("sans-serif", 18))
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(60)
+                .build_cartesian_2d(0.0..top, 0.0..top * 1.3)
+                .map_err(|e| e.to_string())?;
+            chart
+                .configure_mesh()
+                .x_desc("offered (ops/s)")
+                .y_desc("achieved (ops/s)")
+                .x_label_formatter(&|x| round3(*x))
+                .y_label_formatter(&|y| round3(*y))
+                .draw()
+                .map_err(|e| e.to_string())?;
+            let grey = BLACK.mix(0.35).stroke_width(1);
+            chart
+                .draw_series(LineSeries::new(vec![(0.0, 0.0), (top, top)], grey))
+                .map_err(|e| e.to_string())?
+                .label("achieved = offered")
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], grey));
+            if max_sustainable > 0.0 {
+                let green = PASS.mix(0.7).stroke_width(1);
+                chart
+                    .draw_series(LineSeries::new(
+                        vec![(max_sustainable, 0.0), (max_sustainable, top * 1.3)],
+                        green,
+                    ))
+                    .map_err(|e| e.to_string())?
+                    .label(format!("max sustainable {} ops/s", round3(max_sustainable)))
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], green));
+            }
+            let of = |v: &str| -> Vec<(f64, f64)> {
+                probes
+                    .iter()
+                    .filter(|p| p.verdict == v)
+                    .map(|p| (p.offered, p.achieved))
+                    .collect()
+            };
+            chart
+                .draw_series(
+                    of("pass")
+                        .into_iter()
+                        .map(|p| Circle::new(p, 5, PASS.filled())),
+                )
+                .map_err(|e| e.to_string())?
+                .label("pass")
+                .legend(|(x, y)| Circle::new((x + 9, y), 5, PASS.filled()));
+            chart
+                .draw_series(
+                    of("fail")
+                        .into_iter()
+                        .map(|p| Cross::new(p, 5, FAIL.stroke_width(2))),
+                )
+                .map_err(|e| e.to_string())?
+                .label("fail")
+                .legend(|(x, y)| Cross::new((x + 9, y), 5, FAIL.stroke_width(2)));
+            chart
+                .draw_series(
+                    of("lost")
+                        .into_iter()
+                        .map(|p| TriangleMarker::new(p, 6, LOST.filled())),
+                )
+                .map_err(|e| e.to_string())?
+                .label("lost (cut short)")
+                .legend(|(x, y)| TriangleMarker::new((x + 9, y), 6, LOST.filled()));
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| e.to_string())?;
+            root.present().map_err(|e| e.to_string())
+        })();
+        if let Err(e) = result {
+            return format!("<p>chart '{title}' could not be drawn: {e}</p>");
+        }
+    }
+    finish(svg)
+}
+
 fn y_floor(log_y: bool, pts: &[(f64, f64)]) -> f64 {
     if log_y {
         pts.iter()

@@ -6,6 +6,7 @@ use minijinja::{Environment, context};
 use serde::Serialize;
 
 use super::STYLE;
+use super::capacity_page::{self, CapRun};
 use super::charts::{self, Line};
 use super::data::{self, Run};
 
@@ -63,6 +64,7 @@ pub(super) fn index_page(
     env: &Environment,
     runs: &[Run],
     agg: &polars::prelude::DataFrame,
+    caps: &[CapRun],
 ) -> anyhow::Result<String> {
     let scenarios: Vec<String> = {
         let mut v: Vec<String> = runs.iter().map(|r| r.summary.scenario.clone()).collect();
@@ -81,6 +83,8 @@ pub(super) fn index_page(
             c
         },
         overlays => distribution_overlays(&scenarios, runs),
+        capacity_runs => capacity_page::rows(caps),
+        capacity_chart => capacity_page::max_rate_chart(caps),
         scenarios => scenarios,
     })?)
 }

@@ -9,13 +9,15 @@
 //! when it ends, and [`junit`] its verdicts as JUnit XML (`--junit FILE`).
 //!
 //! Written to the reports folder: `<run-id>.html` per run, `index.html`, and the aggregate
-//! table as `summary.csv` and `summary.parquet`. Links to raw files are relative, so
+//! table as `summary.csv` and `summary.parquet`; per capacity search ([`capacity_page`]),
+//! `<capacity-run>.html` and a page per probe, `<capacity-run>--<probe>.html`. Links to raw files are relative, so
 //! `reports/` and `results/` can be moved together.
 
 pub mod data;
 pub mod junit;
 pub mod terminal;
 
+mod capacity_page;
 mod charts;
 mod index_page;
 mod replicas;
@@ -30,12 +32,15 @@ use data::Run;
 
 const RUN_TEMPLATE: &str = include_str!("../../templates/run.html");
 const INDEX_TEMPLATE: &str = include_str!("../../templates/index.html");
+const CAPACITY_TEMPLATE: &str = include_str!("../../templates/capacity.html");
 const STYLE: &str = include_str!("../../templates/style.css");
 
 /// What a report run wrote.
 pub struct Written {
     pub index: PathBuf,
     pub pages: Vec<PathBuf>,
+    /// A page per capacity search (`<capacity-run>.html`).
+    pub capacity_pages: Vec<PathBuf>,
     /// Run folders that could not be read, with why.
     pub skipped: Vec<(PathBuf, String)>,
 }
@@ -60,15 +65,42 @@ pub fn write_reports(paths: &[PathBuf], out: &Path) -> anyhow::Result<Written> {
         std::fs::write(&page, html).with_context(|| format!("writing {}", page.display()))?;
         pages.push(page);
     }
+    let (caps, bad) = capacity_page::find(paths);
+    skipped.extend(bad);
+    let mut capacity_pages = Vec::new();
+    for cap in &caps {
+        // Each probe's run page, then the search's page linking to them.
+        let mut written = Vec::new();
+        for probe in cap.cap.replicas.iter().flat_map(|r| &r.probes) {
+            let dir = cap.dir.join(&probe.results);
+            let name = capacity_page::probe_page(&cap.id, &probe.results);
+            match Run::load(&dir) {
+                Ok(run) => {
+                    let page = out.join(&name);
+                    let html = run_page::run_page(&env, &run, out)?;
+                    std::fs::write(&page, html)
+                        .with_context(|| format!("writing {}", page.display()))?;
+                    written.push(name);
+                }
+                Err(e) => skipped.push((dir, format!("{e:#}"))),
+            }
+        }
+        let json = run_page::relative(out, &cap.dir.join(crate::results::capacity::CAPACITY));
+        let page = out.join(format!("{}.html", cap.id));
+        let html = capacity_page::capacity_page(&env, cap, &written, &json)?;
+        std::fs::write(&page, html).with_context(|| format!("writing {}", page.display()))?;
+        capacity_pages.push(page);
+    }
     let frame = data::runs_frame(&runs)?;
     let agg = data::aggregate(&frame)?;
     data::write_aggregate(&agg, out)?;
     let index = out.join("index.html");
-    std::fs::write(&index, index_page::index_page(&env, &runs, &agg)?)
+    std::fs::write(&index, index_page::index_page(&env, &runs, &agg, &caps)?)
         .with_context(|| format!("writing {}", index.display()))?;
     Ok(Written {
         index,
         pages,
+        capacity_pages,
         skipped,
     })
 }
@@ -77,6 +109,7 @@ fn environment() -> anyhow::Result<Environment<'static>> {
     let mut env = Environment::new();
     env.add_template("run.html", RUN_TEMPLATE)?;
     env.add_template("index.html", INDEX_TEMPLATE)?;
+    env.add_template("capacity.html", CAPACITY_TEMPLATE)?;
     env.add_filter("n3", |v: f64| charts::round3(v));
     Ok(env)
 }

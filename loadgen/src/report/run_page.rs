@@ -369,7 +369,7 @@ fn file_links(run: &Run, out: &Path) -> Vec<(String, String)> {
 }
 
 /// `to` relative to the directory `from` (both made absolute first), with `/` separators.
-fn relative(from: &Path, to: &Path) -> String {
+pub(super) fn relative(from: &Path, to: &Path) -> String {
     let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let (from, to) = (abs(from), abs(to));
     pathdiff::diff_paths(&to, &from)

@@ -8,6 +8,7 @@ use std::path::Path;
 use comfy_table::{CellAlignment, Table, presets};
 
 use crate::history::{Anomaly, Counts, Verdict};
+use crate::results::capacity::Capacity;
 use crate::results::{CheckSummary, Summary};
 
 /// The end of `loadgen bench`, up to the line naming the results folder.
@@ -43,6 +44,78 @@ pub fn bench_summary(s: &Summary, dir: &Path) -> String {
         out,
         "generator: {} calls, {:.1} µs CPU per call",
         s.generator.calls, s.generator.cpu_us_per_call
+    );
+    let _ = writeln!(out, "results: {}", dir.display());
+    out
+}
+
+/// The end of `loadgen capacity`: per replica count, the highest rate sustained and how the
+/// search went (a Markdown table, so it pastes into a README), then the folder.
+pub fn capacity_table(c: &Capacity, dir: &Path) -> String {
+    let mut t = Table::new();
+    t.load_preset(presets::ASCII_MARKDOWN);
+    t.set_header([
+        "replicas",
+        "max sustainable ops/s",
+        "send p99 ms",
+        "get p99 ms",
+        "lowest failure ops/s",
+        "probes",
+        "ended",
+    ]);
+    for r in &c.replicas {
+        let best = r
+            .probes
+            .iter()
+            .filter(|p| p.verdict == "pass")
+            .max_by(|a, b| a.rate.total_cmp(&b.rate))
+            .filter(|p| p.rate == r.max_sustainable_rate);
+        let p99 = |op: &str| {
+            best.and_then(|p| p.p99_ms.get(op))
+                .map_or("-".to_string(), |v| format!("{v:.1}"))
+        };
+        let lowest_fail = r
+            .probes
+            .iter()
+            .filter(|p| p.verdict != "pass")
+            .map(|p| p.rate)
+            .reduce(f64::min)
+            .map_or("-".to_string(), |v| format!("{v:.0}"));
+        t.add_row([
+            r.replicas.to_string(),
+            format!("{:.0}", r.max_sustainable_rate),
+            p99("send_message"),
+            p99("get_messages"),
+            lowest_fail,
+            r.probes.len().to_string(),
+            match &r.error {
+                Some(e) => format!("error: {e}"),
+                None => r.ended.clone(),
+            },
+        ]);
+    }
+    for i in 1..=5 {
+        if let Some(col) = t.column_mut(i) {
+            col.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n{} · capacity to {:.0}% · probes of {} s after {} s of warm-up",
+        c.scenario,
+        c.search.precision * 100.0,
+        c.search.probe_s,
+        c.search.probe_warmup_s
+    );
+    if c.interrupted {
+        let _ = writeln!(out, "INTERRUPTED: the search was stopped early");
+    }
+    let _ = writeln!(out, "{t}");
+    let _ = writeln!(
+        out,
+        "max sustainable: the highest offered rate whose probe kept the schedule, met every \
+         objective and passed the history check; p99s are that probe's"
     );
     let _ = writeln!(out, "results: {}", dir.display());
     out

@@ -20,14 +20,18 @@
 //! - `nodes/node-N.log`: each replica's log, when `loadgen` started the cluster;
 //! - `data/`: the replicas' data while the run lasts (removed unless `--keep-data`).
 //!
+//! A `loadgen capacity` run's folder holds `capacity.json` ([`capacity`]) and a run folder
+//! per probe under `probes/`.
+//!
 //! `results/README.md` documents the contract for readers; keep the two in step.
 
+pub mod capacity;
 mod provenance;
 mod summary;
 pub mod time_split;
 
 pub use crate::control::FaultRecord;
-pub use provenance::Machine;
+pub use provenance::{Machine, utc_seconds};
 pub use summary::{
     CheckSummary, ClusterEnd, Generator, LatencyLimit, LeaderChange, NodeEnd, OpResult,
     ProcessResources, RateStep, Resources, RunFacts, SloResult, SloValue, SloVerdict, Summary,
@@ -83,8 +87,34 @@ impl RunDir {
         scenario: &str,
         replicas: u32,
     ) -> anyhow::Result<RunDir> {
-        let id = run_id(started, scenario, replicas);
-        let mut path = root.join(&id);
+        RunDir::unique(root, &run_id(started, scenario, replicas))
+    }
+
+    /// A new `loadgen capacity` run's folder under `root`: `<UTC start>-<scenario>-capacity`.
+    pub fn create_capacity(
+        root: &Path,
+        started: SystemTime,
+        scenario: &str,
+    ) -> anyhow::Result<RunDir> {
+        let id = run_id(started, scenario, 0);
+        let id = format!("{}-capacity", id.strip_suffix("-r0").unwrap_or(&id));
+        RunDir::unique(root, &id)
+    }
+
+    /// A new run folder at exactly `path` (a capacity probe's); an error when it exists.
+    pub fn create_at(path: &Path) -> anyhow::Result<RunDir> {
+        if path.exists() {
+            anyhow::bail!("{} exists already", path.display());
+        }
+        std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(RunDir {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// `root/id`, or `root/id-2`, `-3`, ... when that is taken; created.
+    fn unique(root: &Path, id: &str) -> anyhow::Result<RunDir> {
+        let mut path = root.join(id);
         let mut n = 1;
         while path.exists() {
             n += 1;

@@ -9,10 +9,24 @@ use telegraft::proto::chat::*;
 use telegraft::proto::time;
 use tonic::{Request, Response, Status};
 
-/// Answers every call after `delay`; `GetMessages` after `read_delay`.
+/// Answers every call after `delay`; `GetMessages` after `read_delay`. With `slots`, at
+/// most that many calls are served at once (the others wait their turn), which makes a
+/// server of known capacity: `slots / delay` calls a second.
 struct SlowChat {
     delay: Duration,
     read_delay: Duration,
+    slots: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+}
+
+impl SlowChat {
+    /// Waits for a slot (when limited), then for `d`.
+    async fn serve(&self, d: Duration) {
+        let _slot = match &self.slots {
+            Some(s) => Some(s.clone().acquire_owned().await.expect("never closed")),
+            None => None,
+        };
+        tokio::time::sleep(d).await;
+    }
 }
 
 #[tonic::async_trait]
@@ -21,35 +35,35 @@ impl Chat for SlowChat {
         &self,
         _: Request<CreateUserRequest>,
     ) -> Result<Response<CreateUserResponse>, Status> {
-        tokio::time::sleep(self.delay).await;
+        self.serve(self.delay).await;
         Ok(Response::new(CreateUserResponse { user_id: 1 }))
     }
     async fn create_chat(
         &self,
         _: Request<CreateChatRequest>,
     ) -> Result<Response<CreateChatResponse>, Status> {
-        tokio::time::sleep(self.delay).await;
+        self.serve(self.delay).await;
         Ok(Response::new(CreateChatResponse { chat_id: 1 }))
     }
     async fn join_chat(
         &self,
         _: Request<JoinChatRequest>,
     ) -> Result<Response<JoinChatResponse>, Status> {
-        tokio::time::sleep(self.delay).await;
+        self.serve(self.delay).await;
         Ok(Response::new(JoinChatResponse {}))
     }
     async fn send_message(
         &self,
         _: Request<SendMessageRequest>,
     ) -> Result<Response<SendMessageResponse>, Status> {
-        tokio::time::sleep(self.delay).await;
+        self.serve(self.delay).await;
         Ok(Response::new(SendMessageResponse { message_id: 1 }))
     }
     async fn get_messages(
         &self,
         _: Request<GetMessagesRequest>,
     ) -> Result<Response<GetMessagesResponse>, Status> {
-        tokio::time::sleep(self.read_delay).await;
+        self.serve(self.read_delay).await;
         Ok(Response::new(GetMessagesResponse {
             messages: vec![],
             has_more: false,
@@ -59,18 +73,38 @@ impl Chat for SlowChat {
         &self,
         _: Request<GetChatUsersRequest>,
     ) -> Result<Response<GetChatUsersResponse>, Status> {
-        tokio::time::sleep(self.delay).await;
+        self.serve(self.delay).await;
         Ok(Response::new(GetChatUsersResponse { users: vec![] }))
     }
 }
 
 /// Starts a fake server on a free loopback port; returns its address.
 pub async fn serve(delay: Duration, read_delay: Duration) -> String {
+    serve_chat(SlowChat {
+        delay,
+        read_delay,
+        slots: None,
+    })
+    .await
+}
+
+/// Starts a fake server of known capacity: every call takes `service`, and at most `slots`
+/// are served at once (so at most `slots / service` calls a second); returns its address.
+pub async fn serve_limited(service: Duration, slots: usize) -> String {
+    serve_chat(SlowChat {
+        delay: service,
+        read_delay: service,
+        slots: Some(std::sync::Arc::new(tokio::sync::Semaphore::new(slots))),
+    })
+    .await
+}
+
+async fn serve_chat(chat: SlowChat) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(ChatServer::new(SlowChat { delay, read_delay }))
+            .add_service(ChatServer::new(chat))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     addr
