@@ -175,33 +175,60 @@ report *args:
     cargo build --quiet --release --bin loadgen
     "${CARGO_TARGET_DIR:-target}/release/loadgen" report {{args}}
 
-# Any `path.to.field=value` argument overrides that scenario field; an SLO miss does not stop the sweep.
-# Run a scenario once per replica count, then the reports: `just sweep scenario=scenarios/chat.yaml replicas="1 3 5 7"`.
+# Any `path.to.field=value` overrides that scenario field; `vary=FIELD values="A B"` also runs once per value, each value its own line on the index. An SLO miss does not stop the sweep.
+# Run a scenario once per replica count (and value), then the reports: `just sweep replicas="1 3 5"`, `just sweep vary=cluster.batching values="on off" replicas="1 3 5"`.
 sweep *args:
     #!/usr/bin/env bash
     set -euo pipefail
     scenario=scenarios/chat.yaml
-    replicas="1 3 5 7"
+    replicas=""
+    vary=""
+    values=""
     sets=()
+    last=""
+    # just splits a quoted list (replicas="1 3 5") into words: a bare word belongs to the
+    # last key given.
     for a in {{args}}; do
       case "$a" in
-        scenario=*) scenario="${a#scenario=}" ;;
-        replicas=*) replicas="${a#replicas=}" ;;
-        *.*=*) sets+=(--set "$a") ;;
-        [0-9]*) replicas="$replicas $a" ;;
-        *) echo "just sweep: unknown argument '$a' (scenario=FILE replicas=\"1 3 5\" field.path=VALUE)" >&2; exit 2 ;;
+        scenario=*) scenario="${a#scenario=}"; last="" ;;
+        replicas=*) replicas="${a#replicas=}"; last=replicas ;;
+        vary=*) vary="${a#vary=}"; last="" ;;
+        values=*) values="${a#values=}"; last=values ;;
+        *.*=*|*=*) sets+=(--set "$a"); last="" ;;
+        *)
+          case "$last" in
+            replicas) replicas="$replicas $a" ;;
+            values) values="$values $a" ;;
+            *) echo "just sweep: unknown argument '$a' (scenario=FILE replicas=\"1 3 5\" vary=FIELD values=\"A B\" field.path=VALUE)" >&2; exit 2 ;;
+          esac ;;
       esac
     done
+    [ -n "$replicas" ] || replicas="1 3 5 7"
+    if [ -n "$vary" ] && [ -z "$values" ]; then echo "just sweep: vary=$vary needs values=\"A B ...\"" >&2; exit 2; fi
+    if [ -z "$vary" ] && [ -n "$values" ]; then echo "just sweep: values= needs vary=FIELD" >&2; exit 2; fi
     cargo build --quiet --release --bin telegraft --bin loadgen
     bin="${CARGO_TARGET_DIR:-target}/release/loadgen"
-    for n in $replicas; do
-      echo "== $scenario with $n replicas"
-      status=0
-      "$bin" bench --scenario "$scenario" --replicas "$n" --no-report "${sets[@]}" || status=$?
-      if [ "$status" -ne 0 ] && [ "$status" -ne 3 ]; then exit "$status"; fi
+    # The scenario's name, which the index draws one line per.
+    name=$("$bin" validate "$scenario" "${sets[@]}" | sed -E 's/^.*: ok \((.*), [0-9]+ replicas\)$/\1/')
+    vals=($values)
+    [ "${#vals[@]}" -gt 0 ] || vals=("")
+    for v in "${vals[@]}"; do
+      extra=()
+      label=""
+      if [ -n "$vary" ]; then
+        extra=(--set "$vary=$v" --set "name=$name $vary=$v")
+        label=" ($vary=$v)"
+        "$bin" validate "$scenario" "${sets[@]}" "${extra[@]}" >/dev/null
+      fi
+      for n in $replicas; do
+        echo "== $scenario$label with $n replicas"
+        status=0
+        "$bin" bench --scenario "$scenario" --replicas "$n" --no-report "${sets[@]}" "${extra[@]}" || status=$?
+        if [ "$status" -ne 0 ] && [ "$status" -ne 3 ]; then exit "$status"; fi
+      done
     done
     "$bin" report
-    echo "open reports/index.html: the scaling panel compares the replica counts"
+    echo "open reports/index.html: the scaling panel compares the replica counts (one line per value)"
 
 # Each trial is a fresh 3-replica cluster under scenarios/failover.yaml; prints the unavailability, failed calls and checks.
 # Repeat one fault and tabulate what it costs: `just failover-trials fault=pause trials=10` (fault: kill, pause or partition).

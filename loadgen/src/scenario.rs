@@ -1077,8 +1077,51 @@ impl Scenario {
         self.validate_load(&mut p);
         self.validate_calls(&mut p);
         self.validate_slos(&mut p);
+        self.validate_cluster(&mut p);
         self.validate_faults(&mut p);
         p.0
+    }
+
+    /// `cluster:` timings as the replicas will take them: whole 10 ms ticks, an election
+    /// timeout above the heartbeat (each absent one at the replica's default, 50 and 150 ms).
+    fn validate_cluster(&self, p: &mut Problems) {
+        let c = &self.cluster;
+        let mut tick = |path: &str, d: Option<&Dur>| {
+            if let Some(d) = d
+                && (d.0.is_zero() || d.0.as_nanos() % 10_000_000 != 0)
+            {
+                p.add(
+                    path,
+                    format!(
+                        "expected a positive multiple of 10ms (the replicas' tick), got {}",
+                        humantime::format_duration(d.0)
+                    ),
+                );
+                return false;
+            }
+            true
+        };
+        let ok = tick("cluster.heartbeat", c.heartbeat.as_ref())
+            & tick("cluster.election_timeout", c.election_timeout.as_ref());
+        let heartbeat = c.heartbeat.map_or(Duration::from_millis(50), |d| d.0);
+        let election = c
+            .election_timeout
+            .map_or(Duration::from_millis(150), |d| d.0);
+        if ok && (c.heartbeat.is_some() || c.election_timeout.is_some()) && election <= heartbeat {
+            let path = if c.election_timeout.is_some() {
+                "cluster.election_timeout"
+            } else {
+                "cluster.heartbeat"
+            };
+            p.add(
+                path,
+                format!(
+                    "the election timeout ({}) must be longer than the heartbeat ({})",
+                    humantime::format_duration(election),
+                    humantime::format_duration(heartbeat)
+                ),
+            );
+        }
     }
 
     fn validate_identity(&self, p: &mut Problems) {
