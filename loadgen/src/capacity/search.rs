@@ -35,8 +35,8 @@ pub struct Search {
     min: u64,
     max: u64,
     precision: f64,
-    /// The highest rate that passed, and the lowest that failed.
-    pass: Option<u64>,
+    /// Every rate that passed, and the lowest that failed.
+    passes: Vec<u64>,
     fail: Option<u64>,
 }
 
@@ -57,34 +57,38 @@ impl Search {
             min,
             max,
             precision,
-            pass: None,
+            passes: Vec::new(),
             fail: None,
         }
+    }
+
+    /// The highest pass below the lowest failure: a pass at or above a failure (noise) never
+    /// counts.
+    fn pass(&self) -> Option<u64> {
+        self.passes
+            .iter()
+            .copied()
+            .filter(|&p| self.fail.is_none_or(|f| p < f))
+            .max()
     }
 
     /// Takes a probe's outcome into account.
     pub fn record(&mut self, rate: u64, passed: bool) {
         if passed {
-            // A pass at or above a failure (noise) never lifts the answer past that failure.
-            if self.fail.is_none_or(|f| rate < f) {
-                self.pass = Some(self.pass.map_or(rate, |p| p.max(rate)));
-            }
+            self.passes.push(rate);
         } else {
             self.fail = Some(self.fail.map_or(rate, |f| f.min(rate)));
-            if self.pass.is_some_and(|p| p >= rate) {
-                self.pass = None;
-            }
         }
     }
 
-    /// The highest rate that passed so far (0 when none did).
+    /// The highest rate that passed below every failure so far (0 when none did).
     pub fn best(&self) -> u64 {
-        self.pass.unwrap_or(0)
+        self.pass().unwrap_or(0)
     }
 
     /// The next rate to probe, or why the search is over.
     pub fn next(&self) -> Next {
-        match (self.pass, self.fail) {
+        match (self.pass(), self.fail) {
             (None, None) => Next::Probe(self.start),
             (Some(p), None) => {
                 if p >= self.max {
