@@ -33,6 +33,7 @@ fn shipped_scenarios_are_valid() {
     assert_eq!(
         names,
         [
+            "batching",
             "chat-default",
             "closed",
             "failover",
@@ -40,6 +41,29 @@ fn shipped_scenarios_are_valid() {
             "read-heavy",
             "realistic",
             "write-burst"
+        ]
+    );
+    // The batching experiment's settings reach the replicas as `telegraft node` flags.
+    let batching = dir.join("batching.yaml");
+    let on = Scenario::load(&batching, &[]).unwrap();
+    assert!(on.cluster.node_args().is_empty(), "{:?}", on.cluster);
+    let off = Scenario::load(
+        &batching,
+        &[
+            "cluster.batching=off".into(),
+            "cluster.election_timeout=300ms".into(),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        off.cluster.node_args(),
+        [
+            "--batching",
+            "off",
+            "--heartbeat",
+            "50ms",
+            "--election-timeout",
+            "300ms"
         ]
     );
     let chat = Scenario::load(&dir.join("chat.yaml"), &[]).unwrap();
