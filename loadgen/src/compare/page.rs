@@ -183,6 +183,7 @@ pub fn page(c: &Comparison, out: &Path) -> String {
                 label: format!("{which}{what} {id}"),
                 color,
                 points: p.clone(),
+                dashed: false,
             })
             .collect()
         };

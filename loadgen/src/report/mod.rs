@@ -18,7 +18,7 @@ pub mod junit;
 pub mod terminal;
 
 mod capacity_page;
-mod charts;
+pub(crate) mod charts;
 mod index_page;
 mod replicas;
 mod run_page;
