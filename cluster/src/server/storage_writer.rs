@@ -170,19 +170,34 @@ fn run_batch(
         }
     }
     if last.is_some() {
-        let start = std::time::Instant::now();
-        storage.log.sync()?;
-        metrics.fsync_seconds.record(start.elapsed().as_secs_f64());
-        metrics
-            .fsync_entries
-            .record((stats.entries - before.entries) as f64);
-        metrics
-            .fsync_bytes
-            .record((stats.bytes - before.bytes) as f64);
-        stats.syncs += 1;
+        sync(
+            storage,
+            stats,
+            metrics,
+            stats.entries - before.entries,
+            stats.bytes - before.bytes,
+        )?;
     }
     drop(spans);
     Ok(last)
+}
+
+/// One fdatasync of the log, counted, and recorded with the entries and bytes it made
+/// durable.
+fn sync(
+    storage: &mut RaftStorage,
+    stats: &mut WriterStats,
+    metrics: &Metrics,
+    entries: u64,
+    bytes: u64,
+) -> Result<(), StorageError> {
+    let start = std::time::Instant::now();
+    storage.log.sync()?;
+    metrics.fsync_seconds.record(start.elapsed().as_secs_f64());
+    metrics.fsync_entries.record(entries as f64);
+    metrics.fsync_bytes.record(bytes as f64);
+    stats.syncs += 1;
+    Ok(())
 }
 
 /// One request without group commit: each appended entry is written and fdatasync'd on its
@@ -199,15 +214,10 @@ fn run_unbatched(
         match req {
             StorageRequest::Append(id, entries, _traces) => {
                 for entry in entries {
-                    let start = std::time::Instant::now();
                     let bytes = storage.log.append(std::slice::from_ref(&entry))?;
-                    storage.log.sync()?;
-                    metrics.fsync_seconds.record(start.elapsed().as_secs_f64());
-                    metrics.fsync_entries.record(1.0);
-                    metrics.fsync_bytes.record(bytes as f64);
                     stats.bytes += bytes;
                     stats.entries += 1;
-                    stats.syncs += 1;
+                    sync(storage, stats, metrics, 1, bytes)?;
                 }
                 last = Some(id);
             }
