@@ -296,14 +296,15 @@ async fn search_at(
     }
 }
 
-/// The scenario as a probe runs it: open model at `rate`, the probe's length, the schedule
-/// an objective.
+/// The scenario as a probe runs it: open model at `rate` (a closed model's think time has
+/// no meaning there and is dropped), the probe's length, the schedule an objective.
 fn probe_overrides(args: &CapacityArgs, n: u32, rate: u64) -> Vec<String> {
     let mut o = args.overrides.clone();
     o.extend([
         format!("replicas={n}"),
         "load.model=open".into(),
         "load.steps=[]".into(),
+        "load.think_time=0s".into(),
         format!("load.rate={rate}"),
         format!("load.warmup={}ms", args.probe_warmup.as_millis()),
         format!("load.duration={}ms", args.probe.as_millis()),
