@@ -121,6 +121,9 @@ impl Cluster {
 
     fn deliver_all(&mut self) {
         for env in std::mem::take(&mut self.net) {
+            if std::env::var_os("HOSTILE_DEBUG").is_some() {
+                eprintln!("{env:?}");
+            }
             self.deliver_to(env, 0);
         }
     }
@@ -649,4 +652,71 @@ fn a_leader_recovers_from_an_untrue_acknowledgement() {
         (1..3).all(|i| c.nodes[i].core().unwrap().log().applied() >= last)
     });
     assert!(ok, "followers never caught up");
+}
+
+/// A wedge the property test found: a forged snapshot gives the future leader a committed
+/// entry that no follower holds (index 2 at term 2, where theirs is at term 1). The leader
+/// then sent that snapshot to each follower, which, having committed index 2 itself, called
+/// it nothing new and acknowledged it; the next append (`prev` 2 at term 2) was rejected,
+/// the leader fell back to the snapshot, and round it went for good. A follower that finds
+/// a snapshot contradicting its own committed entry now takes the leader's snapshot, so
+/// the cluster converges and commits again.
+#[test]
+fn a_forged_snapshot_does_not_wedge_replication() {
+    let actions = vec![
+        Action::Round,
+        Action::Read(0),
+        Action::Drop(0),
+        Action::Deliver(652120673745453813),
+        Action::Forge(
+            0,
+            Envelope {
+                from: 3,
+                to: 1,
+                term: 8,
+                message: Message::InstallSnapshot {
+                    snapshot: Snapshot {
+                        index: 2,
+                        term: 2,
+                        data: b"forged".to_vec(),
+                    },
+                    read_seq: 0,
+                },
+            },
+        ),
+        Action::Mutate(0, 0, 0),
+        Action::Deliver(3729274021982831425),
+        Action::Forge(
+            0,
+            Envelope {
+                from: 2,
+                to: 1,
+                term: 9,
+                message: Message::Append {
+                    prev_index: 1,
+                    prev_term: 1,
+                    entries: vec![
+                        Entry {
+                            index: 2,
+                            term: 1,
+                            command: Some(b"x".to_vec()),
+                        },
+                        Entry {
+                            index: 3,
+                            term: 1,
+                            command: Some(b"x".to_vec()),
+                        },
+                    ],
+                    commit: 0,
+                    read_seq: 0,
+                },
+            },
+        ),
+        Action::Tick(0),
+        Action::Tick(0),
+        Action::Tick(0),
+        Action::Tick(0),
+        Action::Compact(0),
+    ];
+    run(0, 5288194944117089298, actions).unwrap();
 }

@@ -672,6 +672,14 @@ impl RawNode<Follower> {
             entries.retain(|e| e.index > commit);
             prev_index = commit;
             prev_term = self.log.term(commit).expect("commit index is in the log");
+            if entries.first().is_some_and(|e| e.term < prev_term) {
+                // What follows our committed entry in the sender's log has an older term
+                // than that entry: the sender's log contradicts what we committed, which no
+                // honest leader's can (a forged message, here or at the sender). Merging it
+                // would give us a log whose terms go down, which no append could ever
+                // match again; ignore it.
+                return;
+            }
         }
         if self.log.term(prev_index) != Some(prev_term) {
             let (hint_index, hint_term) = if prev_index > self.log.last_index() {
@@ -699,12 +707,19 @@ impl RawNode<Follower> {
     fn install_snapshot(&mut self, snapshot: Snapshot, read_seq: ReadSeq) {
         self.role.leader_read_seq = self.role.leader_read_seq.max(read_seq);
         let index = snapshot.index;
-        if index <= self.log.commit() {
-            // Nothing new: our committed prefix already covers it.
-        } else if self.log.term(index) == Some(snapshot.term) {
+        let ours = self.log.term(index);
+        if index <= self.log.commit() && ours.is_none_or(|t| t == snapshot.term) {
+            // Nothing new: our committed prefix already covers it (or is compacted past it).
+        } else if index > self.log.commit() && ours == Some(snapshot.term) {
             // We hold the entry the snapshot ends at, so everything before it matches.
             self.log.commit_to(index);
         } else {
+            // Either the snapshot is ahead of us, or it contradicts an entry we committed.
+            // The second cannot happen between honest peers (committed entries match every
+            // later leader's log); it means a forged message got in, here or at the leader.
+            // Taking the leader's snapshot is the only way the two logs can meet again:
+            // keeping ours would have the leader resend the snapshot and probe forever.
+            //
             // One copy for the log (a leader-to-be sends it on); the driver gets the original.
             self.log.install(snapshot.clone());
             self.out.push(Output::Restore(snapshot));
