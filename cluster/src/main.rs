@@ -38,9 +38,14 @@ enum Cmd {
         /// Where the log, hard state, snapshots and SQLite database live.
         #[arg(long)]
         data_dir: PathBuf,
-        /// Snapshot and compact the log every N applied entries (0 disables).
+        /// Snapshot and compact the log once N entries were applied since the last
+        /// snapshot (0: no entry trigger).
         #[arg(long, default_value_t = 10_000)]
         snapshot_every: u64,
+        /// ... or once this many bytes of commands were applied since the last snapshot,
+        /// whichever comes first (0: no byte trigger; both 0: never snapshot).
+        #[arg(long, default_value_t = 16 << 20, value_name = "BYTES")]
+        snapshot_bytes: u64,
         /// Accept Admin.SetPartition, which cuts this node off from chosen peers (for fault
         /// injection in tests and benchmarks; never on a node others can reach).
         #[arg(long)]
@@ -205,6 +210,7 @@ async fn real_main() -> Result<()> {
             peers,
             data_dir,
             snapshot_every,
+            snapshot_bytes,
             enable_fault_injection,
             max_inflight,
             metrics_listen,
@@ -215,6 +221,7 @@ async fn real_main() -> Result<()> {
             let peers = parse_peers(&peers)?;
             let mut config = NodeConfig::new(id, listen, peers, data_dir);
             config.snapshot_every = snapshot_every;
+            config.snapshot_bytes = snapshot_bytes;
             config.fault_injection = enable_fault_injection;
             config.max_inflight = max_inflight as usize;
             config.metrics_listen = metrics_listen;

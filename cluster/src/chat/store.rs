@@ -94,6 +94,8 @@ impl ChatStore {
             .map_err(sq)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sq)?;
+        // Every statement the apply and read paths run stays prepared (see `exec`).
+        conn.set_prepared_statement_cache_capacity(32);
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(sq)?;
@@ -199,20 +201,16 @@ impl ChatStore {
         }
         if let Some((index, term)) = last {
             let update = "UPDATE meta SET value = ?2 WHERE key = ?1";
-            tx.execute(update, params!["applied_index", index as i64])
-                .map_err(sq)?;
-            tx.execute(update, params!["applied_term", term as i64])
-                .map_err(sq)?;
+            exec(&tx, update, params!["applied_index", index as i64]).map_err(sq)?;
+            exec(&tx, update, params!["applied_term", term as i64]).map_err(sq)?;
             if tally.digest != self.tally.digest {
                 let (sum, rows) = tally.digest.to_meta();
-                tx.execute(update, params!["digest_sum", sum]).map_err(sq)?;
-                tx.execute(update, params!["digest_rows", rows])
-                    .map_err(sq)?;
+                exec(&tx, update, params!["digest_sum", sum]).map_err(sq)?;
+                exec(&tx, update, params!["digest_rows", rows]).map_err(sq)?;
             }
             if tally.last_committed_at_us != self.tally.last_committed_at_us {
                 let at = tally.last_committed_at_us;
-                tx.execute(update, params!["last_committed_at", at])
-                    .map_err(sq)?;
+                exec(&tx, update, params!["last_committed_at", at]).map_err(sq)?;
             }
         }
         tx.commit().map_err(sq)?;
@@ -343,11 +341,8 @@ impl ChatStore {
     fn user_exists(&self, user_id: UserId) -> Result<bool, StoreError> {
         let found: Option<i64> = self
             .conn
-            .query_row(
-                "SELECT user_id FROM users WHERE user_id = ?1",
-                [user_id as i64],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT user_id FROM users WHERE user_id = ?1")
+            .and_then(|mut stmt| stmt.query_row([user_id as i64], |r| r.get(0)))
             .optional()
             .map_err(|e| self.err(e))?;
         Ok(found.is_some())
@@ -362,6 +357,46 @@ impl ChatStore {
             .execute("VACUUM INTO ?1", [path.to_string_lossy().as_ref()])
             .map_err(|e| self.err(e))?;
         Ok(())
+    }
+
+    /// The database file this store runs on.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes a consistent copy of the database at `db` to `out` (which must not exist)
+    /// from a connection of its own, so that the thread applying entries goes on meanwhile:
+    /// in WAL mode the copy reads one snapshot of the database while the applier commits
+    /// after it. The copy is whatever was committed when it began, so its position is read
+    /// back from the copy itself: returns its `(applied_index, applied_term)`.
+    pub fn snapshot_apart(db: &Path, out: &Path) -> Result<(Index, u64), StoreError> {
+        let sq = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Sqlite { path, source }
+        };
+        {
+            let conn = Connection::open_with_flags(
+                db,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(sq(db))?;
+            conn.execute("VACUUM INTO ?1", [out.to_string_lossy().as_ref()])
+                .map_err(sq(db))?;
+        }
+        let copy = Connection::open_with_flags(
+            out,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sq(out))?;
+        let meta = |key: &str| {
+            copy.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
+                r.get::<_, i64>(0)
+            })
+        };
+        let index = meta("applied_index").map_err(sq(out))? as Index;
+        let term = meta("applied_term").map_err(sq(out))? as u64;
+        Ok((index, term))
     }
 
     /// Replaces the whole state with the snapshot file at `path`, which is left as it is
@@ -547,18 +582,17 @@ fn apply_write(
     let mut prev: Option<(u64, Option<u64>, Vec<u8>)> = None;
     if let Some((client, seq, hash)) = session {
         prev = tx
-            .query_row(
+            .prepare_cached(
                 "SELECT sequence, command_hash, outcome FROM sessions WHERE client_id = ?1",
-                [client as i64],
-                |r| {
-                    let hash: Option<i64> = r.get(1)?;
-                    Ok((
-                        r.get::<_, i64>(0)? as u64,
-                        hash.map(|h| h as u64),
-                        r.get(2)?,
-                    ))
-                },
-            )
+            )?
+            .query_row([client as i64], |r| {
+                let hash: Option<i64> = r.get(1)?;
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    hash.map(|h| h as u64),
+                    r.get(2)?,
+                ))
+            })
             .optional()?;
         if let Some((last_seq, last_hash, outcome)) = &prev {
             let (last_seq, last_hash) = (*last_seq, *last_hash);
@@ -599,7 +633,8 @@ fn apply_write(
             command_hash: Some(hash),
             outcome: &outcome,
         });
-        tx.execute(
+        exec(
+            tx,
             "INSERT INTO sessions (client_id, sequence, command_hash, outcome) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (client_id) DO UPDATE SET sequence = excluded.sequence,
                  command_hash = excluded.command_hash, outcome = excluded.outcome",
@@ -623,9 +658,21 @@ fn exists(
     params: impl rusqlite::Params,
 ) -> rusqlite::Result<bool> {
     Ok(tx
-        .query_row(sql, params, |r| r.get::<_, i64>(0))
+        .prepare_cached(sql)?
+        .query_row(params, |r| r.get::<_, i64>(0))
         .optional()?
         .is_some())
+}
+
+/// Runs a statement from the connection's cache of prepared statements: the apply path
+/// runs the same dozen statements for every entry, and parsing them each time was a visible
+/// share of a replica's CPU (issue 15's profile: `sqlite3RunParser`).
+fn exec(
+    tx: &rusqlite::Transaction,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<usize> {
+    tx.prepare_cached(sql)?.execute(params)
 }
 
 /// Applies one write's command, accounting for the rows it inserts in `tally`.
@@ -675,7 +722,8 @@ fn apply_command(
                     "username '{username}' is taken"
                 ))));
             }
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO users (user_id, username) VALUES (?1, ?2)",
                 params![index as i64, username],
             )?;
@@ -689,11 +737,13 @@ fn apply_command(
             if !user_exists(*user_id)? {
                 return no_user(*user_id);
             }
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO chats (chat_id, name, created_by) VALUES (?1, ?2, ?3)",
                 params![index as i64, name, *user_id as i64],
             )?;
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO members (chat_id, user_id) VALUES (?1, ?2)",
                 params![index as i64, *user_id as i64],
             )?;
@@ -715,7 +765,8 @@ fn apply_command(
             if !chat_exists(*chat_id)? {
                 return no_chat(*chat_id);
             }
-            let inserted = tx.execute(
+            let inserted = exec(
+                tx,
                 "INSERT OR IGNORE INTO members (chat_id, user_id) VALUES (?1, ?2)",
                 params![*chat_id as i64, *user_id as i64],
             )?;
@@ -748,7 +799,8 @@ fn apply_command(
             let committed_at = write
                 .proposed_at_us
                 .max(tally.last_committed_at_us.saturating_add(1));
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO messages (message_id, chat_id, user_id, content, sent_time, committed_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![

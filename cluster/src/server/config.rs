@@ -17,8 +17,12 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Real time per Raft tick (the core's timeouts are in ticks).
     pub tick: Duration,
-    /// Take a snapshot and compact the log every this many applied entries (0: never).
+    /// Take a snapshot and compact the log once this many entries were applied since the
+    /// last one (0: no entry trigger).
     pub snapshot_every: u64,
+    /// ... or once this many bytes of commands were applied since the last one (0: no byte
+    /// trigger). Both 0: never.
+    pub snapshot_bytes: u64,
     /// Log segment size in bytes.
     pub segment_bytes: u64,
     pub options: Options,
@@ -39,7 +43,7 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    /// A configuration with the defaults: 10 ms ticks, a snapshot every 10,000 entries,
+    /// A configuration with the defaults: 10 ms ticks, a snapshot every 10,000 entries or 16 MiB,
     /// 64 MiB log segments, no fault injection, 4,096 client requests in flight, no metrics.
     pub fn new(
         id: NodeId,
@@ -54,6 +58,7 @@ impl NodeConfig {
             data_dir,
             tick: Duration::from_millis(10),
             snapshot_every: 10_000,
+            snapshot_bytes: 16 << 20,
             segment_bytes: 64 << 20,
             options: Options::default(),
             fault_injection: false,

@@ -20,7 +20,7 @@
 //! have it back in a second. So every actor is watched:
 //! - tasks (the core actor, the peer senders) run under [`supervise`], which stops the
 //!   process if the task panics or returns before the stop notice;
-//! - threads (the storage writer, the applier) are recognised by name by the panic hook
+//! - threads (the storage writer, the applier and its snapshot thread) are recognised by name by the panic hook
 //!   [`stop_on_actor_thread_panic`] installs, which stops the process from the panicking
 //!   thread itself, before the panic unwinds. Their other ways to end are a fatal error
 //!   (already a stop) or the stop at shutdown.
@@ -44,6 +44,8 @@ pub const EXIT_CODE: i32 = 70;
 pub const STORAGE_WRITER_THREAD: &str = "storage-writer";
 /// The applier's thread name, as `applier.rs` names it.
 pub const APPLIER_THREAD: &str = "applier";
+/// The applier's snapshot thread, as `applier.rs` names it.
+pub const SNAPSHOT_THREAD: &str = "snapshot";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Fatal {
@@ -102,7 +104,7 @@ pub async fn supervise(
 }
 
 /// Installs (once per process) a panic hook that stops the process when a thread named
-/// [`STORAGE_WRITER_THREAD`] or [`APPLIER_THREAD`] panics. The panic is printed first, as
+/// [`STORAGE_WRITER_THREAD`], [`APPLIER_THREAD`] or [`SNAPSHOT_THREAD`] panics. The panic is printed first, as
 /// usual; panics elsewhere are left as they were.
 pub fn stop_on_actor_thread_panic() {
     static ONCE: Once = Once::new();
@@ -113,6 +115,7 @@ pub fn stop_on_actor_thread_panic() {
             let actor = match std::thread::current().name() {
                 Some(STORAGE_WRITER_THREAD) => "storage writer",
                 Some(APPLIER_THREAD) => "applier",
+                Some(SNAPSHOT_THREAD) => "snapshot maker",
                 _ => return,
             };
             stop(Fatal::ActorPanicked { actor });

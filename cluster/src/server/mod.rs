@@ -62,7 +62,7 @@ use rand::SeedableRng;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use self::applier::Applier;
+use self::applier::{Applier, SnapshotPolicy};
 use self::core_actor::CoreActor;
 use self::fault::FaultHook;
 use self::mailbox::{APPLIER_SLACK, Completions, CoreInput, CoreSender, PEER_INPUTS, PanicTarget};
@@ -196,7 +196,10 @@ impl Replica {
         let applier = Applier::spawn(
             store,
             snapshots.clone(),
-            config.snapshot_every,
+            SnapshotPolicy {
+                entries: config.snapshot_every,
+                bytes: config.snapshot_bytes,
+            },
             last_snapshot,
             2 * config.max_inflight + APPLIER_SLACK,
             report(completions.clone()),

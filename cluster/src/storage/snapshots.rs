@@ -109,6 +109,26 @@ impl SnapshotDir {
         Ok(path)
     }
 
+    /// Like [`Self::create`], for a writer that learns the snapshot's position only once it
+    /// has written it (a copy made while entries go on being applied): `write` fills the
+    /// temporary path and returns the `(term, index)` the copy covers.
+    pub fn create_found<E: From<StorageError>>(
+        &self,
+        write: impl FnOnce(&Path) -> Result<(Term, Index), E>,
+    ) -> Result<(Term, Index, PathBuf), E> {
+        let tmp = self.temp("make");
+        let (term, index) = match write(&tmp) {
+            Ok(at) => at,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        let path = self.path(term, index);
+        self.publish(&tmp, &path)?;
+        Ok((term, index, path))
+    }
+
     /// fsync `tmp`, rename it to `path`, fsync the directory.
     fn publish(&self, tmp: &Path, path: &Path) -> Result<(), StorageError> {
         File::open(tmp)
