@@ -780,9 +780,13 @@ pub struct ClusterSettings {
     /// Group commit and batched replication (default `on`).
     #[serde(default, skip_serializing_if = "Switch::is_on")]
     pub batching: Switch,
-    /// Snapshot (and compact the log) every this many applied entries; 0 never.
+    /// A snapshot (and a compacted log) is due once this many entries were applied since
+    /// the last; 0 turns this trigger off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_every: Option<u64>,
+    /// ... or once this many bytes of commands were; 0 turns this trigger off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_bytes: Option<u64>,
     /// The shortest election timeout (each is drawn between it and twice it); a multiple
     /// of 10 ms, above `heartbeat`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -805,6 +809,9 @@ impl ClusterSettings {
         }
         if let Some(n) = self.snapshot_every {
             a.extend(["--snapshot-every".to_string(), n.to_string()]);
+        }
+        if let Some(n) = self.snapshot_bytes {
+            a.extend(["--snapshot-bytes".to_string(), n.to_string()]);
         }
         // Both timings go together: the replica checks one against the other's default.
         if self.election_timeout.is_some() || self.heartbeat.is_some() {

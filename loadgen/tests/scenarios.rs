@@ -52,6 +52,8 @@ fn shipped_scenarios_are_valid() {
         &[
             "cluster.batching=off".into(),
             "cluster.election_timeout=300ms".into(),
+            "cluster.snapshot_every=0".into(),
+            "cluster.snapshot_bytes=1048576".into(),
         ],
     )
     .unwrap();
@@ -60,6 +62,10 @@ fn shipped_scenarios_are_valid() {
         [
             "--batching",
             "off",
+            "--snapshot-every",
+            "0",
+            "--snapshot-bytes",
+            "1048576",
             "--heartbeat",
             "50ms",
             "--election-timeout",
