@@ -35,5 +35,5 @@ mod text;
 
 pub use command::{ChatError, Command, Outcome, SessionSeq, Write};
 pub use query::{MessagesQuery, Query, QueryOutput};
-pub use store::{ChatStore, StoreError};
+pub use store::{ChatStore, SnapshotSource, StoreError};
 pub use text::{escape_hidden, is_hidden};

@@ -376,41 +376,6 @@ impl ChatStore {
         &self.path
     }
 
-    /// Writes a consistent copy of the database at `db` to `out` (which must not exist)
-    /// from a connection of its own, so that the thread applying entries goes on meanwhile:
-    /// in WAL mode the copy reads one snapshot of the database while the applier commits
-    /// after it. The copy is whatever was committed when it began, so its position is read
-    /// back from the copy itself: returns its `(applied_index, applied_term)`.
-    pub fn snapshot_apart(db: &Path, out: &Path) -> Result<(Index, u64), StoreError> {
-        let sq = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::Sqlite { path, source }
-        };
-        {
-            let conn = Connection::open_with_flags(
-                db,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
-                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .map_err(sq(db))?;
-            conn.execute("VACUUM INTO ?1", [out.to_string_lossy().as_ref()])
-                .map_err(sq(db))?;
-        }
-        let copy = Connection::open_with_flags(
-            out,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(sq(out))?;
-        let meta = |key: &str| {
-            copy.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
-                r.get::<_, i64>(0)
-            })
-        };
-        let index = meta("applied_index").map_err(sq(out))? as Index;
-        let term = meta("applied_term").map_err(sq(out))? as u64;
-        Ok((index, term))
-    }
-
     /// Replaces the whole state with the snapshot file at `path`, which is left as it is
     /// (it stays the node's snapshot). The file is copied by the kernel (`fs::copy`), not
     /// read into memory; the copy is fsync'd, then the connection closed, the copy renamed
@@ -442,6 +407,67 @@ impl ChatStore {
         }
         *self = ChatStore::open(&db)?;
         Ok(())
+    }
+}
+
+/// Copies of the chat database made from a connection of its own (the applier's snapshot
+/// thread), so that the thread applying entries goes on meanwhile: in WAL mode the copy
+/// reads one committed state of the database while the applier commits after it.
+///
+/// The connection is opened once and kept, with a small page cache (`CACHE_KIB`): opening
+/// one per copy allocated a fresh cache and schema each time, which showed as a sawtooth of
+/// several MB in a follower's RSS under load. [`Self::forget`] drops it when the database
+/// file is replaced (a restore), and the next copy opens the new file.
+pub struct SnapshotSource {
+    db: PathBuf,
+    conn: Option<Connection>,
+}
+
+impl SnapshotSource {
+    /// The page cache of the copying connection, in KiB: `VACUUM INTO` streams pages, so a
+    /// large cache buys nothing.
+    const CACHE_KIB: i64 = 512;
+
+    pub fn new(db: &Path) -> SnapshotSource {
+        SnapshotSource {
+            db: db.to_path_buf(),
+            conn: None,
+        }
+    }
+
+    /// Writes a consistent copy of the database to `out` (which must not exist). The copy is
+    /// whatever was committed when it began, so its position is read back from the copy
+    /// itself: returns its `(applied_index, applied_term)`.
+    pub fn copy_to(&mut self, out: &Path) -> Result<(Index, u64), StoreError> {
+        let sq = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Sqlite { path, source }
+        };
+        let read_only =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if self.conn.is_none() {
+            let conn = Connection::open_with_flags(&self.db, read_only).map_err(sq(&self.db))?;
+            conn.pragma_update(None, "cache_size", -Self::CACHE_KIB)
+                .map_err(sq(&self.db))?;
+            self.conn = Some(conn);
+        }
+        let conn = self.conn.as_ref().expect("opened above");
+        conn.execute("VACUUM INTO ?1", [out.to_string_lossy().as_ref()])
+            .map_err(sq(&self.db))?;
+        let copy = Connection::open_with_flags(out, read_only).map_err(sq(out))?;
+        let meta = |key: &str| {
+            copy.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
+                r.get::<_, i64>(0)
+            })
+        };
+        let index = meta("applied_index").map_err(sq(out))? as Index;
+        let term = meta("applied_term").map_err(sq(out))? as u64;
+        Ok((index, term))
+    }
+
+    /// Closes the connection: the database file is about to be replaced.
+    pub fn forget(&mut self) {
+        self.conn = None;
     }
 }
 

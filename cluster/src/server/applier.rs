@@ -32,7 +32,7 @@ use super::error::RequestError;
 use super::fatal;
 use super::mailbox::{ApplierMsg, Completion, ProposeReply, Query, QueryOutput};
 use super::observe::Metrics;
-use crate::chat::ChatStore;
+use crate::chat::{ChatStore, SnapshotSource};
 use crate::raft::{Entry, Index};
 use crate::storage::SnapshotDir;
 
@@ -181,14 +181,25 @@ struct Snapshotter {
     shared: Arc<SnapshotShared>,
 }
 
-#[derive(Default)]
 struct SnapshotShared {
-    /// Held while a copy is made; a restore takes it to wait for one to finish.
-    making: Mutex<()>,
+    /// The copying connection, held while a copy is made; a restore takes it to wait for
+    /// a copy to finish and to close the connection before the file is replaced.
+    making: Mutex<SnapshotSource>,
     /// A request is queued or a copy is under way.
     busy: AtomicBool,
     /// The index of the newest snapshot, taken or restored.
     last: AtomicU64,
+}
+
+/// Hands the memory a copy freed back to the system. The copy runs on its own thread, so
+/// glibc serves it from an arena of its own, whose freed pages it otherwise keeps: a
+/// follower's RSS rose by several MB at every snapshot under load.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the system; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 impl Snapshotter {
@@ -199,8 +210,11 @@ impl Snapshotter {
         report: impl Fn(Completion) + Send + 'static,
         metrics: Metrics,
     ) -> Snapshotter {
-        let shared = Arc::new(SnapshotShared::default());
-        shared.last.store(last, Ordering::Relaxed);
+        let shared = Arc::new(SnapshotShared {
+            making: Mutex::new(SnapshotSource::new(&db)),
+            busy: AtomicBool::new(false),
+            last: AtomicU64::new(last),
+        });
         let (tx, rx) = mpsc::sync_channel::<()>(1);
         let state = shared.clone();
         let thread = std::thread::Builder::new()
@@ -208,14 +222,15 @@ impl Snapshotter {
             .spawn(move || {
                 while rx.recv().is_ok() {
                     let made = {
-                        let _making = state.making.lock().unwrap_or_else(|e| e.into_inner());
+                        let mut source = state.making.lock().unwrap_or_else(|e| e.into_inner());
                         let start = Instant::now();
                         let (term, index, _) = snapshots
                             .create_found::<fatal::Fatal>(|tmp| {
-                                let (index, term) = ChatStore::snapshot_apart(&db, tmp)?;
+                                let (index, term) = source.copy_to(tmp)?;
                                 Ok((term, index))
                             })
                             .unwrap_or_else(|e| fatal::stop(e));
+                        release_freed_memory();
                         snapshot_taken(&metrics, &snapshots, term, index, start);
                         // A restore that came first leaves a copy older than what it put in
                         // place: nothing to report (the file goes at the next compaction or
@@ -254,9 +269,12 @@ impl Snapshotter {
         sent
     }
 
-    /// Waits for a copy under way to finish, and keeps the next from starting while held.
-    fn pause(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.shared.making.lock().unwrap_or_else(|e| e.into_inner())
+    /// Waits for a copy under way to finish, closes the copying connection (the database
+    /// file is about to be replaced), and keeps the next copy from starting while held.
+    fn pause(&self) -> std::sync::MutexGuard<'_, SnapshotSource> {
+        let mut source = self.shared.making.lock().unwrap_or_else(|e| e.into_inner());
+        source.forget();
+        source
     }
 
     /// A snapshot from the leader replaced the state at `index`.
