@@ -442,7 +442,7 @@ mod tests {
         );
         assert!(taken.windows(2).all(|w| w[0] < w[1]), "{taken:?}");
         for &index in &taken {
-            assert!(index >= 4 && index <= 40, "{taken:?}");
+            assert!((4..=40).contains(&index), "{taken:?}");
         }
         // The newest file restores to the state at the index it was reported at.
         let last = *taken.last().unwrap();

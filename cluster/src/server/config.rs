@@ -85,7 +85,7 @@ impl NodeConfig {
     pub fn set_timing(&mut self, heartbeat: Duration, election: Duration) -> Result<(), String> {
         let ticks = |what: &str, d: Duration| -> Result<u64, String> {
             let tick = self.tick.as_nanos();
-            if d.is_zero() || d.as_nanos() % tick != 0 {
+            if d.is_zero() || !d.as_nanos().is_multiple_of(tick) {
                 return Err(format!(
                     "{what} {d:?} is not a whole number of {:?} ticks",
                     self.tick

@@ -140,9 +140,12 @@ fn per_second_tail(path: &Path, window: u64) -> anyhow::Result<Option<BTreeMap<u
     ))
 }
 
+/// One second of an interval log: its number and its histogram.
+pub type SecondHistogram = (u64, Histogram<u64>);
+
 /// The histograms of an interval log, each with its second (an interval starting at
 /// `s - 1` s from the log's base time is second `s`). `None` when the file is absent.
-pub fn interval_histograms(path: &Path) -> anyhow::Result<Option<Vec<(u64, Histogram<u64>)>>> {
+pub fn interval_histograms(path: &Path) -> anyhow::Result<Option<Vec<SecondHistogram>>> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
