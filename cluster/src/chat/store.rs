@@ -321,11 +321,8 @@ impl ChatStore {
     ) -> Result<Result<Vec<(UserId, String)>, ChatError>, StoreError> {
         let exists: Option<i64> = self
             .conn
-            .query_row(
-                "SELECT chat_id FROM chats WHERE chat_id = ?1",
-                [chat_id as i64],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT chat_id FROM chats WHERE chat_id = ?1")
+            .and_then(|mut stmt| stmt.query_row([chat_id as i64], |r| r.get(0)))
             .optional()
             .map_err(|e| self.err(e))?;
         if exists.is_none() {
