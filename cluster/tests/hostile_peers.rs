@@ -121,9 +121,6 @@ impl Cluster {
 
     fn deliver_all(&mut self) {
         for env in std::mem::take(&mut self.net) {
-            if std::env::var_os("HOSTILE_DEBUG").is_some() {
-                eprintln!("{env:?}");
-            }
             self.deliver_to(env, 0);
         }
     }

@@ -99,14 +99,8 @@ impl SnapshotDir {
         index: Index,
         write: impl FnOnce(&Path) -> Result<(), E>,
     ) -> Result<PathBuf, E> {
-        let tmp = self.temp("make");
-        if let Err(e) = write(&tmp) {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        let path = self.path(term, index);
-        self.publish(&tmp, &path)?;
-        Ok(path)
+        self.create_found(|tmp| write(tmp).map(|()| (term, index)))
+            .map(|(_, _, path)| path)
     }
 
     /// Like [`Self::create`], for a writer that learns the snapshot's position only once it
