@@ -63,6 +63,10 @@ enum Cmd {
         /// what batching buys.
         #[arg(long, default_value = "on", value_parser = ["on", "off"])]
         batching: String,
+        /// Followers serve linearizable reads themselves, with a read index from the leader
+        /// (`on`), or forward each one to the leader (`off`).
+        #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+        follower_reads: String,
         /// Time between a leader's heartbeats (a multiple of the 10 ms tick).
         #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
         heartbeat: Duration,
@@ -215,6 +219,7 @@ async fn real_main() -> Result<()> {
             max_inflight,
             metrics_listen,
             batching,
+            follower_reads,
             heartbeat,
             election_timeout,
         } => {
@@ -226,6 +231,7 @@ async fn real_main() -> Result<()> {
             config.max_inflight = max_inflight as usize;
             config.metrics_listen = metrics_listen;
             config.set_batching(batching == "on");
+            config.options.follower_reads = follower_reads == "on";
             config
                 .set_timing(heartbeat, election_timeout)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;

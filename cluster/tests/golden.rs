@@ -109,6 +109,7 @@ fn options() -> Options {
         election_ticks_min: 10,
         election_ticks_max: 20,
         heartbeat_ticks: 3,
+        read_request_ticks: 6,
         ..Options::default()
     }
 }

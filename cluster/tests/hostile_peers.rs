@@ -368,6 +368,9 @@ fn message() -> impl Strategy<Value = Message> {
                 read_seq,
             }
         }),
+        number().prop_map(|request| Message::ReadIndex { request }),
+        (number(), number())
+            .prop_map(|(request, index)| Message::ReadIndexResponse { request, index }),
     ]
 }
 
@@ -460,6 +463,14 @@ fn mutate(env: &mut Envelope, field: u8, value: u64) {
                 1 => snapshot.term = set(snapshot.term),
                 _ => *read_seq = set(*read_seq),
             },
+            Message::ReadIndex { request } => *request = set(*request),
+            Message::ReadIndexResponse { request, index } => {
+                if value.is_multiple_of(2) {
+                    *request = set(*request);
+                } else {
+                    *index = set(*index);
+                }
+            }
         },
     }
 }

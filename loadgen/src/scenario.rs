@@ -794,6 +794,10 @@ pub struct ClusterSettings {
     /// A leader's heartbeat interval; a multiple of 10 ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat: Option<Dur>,
+    /// Followers serve linearizable reads with a read index from the leader (default
+    /// `on`); `off` forwards every linearizable read to the leader.
+    #[serde(default, skip_serializing_if = "Switch::is_on")]
+    pub follower_reads: Switch,
 }
 
 impl ClusterSettings {
@@ -812,6 +816,9 @@ impl ClusterSettings {
         }
         if let Some(n) = self.snapshot_bytes {
             a.extend(["--snapshot-bytes".to_string(), n.to_string()]);
+        }
+        if !self.follower_reads.is_on() {
+            a.extend(["--follower-reads".to_string(), "off".to_string()]);
         }
         // Both timings go together: the replica checks one against the other's default.
         if self.election_timeout.is_some() || self.heartbeat.is_some() {

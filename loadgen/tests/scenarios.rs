@@ -54,6 +54,7 @@ fn shipped_scenarios_are_valid() {
             "cluster.election_timeout=300ms".into(),
             "cluster.snapshot_every=0".into(),
             "cluster.snapshot_bytes=1048576".into(),
+            "cluster.follower_reads=off".into(),
         ],
     )
     .unwrap();
@@ -66,6 +67,8 @@ fn shipped_scenarios_are_valid() {
             "0",
             "--snapshot-bytes",
             "1048576",
+            "--follower-reads",
+            "off",
             "--heartbeat",
             "50ms",
             "--election-timeout",

@@ -53,6 +53,7 @@ enum Bug {
     ReadWithoutQuorum,
     AckUnpersisted,
     ReadAnyResponse,
+    FollowerReadUnapplied,
 }
 
 fn main() -> Result<()> {
@@ -70,6 +71,7 @@ fn main() -> Result<()> {
             Bug::ReadWithoutQuorum => bugs.read_without_quorum = true,
             Bug::AckUnpersisted => bugs.ack_unpersisted = true,
             Bug::ReadAnyResponse => bugs.read_any_response = true,
+            Bug::FollowerReadUnapplied => bugs.follower_read_unapplied = true,
         }
     }
     cfg.options.planted_bugs = bugs;
@@ -169,7 +171,7 @@ fn main() -> Result<()> {
 fn print_stats(r: &SeedReport) {
     let s = &r.stats;
     println!(
-        "seed {}: {} nodes, {} ms simulated, {} messages, {} writes acked, {} reads served, \
+        "seed {}: {} nodes, {} ms simulated, {} messages, {} writes acked, {} reads served ({} by followers), \
          {} leaders elected, {} crashes, {} partitions, {} snapshots installed, converged {}",
         r.seed,
         r.nodes,
@@ -177,6 +179,7 @@ fn print_stats(r: &SeedReport) {
         s.messages,
         s.writes_acked,
         s.reads_served,
+        s.follower_reads,
         s.leaders_elected,
         s.crashes,
         s.partitions,

@@ -18,6 +18,11 @@ pub type Index = u64;
 pub type ReadId = u64;
 /// A leader's read-confirmation round. Followers echo the latest round they saw.
 pub type ReadSeq = u64;
+/// Names a follower's request for a read index (`Message::ReadIndex`), echoed in the
+/// leader's answer. Unique per node incarnation and term: a node starts its numbering at a
+/// random point drawn from the injected RNG, so an answer to a request sent before a restart
+/// cannot be mistaken for the answer to a new one.
+pub type ReadRequest = u64;
 /// Numbers the core's storage appends (`Output::Append`); storage reports completion by the
 /// highest one done. Not to be confused with a client's exactly-once id (`WriteId` in
 /// `chat.proto`, [`crate::chat`]'s session sequence): this one never leaves the process.
@@ -114,6 +119,18 @@ pub enum Message {
         snapshot: Snapshot,
         read_seq: ReadSeq,
     },
+    /// A follower asks the leader for a read index (thesis 6.4.1) on behalf of every read
+    /// that arrived since its previous request. The leader answers once a quorum has
+    /// confirmed its leadership after this request arrived.
+    ReadIndex {
+        request: ReadRequest,
+    },
+    /// The leader's answer: a read that arrived at the follower before `request` was sent is
+    /// linearizable once the follower has applied through `index`.
+    ReadIndexResponse {
+        request: ReadRequest,
+        index: Index,
+    },
 }
 
 /// Why a peer message was refused: no correct peer sends it. `kind` names the message and
@@ -137,6 +154,8 @@ impl Message {
             Message::Append { .. } => "Append",
             Message::AppendResponse { .. } => "AppendResponse",
             Message::InstallSnapshot { .. } => "InstallSnapshot",
+            Message::ReadIndex { .. } => "ReadIndex",
+            Message::ReadIndexResponse { .. } => "ReadIndexResponse",
         }
     }
 }
@@ -156,6 +175,8 @@ impl Envelope {
     /// - `durable <= matched`; a rejection's hint points at or before the rejected
     ///   `prev_index`, with a term no later than the envelope's.
     /// - A snapshot covers at least index 1, with a term between 1 and the envelope's.
+    /// - A read index is between 1 (a leader's read index is at least its no-op's) and
+    ///   [`MAX_INDEX`]; requests for one come from a term >= 1.
     pub fn check(&self) -> Result<(), InvalidMessage> {
         let kind = self.message.kind();
         let fail = |reason| Err(InvalidMessage { kind, reason });
@@ -169,6 +190,7 @@ impl Envelope {
                 | Message::Vote { .. }
                 | Message::Append { .. }
                 | Message::InstallSnapshot { .. }
+                | Message::ReadIndex { .. }
         );
         if is_request && term == 0 {
             return fail("a request from term 0");
@@ -262,6 +284,12 @@ impl Envelope {
                 }
                 if snapshot.term > term {
                     return fail("snapshot term above the leader's term");
+                }
+            }
+            Message::ReadIndex { .. } => {}
+            Message::ReadIndexResponse { index, .. } => {
+                if *index == 0 || *index > MAX_INDEX {
+                    return fail("read index out of range");
                 }
             }
         }
@@ -418,6 +446,10 @@ impl fmt::Display for Envelope {
                 snapshot.term,
                 snapshot.data.len()
             ),
+            Message::ReadIndex { request } => write!(f, "ReadIndex request={request}"),
+            Message::ReadIndexResponse { request, index } => {
+                write!(f, "ReadIndexResponse request={request} index={index}")
+            }
         }
     }
 }

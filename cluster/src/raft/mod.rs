@@ -63,6 +63,11 @@
 //! - Linearizable reads (ReadIndex, thesis 6.4): a read is served once (a) a quorum has
 //!   confirmed this node's leadership *after* the read arrived and (b) the state machine
 //!   has applied at least up to the commit index at arrival (and this term's no-op).
+//! - Follower reads (thesis 6.4.1): a follower serves a read once (a) the leader of its
+//!   term answered a `ReadIndex` request sent *after* the read arrived, with a read index
+//!   fixed and confirmed as above, and (b) the follower has applied through that index. A
+//!   follower that leaves its term, or sees another leader, aborts the reads it holds. The
+//!   argument is in ARCHITECTURE.md ("Follower reads").
 //!
 //! # Performance shape
 //!
@@ -71,7 +76,10 @@
 //! - Pipelining: per-follower progress with up to `max_inflight` appends in flight
 //!   (`progress.rs`), so replication is not one round trip per batch.
 //! - Reads: one confirmation round in flight at a time; reads arriving meanwhile share the
-//!   next round, so read throughput does not cost a round trip per read.
+//!   next round, so read throughput does not cost a round trip per read. A follower has one
+//!   `ReadIndex` request in flight at a time, shared the same way, and serves its reads from
+//!   its own state machine: the leader handles one small message per batch of a follower's
+//!   reads instead of each read.
 //! - Fast backtracking: rejections carry the conflicting term and its first index.
 //!
 //! # Extensions beyond the paper

@@ -39,6 +39,14 @@ pub struct Options {
     pub stall_ticks: u64,
     /// A snapshot sent without an answer for this long is sent again.
     pub snapshot_retry_ticks: u64,
+    /// Followers serve linearizable reads themselves (thesis 6.4.1): they ask the leader for
+    /// a read index, one request for every read that arrived meanwhile, and serve once they
+    /// have applied through it. Off, a follower refuses reads with `NotLeader` and its
+    /// driver forwards them to the leader.
+    pub follower_reads: bool,
+    /// A follower's read-index request unanswered for this long is given up: its reads are
+    /// aborted (`Output::ReadAborted` naming the leader), and the driver sends them on.
+    pub read_request_ticks: u64,
     /// Deliberate bugs, for proving that the simulator catches them. All off in production.
     pub planted_bugs: PlantedBugs,
 }
@@ -56,6 +64,8 @@ impl Default for Options {
             max_append_bytes: 1 << 20,
             stall_ticks: 30,
             snapshot_retry_ticks: 300,
+            follower_reads: true,
+            read_request_ticks: 15,
             planted_bugs: PlantedBugs::default(),
         }
     }
@@ -76,6 +86,9 @@ pub struct PlantedBugs {
     /// Count any append response as confirming the current read round, even one sent
     /// before the round started (ReadIndex without the round check).
     pub read_any_response: bool,
+    /// A follower serves a read as soon as the leader's read index arrives, at whatever it
+    /// has applied, instead of waiting until it has applied through the read index.
+    pub follower_read_unapplied: bool,
 }
 
 /// What a node restarts from: everything its storage holds.
@@ -115,6 +128,11 @@ pub struct RawNode<R> {
     opts: Options,
     rng: Box<dyn RngCore + Send>,
     out: Vec<Output>,
+    /// The latest read-index request this node sent, and where this incarnation's
+    /// numbering started (drawn from the RNG before the first request; 0 until then):
+    /// answers outside `first_read_request + 1 ..= read_request` were never asked for.
+    read_request: ReadRequest,
+    first_read_request: ReadRequest,
     role: R,
 }
 
@@ -129,6 +147,22 @@ pub struct Follower {
     /// Ticks since we heard from the leader or granted a vote.
     elapsed: u64,
     timeout: u64,
+    /// Linearizable reads served here, with a read index from the leader.
+    reads: FollowerReads,
+}
+
+/// A follower's linearizable reads (thesis 6.4.1). One read-index request is in flight at
+/// a time; reads arriving meanwhile share the next one, as the leader's rounds are shared.
+#[derive(Default)]
+struct FollowerReads {
+    /// The request in flight and the ticks it has waited.
+    in_flight: Option<(ReadRequest, u64)>,
+    /// Reads that arrived before the in-flight request was sent: its answer covers them.
+    asked: Vec<ReadId>,
+    /// Reads that arrived after: they wait for the next request.
+    unasked: Vec<ReadId>,
+    /// Reads with their read index, waiting for the state machine to reach it.
+    ready: VecDeque<(ReadId, Index)>,
 }
 
 pub struct Candidate {
@@ -149,10 +183,17 @@ pub struct Leader {
     read_seq: ReadSeq,
     /// Reads arrived while a round was in flight: start another when it confirms.
     next_round_needed: bool,
-    /// Reads waiting for their round to be confirmed: (id, read index, round).
-    waiting_reads: VecDeque<(ReadId, Index, ReadSeq)>,
+    /// Reads waiting for their round to be confirmed: (whose, read index, round).
+    waiting_reads: VecDeque<(ReadFrom, Index, ReadSeq)>,
     /// Confirmed reads waiting for the state machine to reach their index.
     ready_reads: VecDeque<(ReadId, Index)>,
+}
+
+/// Whose read a leader confirms: its own driver's, or a follower's read-index request.
+#[derive(Clone, Copy, Debug)]
+enum ReadFrom {
+    Local(ReadId),
+    Peer(NodeId, ReadRequest),
 }
 
 /// Dispatches to the `RawNode` inside whatever role the node is in.
@@ -195,6 +236,8 @@ impl Node {
             opts,
             rng,
             out: Vec::new(),
+            read_request: 0,
+            first_read_request: 0,
             role: (),
         };
         let timeout = raw.random_timeout();
@@ -246,7 +289,7 @@ impl Node {
     /// Starts an election now, as if the election timer had fired.
     pub fn campaign(self) -> Node {
         match self {
-            Node::Follower(n) => n.into_role(()).campaign(true),
+            Node::Follower(n) => n.leave().campaign(true),
             Node::Candidate(n) => n.into_role(()).campaign(true),
             leader @ Node::Leader(_) => leader,
         }
@@ -261,7 +304,8 @@ impl Node {
     ///   [`MAX_SNAPSHOT_JUMP`] past our last index;
     /// - to a leader, an `AppendResponse` of its own term echoes a read round the leader
     ///   started, and acknowledges or rejects only positions the leader sent that follower
-    ///   this term (a follower's `matched` comes from the leader's own appends).
+    ///   this term (a follower's `matched` comes from the leader's own appends);
+    /// - a `ReadIndexResponse` answers a read-index request this node sent.
     ///
     /// Refusing what no correct peer sends is what keeps the core's invariants, and so its
     /// `expect`s, out of a remote sender's reach. A peer that sends well-formed lies
@@ -302,6 +346,12 @@ impl Node {
             };
             if position > pr.sent {
                 return fail("answers for entries never sent");
+            }
+        }
+        if let Message::ReadIndexResponse { request, .. } = env.message {
+            let (first, last) = each_role!(self, n => (n.first_read_request, n.read_request));
+            if request <= first || request > last {
+                return fail("answers a read request never sent");
             }
         }
         Ok(())
@@ -358,9 +408,17 @@ impl Node {
 
     /// Registers a linearizable read (ReadIndex, thesis 6.4). An `Output::ReadReady` says
     /// when it may be served, or `Output::ReadAborted` that it cannot be served here.
+    ///
+    /// A leader confirms its leadership with a quorum; a follower that knows its leader
+    /// asks it for a read index (unless `Options::follower_reads` is off). Without a known
+    /// leader, or as a candidate, the read is refused with `NotLeader`.
     pub fn read(&mut self, id: ReadId) -> Result<(), Error> {
         match self {
             Node::Leader(n) => {
+                n.read(ReadFrom::Local(id));
+                Ok(())
+            }
+            Node::Follower(n) if n.opts.follower_reads && n.role.leader.is_some() => {
                 n.read(id);
                 Ok(())
             }
@@ -422,15 +480,17 @@ impl Node {
                 n.out.push(Output::Apply(entries));
             }
         });
-        if let Node::Leader(n) = self {
-            n.release_ready_reads();
+        match self {
+            Node::Leader(n) => n.release_ready_reads(),
+            Node::Follower(n) => n.release_ready_reads(),
+            Node::Candidate(_) => {}
         }
         each_role!(self, n => std::mem::take(&mut n.out))
     }
 
     fn into_follower(self, term: Term, leader: Option<NodeId>) -> Node {
         match self {
-            Node::Follower(n) => Node::Follower(n.into_role(()).become_follower(term, leader)),
+            Node::Follower(n) => Node::Follower(n.leave().become_follower(term, leader)),
             Node::Candidate(n) => Node::Follower(n.into_role(()).become_follower(term, leader)),
             Node::Leader(n) => Node::Follower(n.step_down().become_follower(term, leader)),
         }
@@ -448,6 +508,8 @@ impl<R> RawNode<R> {
             opts: self.opts,
             rng: self.rng,
             out: self.out,
+            read_request: self.read_request,
+            first_read_request: self.first_read_request,
             role,
         }
     }
@@ -596,6 +658,7 @@ impl Follower {
             leader_read_seq: 0,
             elapsed: 0,
             timeout,
+            reads: FollowerReads::default(),
         }
     }
 }
@@ -604,9 +667,100 @@ impl RawNode<Follower> {
     fn tick(mut self) -> Node {
         self.role.elapsed += 1;
         if self.role.elapsed >= self.role.timeout {
-            return self.into_role(()).campaign(true);
+            return self.leave().campaign(true);
+        }
+        if let Some((_, waited)) = &mut self.role.reads.in_flight {
+            *waited += 1;
+            if *waited >= self.opts.read_request_ticks {
+                // Lost, or the leader cannot confirm its leadership: give these reads back
+                // to the driver (it sends them on to the leader), and ask again for the rest.
+                self.role.reads.in_flight = None;
+                let leader = self.role.leader;
+                for id in std::mem::take(&mut self.role.reads.asked) {
+                    self.out.push(Output::ReadAborted { id, leader });
+                }
+                self.request_read_index();
+            }
         }
         Node::Follower(self)
+    }
+
+    /// A follower read (thesis 6.4.1). Only called with a known leader.
+    fn read(&mut self, id: ReadId) {
+        self.role.reads.unasked.push(id);
+        if self.role.reads.in_flight.is_none() {
+            self.request_read_index();
+        }
+    }
+
+    /// Asks the leader for a read index for every read not yet asked for.
+    fn request_read_index(&mut self) {
+        let Some(leader) = self.role.leader else {
+            return;
+        };
+        if self.role.reads.unasked.is_empty() {
+            return;
+        }
+        if self.first_read_request == 0 {
+            // Any start far from the end of the range will do: distinct incarnations must
+            // not reuse request numbers (see `ReadRequest`). Drawn lazily, so a node that
+            // never reads here takes nothing from the RNG its elections use.
+            self.first_read_request = self.rng.random_range(1..1 << 62);
+            self.read_request = self.first_read_request;
+        }
+        self.read_request += 1;
+        let request = self.read_request;
+        self.role.reads.in_flight = Some((request, 0));
+        let unasked = std::mem::take(&mut self.role.reads.unasked);
+        self.role.reads.asked.extend(unasked);
+        self.send(leader, Message::ReadIndex { request });
+    }
+
+    /// The leader's answer: the reads it covers may be served once applied through `index`.
+    fn read_index_received(&mut self, from: NodeId, request: ReadRequest, index: Index) {
+        let answers = self.role.leader == Some(from)
+            && self.role.reads.in_flight.is_some_and(|(r, _)| r == request);
+        if !answers {
+            return;
+        }
+        self.role.reads.in_flight = None;
+        for id in std::mem::take(&mut self.role.reads.asked) {
+            self.role.reads.ready.push_back((id, index));
+        }
+        self.request_read_index();
+    }
+
+    fn release_ready_reads(&mut self) {
+        let applied = self.log.applied();
+        while let Some(&(id, index)) = self.role.reads.ready.front() {
+            if self.opts.planted_bugs.follower_read_unapplied {
+                self.role.reads.ready.pop_front();
+                let index = index.min(applied);
+                self.out.push(Output::ReadReady { id, index });
+                continue;
+            }
+            if index > applied {
+                break;
+            }
+            self.role.reads.ready.pop_front();
+            self.out.push(Output::ReadReady { id, index });
+        }
+    }
+
+    /// Every read not yet served here is aborted, naming `leader` as the place to retry.
+    fn abort_reads(&mut self, leader: Option<NodeId>) {
+        let reads = std::mem::take(&mut self.role.reads);
+        let ids = reads.asked.into_iter().chain(reads.unasked);
+        for id in ids.chain(reads.ready.into_iter().map(|r| r.0)) {
+            self.out.push(Output::ReadAborted { id, leader });
+        }
+    }
+
+    /// Leaving the follower role (a new term, or an election): reads pending here can no
+    /// longer be answered by this term's leader.
+    fn leave(mut self) -> RawNode<()> {
+        self.abort_reads(None);
+        self.into_role(())
     }
 
     fn leader_alive(&self) -> bool {
@@ -626,7 +780,9 @@ impl RawNode<Follower> {
             }
             Message::Append { .. } | Message::InstallSnapshot { .. } => {
                 if self.role.leader != Some(env.from) {
-                    // First message from this term's leader.
+                    // First message from this term's leader. (Reads pending here were asked
+                    // of another node, which no honest cluster has as leader in this term.)
+                    self.abort_reads(Some(env.from));
                     self.role.leader = Some(env.from);
                     self.role.leader_match = 0;
                     self.role.acked = 0;
@@ -646,10 +802,16 @@ impl RawNode<Follower> {
                     _ => unreachable!(),
                 }
             }
-            // Responses are for candidates and leaders; a follower has nothing pending.
+            Message::ReadIndexResponse { request, index } => {
+                self.read_index_received(env.from, *request, *index);
+            }
+            // Responses are for candidates and leaders; a follower has nothing pending. A
+            // read-index request sent to us, not the leader, goes unanswered: the sender
+            // gives it up after `read_request_ticks`.
             Message::PreVoteResponse { .. }
             | Message::VoteResponse { .. }
-            | Message::AppendResponse { .. } => {}
+            | Message::AppendResponse { .. }
+            | Message::ReadIndex { .. } => {}
         }
         Node::Follower(self)
     }
@@ -700,7 +862,12 @@ impl RawNode<Follower> {
         }
         self.log.merge(entries);
         self.role.leader_match = self.role.leader_match.max(matched_upto);
-        self.log.commit_to(leader_commit.min(matched_upto));
+        // Everything up to `leader_match` matches this term's leader's log, not only what
+        // this message covered: a heartbeat (which names only what the leader knows we hold
+        // durably) still moves our commit index up to what we hold. Followers learn of a
+        // commit one message sooner, which is what a follower read waits for.
+        let known = self.role.leader_match.min(self.log.last_index());
+        self.log.commit_to(leader_commit.min(known));
         self.respond_accepted(read_seq);
     }
 
@@ -789,7 +956,9 @@ impl RawNode<Candidate> {
                 let follower = self.into_role(()).become_follower(term, leader);
                 return follower.step(env);
             }
-            Message::AppendResponse { .. } => {}
+            Message::AppendResponse { .. }
+            | Message::ReadIndex { .. }
+            | Message::ReadIndexResponse { .. } => {}
         }
         Node::Candidate(self)
     }
@@ -865,9 +1034,12 @@ impl RawNode<Leader> {
             Message::AppendResponse { read_seq, outcome } => {
                 self.handle_append_response(env.from, read_seq, outcome)
             }
+            Message::ReadIndex { request } => self.read(ReadFrom::Peer(env.from, request)),
             // One leader per term: nobody else sends appends in our term.
             Message::Append { .. } | Message::InstallSnapshot { .. } => {}
-            Message::PreVoteResponse { .. } | Message::VoteResponse { .. } => {}
+            Message::PreVoteResponse { .. }
+            | Message::VoteResponse { .. }
+            | Message::ReadIndexResponse { .. } => {}
         }
         Node::Leader(self)
     }
@@ -1112,12 +1284,15 @@ impl RawNode<Leader> {
         }
     }
 
-    fn read(&mut self, id: ReadId) {
+    /// A read of our own driver's, or a follower's read-index request (thesis 6.4.1: the
+    /// same confirmation serves both; a follower's is answered with the read index as soon
+    /// as it is confirmed, and the follower waits for its own state machine).
+    fn read(&mut self, from: ReadFrom) {
         // Everything committed before this read arrived is at or below this index: either
         // our commit index, or our no-op, which follows everything earlier leaders committed.
         let index = self.log.commit().max(self.role.term_start);
         if self.quorum() == 1 || self.opts.planted_bugs.read_without_quorum {
-            self.role.ready_reads.push_back((id, index));
+            self.confirmed(from, index);
             return;
         }
         // Batching: one confirmation round in flight at a time; reads that arrive meanwhile
@@ -1126,13 +1301,24 @@ impl RawNode<Leader> {
             self.role.next_round_needed = true;
             self.role
                 .waiting_reads
-                .push_back((id, index, self.role.read_seq + 1));
+                .push_back((from, index, self.role.read_seq + 1));
         } else {
             self.role.read_seq += 1;
             self.role
                 .waiting_reads
-                .push_back((id, index, self.role.read_seq));
+                .push_back((from, index, self.role.read_seq));
             self.heartbeat();
+        }
+    }
+
+    /// A read whose round a quorum confirmed: ours waits for our state machine, a
+    /// follower's gets its read index at once.
+    fn confirmed(&mut self, from: ReadFrom, index: Index) {
+        match from {
+            ReadFrom::Local(id) => self.role.ready_reads.push_back((id, index)),
+            ReadFrom::Peer(peer, request) => {
+                self.send(peer, Message::ReadIndexResponse { request, index })
+            }
         }
     }
 
@@ -1155,12 +1341,12 @@ impl RawNode<Leader> {
             return;
         }
         let confirmed = self.confirmed_read_seq();
-        while let Some(&(id, index, seq)) = self.role.waiting_reads.front() {
+        while let Some(&(from, index, seq)) = self.role.waiting_reads.front() {
             if seq > confirmed {
                 break;
             }
             self.role.waiting_reads.pop_front();
-            self.role.ready_reads.push_back((id, index));
+            self.confirmed(from, index);
         }
         if self.role.next_round_needed && confirmed >= self.role.read_seq {
             self.role.next_round_needed = false;
@@ -1180,15 +1366,17 @@ impl RawNode<Leader> {
         }
     }
 
-    /// Leaving leadership: pending reads can no longer be confirmed here.
+    /// Leaving leadership: pending reads can no longer be confirmed here. A follower's
+    /// request goes unanswered; the follower gives it up when it learns of the new term, or
+    /// after `read_request_ticks`.
     fn step_down(mut self) -> RawNode<()> {
         let waiting = std::mem::take(&mut self.role.waiting_reads);
         let ready = std::mem::take(&mut self.role.ready_reads);
-        for id in waiting
-            .into_iter()
-            .map(|r| r.0)
-            .chain(ready.into_iter().map(|r| r.0))
-        {
+        let local = waiting.into_iter().filter_map(|r| match r.0 {
+            ReadFrom::Local(id) => Some(id),
+            ReadFrom::Peer(..) => None,
+        });
+        for id in local.chain(ready.into_iter().map(|r| r.0)) {
             self.out.push(Output::ReadAborted { id, leader: None });
         }
         self.into_role(())

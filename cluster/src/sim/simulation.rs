@@ -61,6 +61,8 @@ pub struct Stats {
     pub messages: u64,
     pub writes_acked: u64,
     pub reads_served: u64,
+    /// Of `reads_served`, those a follower served with a read index from its leader.
+    pub follower_reads: u64,
     pub leaders_elected: u64,
     pub crashes: u64,
     pub partitions: u64,
@@ -722,6 +724,9 @@ impl Simulation {
                         ));
                     }
                     self.stats.reads_served += 1;
+                    if !matches!(self.nodes[i].node.core(), Some(Node::Leader(_))) {
+                        self.stats.follower_reads += 1;
+                    }
                     self.finish(client);
                 }
             }
