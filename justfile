@@ -13,7 +13,8 @@ default:
 
 # Ends with one line counting every test (the 300-seed simulator sweep counts as one).
 # Tests build in the release profile, like `just bench`, so a newcomer's first two commands
-# compile the dependencies once. `scripts/setup.sh` installs Chromium first when it is missing.
+# compile the dependencies once. `scripts/setup.sh` first installs what is missing of protoc (the
+# etcd-client crate's build needs it), Chromium (the report test) and etcd (the etcd test).
 # Run every test: unit, proptest, golden scripts, simulator, real replicas, load generator.
 test:
     #!/usr/bin/env bash
@@ -27,7 +28,7 @@ test:
     failed=$(grep -Eo '^test result: .*; ([0-9]+) failed' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
     echo "tests: $((passed + 1)) passed, $failed failed"
 
-# Install what the tests need beyond Rust (Chromium for the report test), when it is missing.
+# Install what building and the tests need beyond Rust (protoc, Chromium, etcd), when it is missing.
 setup:
     bash scripts/setup.sh
 
@@ -116,10 +117,12 @@ bench *args:
         target_metrics=*) extra+=(--target-metrics "${a#target_metrics=}") ;;
         results=*) extra+=(--results "${a#results=}") ;;
         junit=*) extra+=(--junit "${a#junit=}") ;;
+        system=*) extra+=(--set "$a"); [ "${a#system=}" != etcd ] || bash scripts/setup.sh etcd ;;
         *.*=*) extra+=(--set "$a") ;;
-        *) echo "just bench: unknown argument '$a' (replicas=N scenario=FILE target=A,B,C target_metrics=M,N,O results=DIR junit=FILE field.path=VALUE)" >&2; exit 2 ;;
+        *) echo "just bench: unknown argument '$a' (replicas=N scenario=FILE system=telegraft|etcd target=A,B,C target_metrics=M,N,O results=DIR junit=FILE field.path=VALUE)" >&2; exit 2 ;;
       esac
     done
+    bash scripts/setup.sh protoc
     cargo build --quiet --release --bin telegraft --bin loadgen
     "${CARGO_TARGET_DIR:-target}/release/loadgen" bench --scenario "$scenario" "${extra[@]}"
 
@@ -144,13 +147,15 @@ capacity *args:
         max_rate=*) extra+=(--max-rate "${a#max_rate=}") ;;
         target=*) extra+=(--target "${a#target=}") ;;
         results=*) extra+=(--results "${a#results=}") ;;
+        system=*) extra+=(--set "$a"); [ "${a#system=}" != etcd ] || bash scripts/setup.sh etcd ;;
         *.*=*) extra+=(--set "$a") ;;
-        *) echo "just capacity: unknown argument '$a' (scenario=FILE replicas=\"1 3 5\" probe=10s warmup=2s settle=3s precision=5% start_rate=N max_rate=N target=A,B,C results=DIR field.path=VALUE)" >&2; exit 2 ;;
+        *) echo "just capacity: unknown argument '$a' (scenario=FILE system=telegraft|etcd replicas=\"1 3 5\" probe=10s warmup=2s settle=3s precision=5% start_rate=N max_rate=N target=A,B,C results=DIR field.path=VALUE)" >&2; exit 2 ;;
       esac
     done
     if [ -n "$replicas" ]; then
       extra+=(--replicas $replicas)
     fi
+    bash scripts/setup.sh protoc
     cargo build --quiet --release --bin telegraft --bin loadgen
     "${CARGO_TARGET_DIR:-target}/release/loadgen" capacity --scenario "$scenario" "${extra[@]}"
 
@@ -167,16 +172,18 @@ compare base new *args:
         *) echo "just compare: unknown argument '$a' (tolerance=p99=10%,throughput=5% out=DIR)" >&2; exit 2 ;;
       esac
     done
+    bash scripts/setup.sh protoc
     cargo build --quiet --release --bin loadgen
     "${CARGO_TARGET_DIR:-target}/release/loadgen" compare "{{base}}" "{{new}}" "${extra[@]}"
 
 # Write HTML reports from results folders (default: all of results/): `just report`.
 report *args:
+    bash scripts/setup.sh protoc
     cargo build --quiet --release --bin loadgen
     "${CARGO_TARGET_DIR:-target}/release/loadgen" report {{args}}
 
 # Any `path.to.field=value` overrides that scenario field; `vary=FIELD values="A B"` also runs once per value, each value its own line on the index. An SLO miss does not stop the sweep.
-# Run a scenario once per replica count (and value), then the reports: `just sweep replicas="1 3 5"`, `just sweep vary=cluster.batching values="on off" replicas="1 3 5"`.
+# Run a scenario once per system, replica count (and value), then the reports: `just sweep replicas="1 3 5"`, `just sweep system="telegraft etcd" replicas="1 3 5"`, `just sweep vary=cluster.batching values="on off" replicas="1 3 5"`.
 sweep *args:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -184,6 +191,7 @@ sweep *args:
     replicas=""
     vary=""
     values=""
+    systems=telegraft
     sets=()
     last=""
     # just splits a quoted list (replicas="1 3 5") into words: a bare word belongs to the
@@ -194,30 +202,38 @@ sweep *args:
         replicas=*) replicas="${a#replicas=}"; last=replicas ;;
         vary=*) vary="${a#vary=}"; last="" ;;
         values=*) values="${a#values=}"; last=values ;;
+        system=*) systems="${a#system=}"; last=systems ;;
         *.*=*|*=*) sets+=(--set "$a"); last="" ;;
         *)
           case "$last" in
             replicas) replicas="$replicas $a" ;;
             values) values="$values $a" ;;
-            *) echo "just sweep: unknown argument '$a' (scenario=FILE replicas=\"1 3 5\" vary=FIELD values=\"A B\" field.path=VALUE)" >&2; exit 2 ;;
+            systems) systems="$systems $a" ;;
+            *) echo "just sweep: unknown argument '$a' (scenario=FILE replicas=\"1 3 5\" system=\"telegraft etcd\" vary=FIELD values=\"A B\" field.path=VALUE)" >&2; exit 2 ;;
           esac ;;
       esac
     done
     [ -n "$replicas" ] || replicas="1 3 5 7"
     if [ -n "$vary" ] && [ -z "$values" ]; then echo "just sweep: vary=$vary needs values=\"A B ...\"" >&2; exit 2; fi
     if [ -z "$vary" ] && [ -n "$values" ]; then echo "just sweep: values= needs vary=FIELD" >&2; exit 2; fi
+    bash scripts/setup.sh protoc
     cargo build --quiet --release --bin telegraft --bin loadgen
     bin="${CARGO_TARGET_DIR:-target}/release/loadgen"
     # The scenario's name, which the index draws one line per.
     name=$("$bin" validate "$scenario" "${sets[@]}" | sed -E 's/^.*: ok \((.*), [0-9]+ replicas\)$/\1/')
     vals=($values)
     [ "${#vals[@]}" -gt 0 ] || vals=("")
+    for sys in $systems; do
+      [ "$sys" != etcd ] || bash scripts/setup.sh etcd
+      "$bin" validate "$scenario" "${sets[@]}" --set "system=$sys" >/dev/null
+    done
+    for sys in $systems; do
     for v in "${vals[@]}"; do
-      extra=()
-      label=""
+      extra=(--set "system=$sys")
+      label=" on $sys"
       if [ -n "$vary" ]; then
-        extra=(--set "$vary=$v" --set "name=$name $vary=$v")
-        label=" ($vary=$v)"
+        extra+=(--set "$vary=$v" --set "name=$name $vary=$v")
+        label="$label ($vary=$v)"
         "$bin" validate "$scenario" "${sets[@]}" "${extra[@]}" >/dev/null
       fi
       for n in $replicas; do
@@ -227,25 +243,29 @@ sweep *args:
         if [ "$status" -ne 0 ] && [ "$status" -ne 3 ]; then exit "$status"; fi
       done
     done
+    done
     "$bin" report
     echo "open reports/index.html: the scaling panel compares the replica counts (one line per value)"
 
 # Each trial is a fresh 3-replica cluster under scenarios/failover.yaml; prints the unavailability, failed calls and checks.
-# Repeat one fault and tabulate what it costs: `just failover-trials fault=pause trials=10` (fault: kill, pause or partition).
+# Repeat one fault and tabulate what it costs: `just failover-trials fault=pause trials=10` (fault: kill, pause or partition; `system=etcd` for etcd).
 failover-trials *args:
     #!/usr/bin/env bash
     set -euo pipefail
     fault=pause
     trials=10
+    system=telegraft
     for a in {{args}}; do
       case "$a" in
         fault=*) fault="${a#fault=}" ;;
         trials=*) trials="${a#trials=}" ;;
-        *) echo "just failover-trials: unknown argument '$a' (fault=kill|pause|partition trials=N)" >&2; exit 2 ;;
+        system=*) system="${a#system=}"; [ "$system" != etcd ] || bash scripts/setup.sh etcd ;;
+        *) echo "just failover-trials: unknown argument '$a' (fault=kill|pause|partition trials=N system=telegraft|etcd)" >&2; exit 2 ;;
       esac
     done
+    bash scripts/setup.sh protoc
     cargo build --quiet --release --bin telegraft --bin loadgen
-    bash scripts/failover-trials.sh "$fault" "$trials"
+    bash scripts/failover-trials.sh "$fault" "$trials" "$system"
 
 # Measure what the replicas' metrics cost: `just metrics-overhead replicas=3 rate=2000 pairs=3` alternates runs with metrics on and off.
 metrics-overhead *args:
@@ -261,6 +281,7 @@ metrics-overhead *args:
         *) echo "just metrics-overhead: unknown argument '$a' (replicas=N rate=R pairs=P seconds=S)" >&2; exit 2 ;;
       esac
     done
+    bash scripts/setup.sh protoc
     cargo build --quiet --release --bin telegraft --bin loadgen
     bash scripts/metrics-overhead.sh "$replicas" "$rate" "$pairs" "$seconds"
 

@@ -5,6 +5,8 @@
 //! (`DIR/node-I`, with its log in `DIR/node-I/node.log`) and listens on `127.0.0.1:BASE+I-1`,
 //! or on the addresses the caller chose ([`LocalCluster::start_on`]). Faults are real signals
 //! to real processes: SIGKILL, SIGSTOP/SIGCONT, and a restart on the same data directory.
+//! [`LocalCluster::start_etcd`] starts etcd members the same way, so that the load generator
+//! runs a scenario against etcd with the same lifecycle and faults.
 //! Dropping a [`LocalCluster`] kills whatever is still running, so a failing caller leaves
 //! no strays; and each node runs in its own process group with a parent-death signal, so
 //! that not even a caller killed with SIGKILL leaves one (see [`spawn_bound_to_this_process`]).
@@ -30,6 +32,14 @@ pub struct LocalCluster {
     extra: Vec<String>,
     /// Each node's `--metrics-listen` address, for the nodes started with metrics on.
     metrics: BTreeMap<NodeId, String>,
+    /// Set for a cluster of etcd members: each member's peer address, and the cluster's
+    /// token. Node `i` is member `n{i}`.
+    etcd: Option<EtcdMembers>,
+}
+
+struct EtcdMembers {
+    peer_addrs: BTreeMap<NodeId, String>,
+    token: String,
 }
 
 /// Starts `cmd` as a replica that cannot outlive this process.
@@ -172,12 +182,87 @@ impl LocalCluster {
             peers,
             extra: extra.to_vec(),
             metrics,
+            etcd: None,
         };
-        let ids: Vec<NodeId> = cluster.addrs.keys().copied().collect();
-        for id in ids {
-            cluster.spawn(id)?;
-        }
+        cluster.spawn_all()?;
         Ok(cluster)
+    }
+
+    /// Starts one etcd member per entry of `addrs` (node id to the client `host:port`),
+    /// member `i` named `n{i}`, talking to the others on `peer_addrs[i]`, with its data in
+    /// `DIR/node-I/etcd` and its log in `DIR/node-I/node.log`, as one new cluster. A member
+    /// restarted after a kill finds its data and rejoins (etcd ignores the initial-cluster
+    /// flags then). `exe` is the `etcd` binary (Debian's `etcd-server`: `/usr/bin/etcd`).
+    pub fn start_etcd(
+        exe: &Path,
+        addrs: BTreeMap<NodeId, String>,
+        peer_addrs: BTreeMap<NodeId, String>,
+        data_dir: &Path,
+    ) -> std::io::Result<LocalCluster> {
+        if addrs.keys().ne(peer_addrs.keys()) {
+            return Err(std::io::Error::other(
+                "every etcd member needs a client and a peer address",
+            ));
+        }
+        let peers = peer_addrs
+            .iter()
+            .map(|(i, a)| format!("n{i}=http://{a}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        // A token of its own, so that members of two clusters started one after the other
+        // on reused ports never take each other's messages.
+        let token = format!(
+            "telegraft-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
+        let mut cluster = LocalCluster {
+            addrs,
+            data_dir: data_dir.to_path_buf(),
+            children: BTreeMap::new(),
+            exe: exe.to_path_buf(),
+            peers,
+            extra: Vec::new(),
+            metrics: BTreeMap::new(),
+            etcd: Some(EtcdMembers { peer_addrs, token }),
+        };
+        cluster.spawn_all()?;
+        Ok(cluster)
+    }
+
+    /// Whether the nodes are etcd members ([`LocalCluster::start_etcd`]).
+    pub fn is_etcd(&self) -> bool {
+        self.etcd.is_some()
+    }
+
+    /// The command line of etcd member `id`.
+    fn etcd_command(&self, id: NodeId, members: &EtcdMembers, dir: &Path) -> Command {
+        let client = format!("http://{}", self.addrs[&id]);
+        let peer = format!("http://{}", members.peer_addrs[&id]);
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("--name")
+            .arg(format!("n{id}"))
+            .arg("--data-dir")
+            .arg(dir.join("etcd"))
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &self.peers])
+            .args(["--initial-cluster-token", &members.token])
+            .args(["--initial-cluster-state", "new"]);
+        cmd
+    }
+
+    /// Starts every node.
+    fn spawn_all(&mut self) -> std::io::Result<()> {
+        let ids: Vec<NodeId> = self.addrs.keys().copied().collect();
+        for id in ids {
+            self.spawn(id)?;
+        }
+        Ok(())
     }
 
     /// Starts node `id` (again), on its own data directory, appending to its log.
@@ -188,6 +273,13 @@ impl LocalCluster {
             .create(true)
             .append(true)
             .open(self.log_path(id))?;
+        if let Some(members) = &self.etcd {
+            let mut cmd = self.etcd_command(id, members, &dir);
+            cmd.stdout(Stdio::null()).stderr(log);
+            let child = spawn_bound_to_this_process(cmd)?;
+            self.children.insert(id, child);
+            return Ok(());
+        }
         let mut cmd = Command::new(&self.exe);
         cmd.args([
             "node",

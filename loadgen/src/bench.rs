@@ -35,7 +35,7 @@ use crate::history::{self, Report};
 use crate::load::{self, Population, RunOutput, RunPlan, Tick};
 use crate::results::{ClusterEnd, RunDir, RunFacts, Summary};
 use crate::sample::{Sampler, Samples};
-use crate::scenario::{Action, Routing, Scenario, Switch};
+use crate::scenario::{Action, Routing, Scenario, Switch, System};
 
 /// How long a fresh cluster may take to elect its first leader.
 const FIRST_LEADER: Duration = Duration::from_secs(20);
@@ -54,6 +54,8 @@ pub struct BenchArgs {
     pub results_dir: PathBuf,
     /// The `telegraft` binary; by default the one next to this program.
     pub telegraft: Option<PathBuf>,
+    /// The `etcd` binary, for `system: etcd` ([`control::find_etcd`]).
+    pub etcd: Option<PathBuf>,
     pub keep_data: bool,
     pub progress: bool,
 }
@@ -133,7 +135,10 @@ pub(crate) struct LoadWatch {
 /// Drives the run (leader, dataset, load, final reads, check), looks at every replica, and
 /// writes the results folder; returns its summary.
 pub(crate) async fn run_on(r: RunOn<'_>, watch: Option<LoadWatch>) -> anyhow::Result<Summary> {
-    let poller = Arc::new(StatusPoller::start(r.cluster.endpoints()));
+    let poller = Arc::new(StatusPoller::start(
+        r.cluster.endpoints(),
+        r.scenario.system,
+    ));
     let driven = drive(
         r.scenario,
         r.cluster,
@@ -225,6 +230,10 @@ fn start_cluster(
     if let Some(t) = &args.target {
         return Ok(Replicas::given(t.clone(), args.target_metrics.clone()));
     }
+    if scenario.system == System::Etcd {
+        let exe = control::find_etcd(args.etcd.as_deref())?;
+        return Replicas::start_etcd(&exe, replicas, &run.data_dir());
+    }
     let exe = control::find_telegraft(args.telegraft.as_deref())?;
     let partitions = scenario
         .faults
@@ -301,9 +310,15 @@ async fn drive(
         };
         let setup_at = leader.as_deref().unwrap_or(&endpoints[0]);
         let population = create_population(scenario, setup_at, &ids).await?;
-        anyhow::Ok((leader, population))
+        // Pollers start from the system's "now": a revision for etcd, a time for Telegraft.
+        let start_cursor = crate::system::ChatConn::connect(scenario.system, setup_at)
+            .await?
+            .start_cursor()
+            .await
+            .map_err(|s| anyhow::anyhow!("reading the start cursor: {}", s.message()))?;
+        anyhow::Ok((leader, population, start_cursor))
     };
-    let (leader, population) = tokio::select! {
+    let (leader, population, start_cursor) = tokio::select! {
         r = setup => r?,
         _ = interrupt.fired() => return Ok(Driven::interrupted(None)),
     };
@@ -338,6 +353,7 @@ async fn drive(
         topology: poller.topology(),
         cancel,
         ticks,
+        start_cursor,
     };
     let injector = cluster.local().map(|c| {
         tokio::spawn(control::inject(
@@ -375,7 +391,7 @@ async fn drive(
     } else {
         // The whole of every chat, from every live replica, for the history checker.
         tokio::select! {
-            finals = control::read_final(poller, &population) => {
+            finals = control::read_final(poller, &population, scenario.system) => {
                 load.history.extend(finals);
                 history::check(&load.history)
             }
@@ -424,7 +440,7 @@ async fn create_population(
     addr: &str,
     ids: &RunIds,
 ) -> anyhow::Result<Population> {
-    let setup = load::connect(addr).await?;
+    let setup = crate::system::ChatConn::connect(scenario.system, addr).await?;
     let d = &scenario.dataset;
     eprintln!(
         "loadgen: creating {} users and {} chats of {} members",

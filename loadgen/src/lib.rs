@@ -36,6 +36,7 @@ pub mod report;
 pub mod results;
 pub mod sample;
 pub mod scenario;
+pub mod system;
 
 pub use bench::{BenchArgs, BenchOutcome, bench};
 pub use scenario::{Op, Scenario, ScenarioError};

@@ -131,6 +131,9 @@ struct Bench {
     /// The telegraft binary (default: the one next to loadgen).
     #[arg(long)]
     telegraft: Option<PathBuf>,
+    /// The etcd server binary, for `system: etcd` (default: $ETCD, else `etcd` on the PATH).
+    #[arg(long, value_name = "PATH")]
+    etcd: Option<PathBuf>,
     /// Keep the replicas' data directories in the run folder.
     #[arg(long)]
     keep_data: bool,
@@ -193,6 +196,9 @@ struct Capacity {
     /// The telegraft binary (default: the one next to loadgen).
     #[arg(long)]
     telegraft: Option<PathBuf>,
+    /// The etcd server binary, for `system: etcd` (default: $ETCD, else `etcd` on the PATH).
+    #[arg(long, value_name = "PATH")]
+    etcd: Option<PathBuf>,
     /// No live progress line.
     #[arg(long)]
     no_progress: bool,
@@ -257,6 +263,7 @@ fn bench(b: Bench) -> anyhow::Result<ExitCode> {
         target_metrics: b.target_metrics.unwrap_or_default(),
         results_dir: b.results.clone(),
         telegraft: b.telegraft,
+        etcd: b.etcd,
         keep_data: b.keep_data,
         progress: !b.no_progress,
     };
@@ -298,6 +305,7 @@ fn capacity(c: Capacity) -> anyhow::Result<ExitCode> {
         overrides: c.overrides,
         results_dir: c.results.clone(),
         telegraft: c.telegraft,
+        etcd: c.etcd,
         target: c.target,
         probe: c.probe,
         probe_warmup: c.probe_warmup,

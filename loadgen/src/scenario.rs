@@ -203,6 +203,9 @@ pub struct Scenario {
     pub name: String,
     #[serde(default)]
     pub description: String,
+    /// The system under test: `telegraft` (the default) or `etcd` (`scenarios/etcd.md`).
+    #[serde(default, skip_serializing_if = "System::is_telegraft")]
+    pub system: System,
     /// Replica count; `--replicas` overrides it.
     #[serde(default = "default_replicas")]
     pub replicas: u32,
@@ -614,6 +617,36 @@ pub enum Consistency {
 pub struct Reads {
     #[serde(default)]
     pub consistency: Consistency,
+}
+
+/// The system a scenario runs against: the same chat operations, pacing, history check and
+/// report, through one module per system (`crate::system`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum System {
+    #[default]
+    Telegraft,
+    Etcd,
+}
+
+impl System {
+    pub fn is_telegraft(&self) -> bool {
+        *self == System::Telegraft
+    }
+
+    /// The name a scenario and `summary.json` use.
+    pub fn name(&self) -> &'static str {
+        match self {
+            System::Telegraft => "telegraft",
+            System::Etcd => "etcd",
+        }
+    }
+}
+
+impl std::fmt::Display for System {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -1100,6 +1133,12 @@ impl Scenario {
     /// timeout above the heartbeat (each absent one at the replica's default, 50 and 150 ms).
     fn validate_cluster(&self, p: &mut Problems) {
         let c = &self.cluster;
+        if self.system == System::Etcd && !c.is_default() {
+            p.add(
+                "cluster",
+                "these are `telegraft node` settings; etcd members start with etcd's defaults",
+            );
+        }
         let mut tick = |path: &str, d: Option<&Dur>| {
             if let Some(d) = d
                 && (d.0.is_zero() || d.0.as_nanos() % 10_000_000 != 0)
@@ -1368,6 +1407,13 @@ impl Scenario {
                 p.add(
                     &at,
                     format!("{} cannot target {}", f.action.name(), f.target),
+                );
+            }
+            if f.action == Action::Partition && self.system == System::Etcd {
+                p.add(
+                    &at,
+                    "a partition needs the replicas' fault hook, which local etcd members do \
+                     not have: use kill, restart or pause with system: etcd",
                 );
             }
             if let Target::Node(n) = f.target

@@ -479,7 +479,11 @@ fn a_short_bench_against_three_replicas_writes_the_results_contract() {
         "{stdout}"
     );
     let html = std::fs::read_to_string(&page).unwrap();
-    assert!(html.contains("chat-default · 3 replicas") && html.contains("<svg"));
+    assert_eq!(
+        ran.summary["system"], "telegraft",
+        "the system under test is recorded"
+    );
+    assert!(html.contains("chat-default on telegraft · 3 replicas") && html.contains("<svg"));
     // Its Replicas section, drawn from the run's resources.csv and metrics.csv.
     let replicas = html
         .split("id=\"replicas\"")

@@ -113,6 +113,7 @@ fn write_run(root: &Path, id: &str, minute: u32, seed: u64, error_p: f64, ops: &
     let slo = results::evaluate_slos(&s, &ops, &generator, &[]);
     let summary = Summary {
         run_id: id.into(),
+        system: "telegraft".into(),
         scenario: s.name.clone(),
         scenario_file: "compare-fixture.yaml".into(),
         description: "compare fixture (synthetic)".into(),

@@ -41,6 +41,7 @@ async fn run(addr: &str, yaml: &str) -> RunOutput {
         topology: tokio::sync::watch::channel(Default::default()).1,
         cancel: Default::default(),
         ticks: None,
+        start_cursor: telegraft::proto::time::now(),
     })
     .await
     .unwrap()

@@ -66,6 +66,7 @@ fn fixture_run(root: &Path, id: &str, scenario: &str, replicas: u32, base_ms: u6
     let ops_send_mean = ops["send_message"].service_time_ms.mean;
     let summary = Summary {
         run_id: id.into(),
+        system: "telegraft".into(),
         scenario: scenario.into(),
         scenario_file: "fixture.yaml".into(),
         description: "fixture".into(),

@@ -51,7 +51,7 @@ use crate::results::capacity::{
     Capacity, PROBES, Probe, ReplicaCapacity, SearchSettings, probe_dir,
 };
 use crate::results::{RunDir, Summary, utc_seconds};
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, System};
 
 /// How long replicas get to stop before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -70,6 +70,7 @@ pub struct CapacityArgs {
     pub overrides: Vec<String>,
     pub results_dir: PathBuf,
     pub telegraft: Option<PathBuf>,
+    pub etcd: Option<PathBuf>,
     /// Probe these running replicas instead of starting a cluster per replica count.
     pub target: Option<Vec<String>>,
     /// Each probe's measured window and warm-up.
@@ -107,6 +108,7 @@ pub async fn capacity(args: CapacityArgs) -> anyhow::Result<CapacityOutcome> {
         .unwrap_or(100);
     let exe = match &args.target {
         Some(_) => PathBuf::new(),
+        None if base.system == System::Etcd => control::find_etcd(args.etcd.as_deref())?,
         None => control::find_telegraft(args.telegraft.as_deref())?,
     };
     let started = SystemTime::now();
@@ -118,6 +120,7 @@ pub async fn capacity(args: CapacityArgs) -> anyhow::Result<CapacityOutcome> {
     );
     let mut cap = Capacity {
         scenario: base.name.clone(),
+        system: base.system.name().to_string(),
         scenario_file: args.scenario.display().to_string(),
         started_at: utc_seconds(started),
         search: SearchSettings {
@@ -232,6 +235,10 @@ async fn search_at(
     let cluster_dir = RunDir::open(&run.path().join(format!("cluster-r{n}")));
     let cluster = match &args.target {
         Some(t) => Replicas::given(t.clone(), Vec::new()),
+        None if base.system == System::Etcd => {
+            eprintln!("loadgen: capacity: starting {n} etcd members");
+            Replicas::start_etcd(exe, n, &cluster_dir.data_dir())?
+        }
         None => {
             eprintln!("loadgen: capacity: starting {n} replicas");
             Replicas::start(

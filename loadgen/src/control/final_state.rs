@@ -18,13 +18,13 @@
 use std::time::Duration;
 
 use telegraft::admin::NodeView;
-use telegraft::proto::chat::chat_client::ChatClient;
 use telegraft::proto::chat::{Consistency as PbConsistency, GetMessagesRequest};
-use tonic::transport::Channel;
 
 use super::poller::StatusPoller;
 use crate::history::{self, Event, Seen};
-use crate::load::{self, Failure, Population};
+use crate::load::{Failure, Population};
+use crate::scenario::System;
+use crate::system::ChatConn;
 
 /// How long to wait for a leader after the load.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
@@ -42,7 +42,11 @@ const FINAL_PAGE: u32 = 10_000;
 const REFERENCE_TRIES: usize = 3;
 
 /// The digests, the whole chats, and whatever could not be read, as history events.
-pub async fn read_final(poller: &StatusPoller, population: &Population) -> Vec<Event> {
+pub async fn read_final(
+    poller: &StatusPoller,
+    population: &Population,
+    system: System,
+) -> Vec<Event> {
     let mut events = Vec::new();
     let Some(leader) = find_leader(poller).await else {
         let snap = poller.snapshot();
@@ -65,9 +69,9 @@ pub async fn read_final(poller: &StatusPoller, population: &Population) -> Vec<E
         digest: v.state_digest.clone(),
     }));
     let chats = population.chats_with_a_member();
-    events.extend(read_reference(poller, &leader.addr, &chats).await);
+    events.extend(read_reference(poller, &leader.addr, &chats, system).await);
     for v in &live {
-        events.extend(read_all(&v.addr, PbConsistency::Local, &chats, false).await);
+        events.extend(read_all(&v.addr, PbConsistency::Local, &chats, false, system).await);
     }
     events
 }
@@ -136,8 +140,13 @@ async fn settle(poller: &StatusPoller, target: u64, events: &mut Vec<Event>) -> 
 /// Every chat read linearizably from the leader: the reference lists. A chat whose read
 /// fails is tried again (asking the poller for the leader anew) before it is recorded as
 /// unread.
-async fn read_reference(poller: &StatusPoller, leader: &str, chats: &[(u64, u64)]) -> Vec<Event> {
-    let mut events = read_all(leader, PbConsistency::Linearizable, chats, true).await;
+async fn read_reference(
+    poller: &StatusPoller,
+    leader: &str,
+    chats: &[(u64, u64)],
+    system: System,
+) -> Vec<Event> {
+    let mut events = read_all(leader, PbConsistency::Linearizable, chats, true, system).await;
     for _ in 1..REFERENCE_TRIES {
         let failed: Vec<(u64, u64)> = chats
             .iter()
@@ -156,7 +165,7 @@ async fn read_reference(poller: &StatusPoller, leader: &str, chats: &[(u64, u64)
             .snapshot()
             .leader()
             .map_or(leader.to_string(), |v| v.addr);
-        let again = read_all(&at, PbConsistency::Linearizable, &failed, true).await;
+        let again = read_all(&at, PbConsistency::Linearizable, &failed, true, system).await;
         events.retain(|e| {
             !matches!(e, Event::Unread { chat: Some(c), .. } if failed.iter().any(|(f, _)| f == c))
         });
@@ -172,6 +181,7 @@ async fn read_all(
     consistency: PbConsistency,
     chats: &[(u64, u64)],
     reference: bool,
+    system: System,
 ) -> Vec<Event> {
     let replica = match consistency {
         PbConsistency::Linearizable => format!("{addr} (linearizable)"),
@@ -182,7 +192,7 @@ async fn read_all(
         chat: Some(chat),
         reason,
     };
-    let mut c = match load::connect(addr).await {
+    let mut c = match ChatConn::connect(system, addr).await {
         Ok(c) => c,
         Err(e) => {
             return chats
@@ -227,7 +237,7 @@ enum ReadError {
 /// page starts after the last message's `committed_at`, which strictly increases in commit
 /// order, so every message comes once. All pages together get [`READ_TIMEOUT`].
 async fn read_chat(
-    client: &mut ChatClient<Channel>,
+    client: &mut ChatConn,
     member: u64,
     chat: u64,
     consistency: PbConsistency,

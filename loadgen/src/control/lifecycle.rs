@@ -175,6 +175,25 @@ impl Replicas {
         })
     }
 
+    /// Starts `replicas` etcd members (the `etcd` binary at `exe`) with their data under
+    /// `data_dir`, on free loopback ports: a block of client ports, then one of peer ports.
+    /// Member `i` is named `n{i}` (node `i` in faults). Same lifecycle as [`Replicas::start`]:
+    /// own process groups, parent-death signal, SIGTERM then SIGKILL at the end.
+    pub fn start_etcd(exe: &Path, replicas: u32, data_dir: &Path) -> anyhow::Result<Replicas> {
+        let base = u64::from(free_ports(2 * replicas as u16)?);
+        let n = u64::from(replicas);
+        let port = |p: u64| format!("127.0.0.1:{p}");
+        let addrs = (1..=n).map(|i| (i, port(base + i - 1))).collect();
+        let peers = (1..=n).map(|i| (i, port(base + n + i - 1))).collect();
+        let c = LocalCluster::start_etcd(exe, addrs, peers, data_dir)
+            .with_context(|| format!("starting {replicas} etcd members ({})", exe.display()))?;
+        Ok(Replicas {
+            endpoints: c.addrs.values().cloned().collect(),
+            local: Some(Arc::new(Mutex::new(c))),
+            metrics: Vec::new(),
+        })
+    }
+
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
     }
@@ -273,6 +292,29 @@ pub fn find_telegraft(given: Option<&Path>) -> anyhow::Result<PathBuf> {
                 exe.display()
             )
         })
+}
+
+/// The `etcd` binary: `--etcd`, else `$ETCD`, else `etcd` on the `PATH` (Debian's
+/// `etcd-server` installs `/usr/bin/etcd`; `just bench system=etcd` installs it).
+pub fn find_etcd(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let given = given
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("ETCD").map(PathBuf::from));
+    if let Some(p) = given {
+        if p.is_file() {
+            return Ok(p);
+        }
+        bail!("etcd binary {}: no such file", p.display());
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join("etcd"))
+        .find(|p| p.is_file())
+        .context(
+            "system: etcd needs the etcd server: install Debian's etcd-server \
+             (`apt-get install etcd-server`; `just bench system=etcd` does it), or pass --etcd PATH",
+        )
 }
 
 /// A base port with `n` free consecutive loopback ports after it. Hand-written: the

@@ -22,5 +22,5 @@ pub use faults::FaultRecord;
 pub(crate) use faults::{inject, measure_unavailability};
 pub(crate) use final_state::read_final;
 pub(crate) use leader::{LeaderSeen, LeaderWatch, wait_for_all, wait_for_leader};
-pub(crate) use lifecycle::{Interrupt, Replicas, find_telegraft};
+pub(crate) use lifecycle::{Interrupt, Replicas, find_etcd, find_telegraft};
 pub(crate) use poller::StatusPoller;

@@ -17,6 +17,7 @@ use telegraft::admin::{self, NodeView};
 use tokio::sync::watch;
 
 use crate::load::Topology;
+use crate::scenario::System;
 
 /// Every replica's latest answer.
 #[derive(Clone, Debug, Default)]
@@ -94,8 +95,8 @@ impl StatusPoller {
     /// The least time between two Status calls to one replica.
     pub const EVERY: Duration = Duration::from_millis(200);
 
-    /// Starts polling every one of `endpoints`.
-    pub fn start(endpoints: &[String]) -> StatusPoller {
+    /// Starts polling every one of `endpoints`, replicas of `system`.
+    pub fn start(endpoints: &[String], system: System) -> StatusPoller {
         let (snap_tx, snapshot) = watch::channel(Snapshot::default());
         let (topo_tx, topology) = watch::channel(Topology::default());
         let (stop, stopped) = watch::channel(false);
@@ -107,6 +108,7 @@ impl StatusPoller {
                 snap_tx.clone(),
                 topo_tx.clone(),
                 stopped.clone(),
+                system,
             ));
         }
         StatusPoller {
@@ -186,11 +188,12 @@ async fn poll(
     snapshot: std::sync::Arc<watch::Sender<Snapshot>>,
     topology: std::sync::Arc<watch::Sender<Topology>>,
     mut stop: watch::Receiver<bool>,
+    system: System,
 ) {
     loop {
         let began = Instant::now();
         let view = tokio::select! {
-            r = admin::status(&addr) => r.ok(),
+            r = crate::system::status(system, &addr) => r.ok(),
             _ = stop.changed() => return,
         };
         snapshot.send_modify(|s| {
@@ -260,7 +263,7 @@ mod tests {
                     .serve_with_incoming(incoming),
             );
         }
-        let poller = StatusPoller::start(&addrs);
+        let poller = StatusPoller::start(&addrs, System::Telegraft);
         // However many callers want to know who leads, they read the same snapshot.
         for _ in 0..5 {
             let _ = poller.snapshot().leader();

@@ -33,7 +33,8 @@ use telegraft::proto::chat::chat_client::ChatClient;
 use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::scenario::Routing;
+use crate::scenario::{Routing, System};
+use crate::system::ChatConn;
 
 /// The first back-off after a failure, and the longest.
 const BACKOFF_FIRST: Duration = Duration::from_millis(25);
@@ -104,13 +105,14 @@ pub struct Topology {
 /// Where one user sends its calls, and how it moves after failures (see the module docs).
 #[derive(Clone)]
 pub(crate) struct Route {
+    system: System,
     endpoints: Arc<Vec<String>>,
     routing: Routing,
     topology: watch::Receiver<Topology>,
     /// The replica in use, by index into `endpoints`.
     at: usize,
     /// A lazily connected channel per replica, made on first use.
-    clients: Vec<Option<ChatClient<Channel>>>,
+    clients: Vec<Option<ChatConn>>,
     /// The next back-off, and when the current one ends.
     backoff: Duration,
     held_until: Option<Instant>,
@@ -122,6 +124,7 @@ impl Route {
     /// A user's route: with `routing: leader`, to `leader` when known; otherwise to replica
     /// `home` (modulo their number).
     pub fn new(
+        system: System,
         endpoints: Arc<Vec<String>>,
         routing: Routing,
         leader: Option<&str>,
@@ -134,6 +137,7 @@ impl Route {
             _ => home % n,
         };
         Route {
+            system,
             clients: vec![None; endpoints.len()],
             endpoints,
             routing,
@@ -157,7 +161,7 @@ impl Route {
     }
 
     /// The channel for the next call (connected lazily).
-    pub fn client(&mut self) -> Result<ChatClient<Channel>, Failure> {
+    pub async fn client(&mut self) -> Result<ChatConn, Failure> {
         if self.rediscover {
             let leader = self.topology.borrow().leader.clone();
             if let Some(i) = leader.and_then(|l| self.endpoints.iter().position(|e| *e == l)) {
@@ -167,7 +171,8 @@ impl Route {
         }
         let at = self.at;
         if self.clients[at].is_none() {
-            let c = connect_lazy(&self.endpoints[at])
+            let c = ChatConn::lazy(self.system, &self.endpoints[at])
+                .await
                 .map_err(|_| Failure::Status(tonic::Code::InvalidArgument))?;
             self.clients[at] = Some(c);
         }
@@ -267,7 +272,10 @@ mod tests {
             leader: None,
             up: up.iter().map(|s| s.to_string()).collect(),
         });
-        (Route::new(endpoints, routing, None, 0, rx), tx)
+        (
+            Route::new(System::Telegraft, endpoints, routing, None, 0, rx),
+            tx,
+        )
     }
 
     #[test]
@@ -299,25 +307,25 @@ mod tests {
     async fn a_leader_routed_user_finds_the_new_leader_after_a_failure() {
         let (mut r, tx) = route(Routing::Leader, &[]);
         // No leader known yet: start anywhere, look again before each call.
-        r.client().unwrap();
+        r.client().await.unwrap();
         tx.send_replace(Topology {
             leader: Some("b:1".into()),
             up: vec![],
         });
-        r.client().unwrap();
+        r.client().await.unwrap();
         assert_eq!(r.addr(), "b:1");
         // b fails: the user looks the leader up again before its next call.
         tx.send_replace(Topology {
             leader: Some("c:1".into()),
             up: vec![],
         });
-        r.client().unwrap();
+        r.client().await.unwrap();
         assert_eq!(r.addr(), "b:1", "no failure, no lookup");
         assert!(r.after(
             Some(&Failure::Status(tonic::Code::Unavailable)),
             Instant::now()
         ));
-        r.client().unwrap();
+        r.client().await.unwrap();
         assert_eq!(r.addr(), "c:1");
     }
 

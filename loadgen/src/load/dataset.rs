@@ -3,11 +3,10 @@
 
 use std::time::Duration;
 
+use crate::system::ChatConn;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use telegraft::proto::chat::chat_client::ChatClient;
 use telegraft::proto::chat::{CreateChatRequest, CreateUserRequest, JoinChatRequest, WriteId};
-use tonic::transport::Channel;
 
 use super::client::{Failure, with_timeout};
 use super::population::{ChatInfo, Population};
@@ -21,7 +20,7 @@ const PARALLEL: u64 = 16;
 /// run; `client_base` is the first of the exactly-once client ids the setup may use
 /// (`client_base .. client_base + 2 * PARALLEL`).
 pub async fn create_dataset(
-    client: &ChatClient<Channel>,
+    client: &ChatConn,
     dataset: &Dataset,
     rng: &mut ChaCha8Rng,
     tag: &str,
@@ -42,7 +41,7 @@ pub async fn create_dataset(
 /// What every setup worker shares.
 #[derive(Clone)]
 struct Setup {
-    client: ChatClient<Channel>,
+    client: ChatConn,
     tag: String,
     timeout: Duration,
 }

@@ -30,7 +30,7 @@ mod shape;
 mod timeseries;
 
 pub use client::Topology;
-pub(crate) use client::{Failure, connect};
+pub(crate) use client::{Failure, connect, connect_lazy};
 pub(crate) use dataset::create_dataset;
 pub use meter::{LATE, Pacing};
 pub use population::{ChatInfo, JoinOutcome, Picks, Population};

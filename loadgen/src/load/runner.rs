@@ -82,6 +82,9 @@ pub struct RunPlan {
     pub topology: watch::Receiver<Topology>,
     /// Set to stop the load early (an interrupt, or a capacity probe cut short).
     pub cancel: Arc<AtomicBool>,
+    /// Where pollers' cursors start (messages committed after it are new): the system's
+    /// own clock ([`crate::system::ChatConn::start_cursor`]), read once the dataset exists.
+    pub start_cursor: prost_types::Timestamp,
     /// Where each second's [`Tick`] also goes, for a watcher that may stop the load early
     /// (`loadgen capacity` cuts a lost probe short).
     pub ticks: Option<tokio::sync::mpsc::UnboundedSender<Tick>>,
@@ -257,6 +260,7 @@ impl Ctx {
                 plan.population.clone(),
                 plan.tag.clone(),
                 plan.start.clone(),
+                plan.start_cursor,
             ),
             barrier: Barrier::new(users),
             start: plan.start.clone(),
@@ -349,6 +353,7 @@ fn attack(plan: &RunPlan, ctx: &Arc<Ctx>, mix: &Mix) -> anyhow::Result<Box<Goose
 async fn on_start(ctx: Arc<Ctx>, user: &mut GooseUser) -> TransactionResult {
     let u = user.weighted_users_index % ctx.users;
     let route = Route::new(
+        ctx.env.system,
         ctx.endpoints.clone(),
         ctx.routing,
         ctx.leader.as_deref(),
@@ -426,7 +431,7 @@ async fn transaction(ctx: Arc<Ctx>, user: &mut GooseUser, op: Op) -> Transaction
     let sent = Instant::now();
     // Closed model: the call starts now; its latency is its service time.
     let intended = if st.times.is_some() { intended } else { sent };
-    let client = st.route.client();
+    let client = st.route.client().await;
     let result = ops::call(op, &ctx.env, &mut st.caller, client.as_ref().ok()).await;
     let done = Instant::now();
     if st.route.after(result.as_ref().err(), done) {

@@ -161,14 +161,14 @@ pub(super) fn capacity_page(
 /// scenario was searched more than once at a count, its latest search counts.
 pub(super) fn max_rate_chart(runs: &[CapRun]) -> String {
     // scenario -> replicas -> (started_at, rate)
-    let mut best: BTreeMap<&str, BTreeMap<u32, (&str, f64)>> = BTreeMap::new();
+    let mut best: BTreeMap<String, BTreeMap<u32, (&str, f64)>> = BTreeMap::new();
     for r in runs {
         for rc in &r.cap.replicas {
             if rc.error.is_some() || rc.ended == "running" || rc.ended == "interrupted" {
                 continue;
             }
             let e = best
-                .entry(r.cap.scenario.as_str())
+                .entry(r.cap.line())
                 .or_default()
                 .entry(rc.replicas)
                 .or_insert((r.cap.started_at.as_str(), rc.max_sustainable_rate));
@@ -214,7 +214,7 @@ pub(super) fn rows(runs: &[CapRun]) -> Vec<CapRow> {
             page: format!("{}.html", r.id),
             id: r.id.clone(),
             started_at: r.cap.started_at.clone(),
-            scenario: r.cap.scenario.clone(),
+            scenario: r.cap.line(),
             found: r
                 .cap
                 .replicas

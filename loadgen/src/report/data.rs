@@ -161,7 +161,7 @@ pub fn runs_frame(runs: &[Run]) -> PolarsResult<DataFrame> {
         for (name, o) in &s.ops {
             run_id.push(s.run_id.clone());
             started.push(s.started_at.clone());
-            scenario.push(s.scenario.clone());
+            scenario.push(s.line());
             replicas.push(s.replicas);
             model.push(s.model.clone());
             offered.push(s.offered_rate);

@@ -48,6 +48,7 @@ struct RunRow {
     page: String,
     run_id: String,
     started_at: String,
+    system: String,
     scenario: String,
     replicas: u32,
     model: String,
@@ -67,7 +68,7 @@ pub(super) fn index_page(
     caps: &[CapRun],
 ) -> anyhow::Result<String> {
     let scenarios: Vec<String> = {
-        let mut v: Vec<String> = runs.iter().map(|r| r.summary.scenario.clone()).collect();
+        let mut v: Vec<String> = runs.iter().map(|r| r.summary.line()).collect();
         v.sort();
         v.dedup();
         v
@@ -166,7 +167,7 @@ fn cpu_per_kop_chart(scenarios: &[String], runs: &[Run]) -> String {
         .enumerate()
         .map(|(i, name)| {
             let mut by: BTreeMap<u32, (f64, f64)> = BTreeMap::new();
-            for r in runs.iter().filter(|r| r.summary.scenario == *name) {
+            for r in runs.iter().filter(|r| r.summary.line() == *name) {
                 if let Some((cpu_s, ops)) = cpu_s_and_ops(r) {
                     let e = by.entry(r.summary.replicas).or_default();
                     e.0 += cpu_s;
@@ -200,7 +201,7 @@ fn distribution_overlays(scenarios: &[String], runs: &[Run]) -> Vec<String> {
     let mut overlays = Vec::new();
     for name in scenarios {
         let mut latest: BTreeMap<u32, &Run> = BTreeMap::new();
-        for r in runs.iter().filter(|r| r.summary.scenario == *name) {
+        for r in runs.iter().filter(|r| r.summary.line() == *name) {
             latest.insert(r.summary.replicas, r); // runs are sorted by id, i.e. by time
         }
         for op in ["send_message", "get_messages"] {
@@ -233,6 +234,7 @@ impl RunRow {
             page: format!("{}.html", s.run_id),
             run_id: s.run_id.clone(),
             started_at: s.started_at.clone(),
+            system: s.system.clone(),
             scenario: s.scenario.clone(),
             replicas: s.replicas,
             model: s.model.clone(),

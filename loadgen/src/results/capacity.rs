@@ -32,6 +32,10 @@ pub fn probe_run_id(capacity_run: &str, replicas: u32, rate: u64) -> String {
 pub struct Capacity {
     /// The scenario's name.
     pub scenario: String,
+    /// The system searched: `telegraft` or `etcd` (searches from before the field existed
+    /// read as `telegraft`).
+    #[serde(default = "telegraft")]
+    pub system: String,
     /// The scenario file as given.
     pub scenario_file: String,
     /// When the search began (RFC 3339, UTC).
@@ -104,7 +108,21 @@ pub struct Probe {
     pub results: String,
 }
 
+fn telegraft() -> String {
+    "telegraft".to_string()
+}
+
 impl Capacity {
+    /// The name its line carries: the scenario, with the system after it when that is not
+    /// Telegraft (as [`crate::results::Summary::line`]).
+    pub fn line(&self) -> String {
+        if self.system == "telegraft" {
+            self.scenario.clone()
+        } else {
+            format!("{} [{}]", self.scenario, self.system)
+        }
+    }
+
     /// Writes `capacity.json` into `dir` (whole, then renamed into place).
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
         let path = dir.join(CAPACITY);

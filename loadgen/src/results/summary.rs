@@ -24,9 +24,17 @@ use crate::load::{OpSummary, Percentiles, Recorder, RunOutput, Schedule};
 use crate::sample::{LOADGEN, ResourceRow, Samples};
 use crate::scenario::{Model, Op, Scenario};
 
+fn telegraft() -> String {
+    "telegraft".to_string()
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Summary {
     pub run_id: String,
+    /// The system under test: `telegraft` or `etcd` (runs from before the field existed
+    /// read as `telegraft`).
+    #[serde(default = "telegraft")]
+    pub system: String,
     pub scenario: String,
     pub scenario_file: String,
     pub description: String,
@@ -353,6 +361,16 @@ impl CheckSummary {
 }
 
 impl Summary {
+    /// The name a report's line and aggregate carry: the scenario, with the system after it
+    /// when that is not Telegraft (`chat [etcd]`), so that each system gets its own lines.
+    pub fn line(&self) -> String {
+        if self.system == "telegraft" {
+            self.scenario.clone()
+        } else {
+            format!("{} [{}]", self.scenario, self.system)
+        }
+    }
+
     pub fn slo_pass(&self) -> bool {
         self.slo.iter().all(SloResult::passed)
     }
@@ -377,6 +395,7 @@ impl Summary {
             });
         Summary {
             run_id: run.run_id.to_string(),
+            system: s.system.name().to_string(),
             scenario: s.name.clone(),
             scenario_file: run.scenario_file.display().to_string(),
             description: s.description.clone(),

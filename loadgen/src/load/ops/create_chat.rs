@@ -1,8 +1,7 @@
 //! `CreateChat`: a random user (by activity) creates a chat, which joins the population once acknowledged.
 
-use telegraft::proto::chat::chat_client::ChatClient;
+use crate::system::ChatConn;
 use telegraft::proto::chat::{CreateChatRequest, CreateChatResponse};
-use tonic::transport::Channel;
 
 use super::{Caller, OpEnv, Operation};
 use crate::load::client::Failure;
@@ -27,7 +26,7 @@ impl Operation for CreateChat {
     }
 
     fn execute(
-        client: &mut ChatClient<Channel>,
+        client: &mut ChatConn,
         request: CreateChatRequest,
     ) -> impl Future<Output = Result<tonic::Response<CreateChatResponse>, tonic::Status>> + Send
     {

@@ -1,8 +1,7 @@
 //! `CreateUser`: a new user, who joins the population once acknowledged.
 
-use telegraft::proto::chat::chat_client::ChatClient;
+use crate::system::ChatConn;
 use telegraft::proto::chat::{CreateUserRequest, CreateUserResponse};
-use tonic::transport::Channel;
 
 use super::{Caller, OpEnv, Operation};
 use crate::load::client::Failure;
@@ -24,7 +23,7 @@ impl Operation for CreateUser {
     }
 
     fn execute(
-        client: &mut ChatClient<Channel>,
+        client: &mut ChatConn,
         request: CreateUserRequest,
     ) -> impl Future<Output = Result<tonic::Response<CreateUserResponse>, tonic::Status>> + Send
     {

@@ -1,8 +1,7 @@
 //! `GetChatUsers`: the members of a random chat (by popularity).
 
-use telegraft::proto::chat::chat_client::ChatClient;
+use crate::system::ChatConn;
 use telegraft::proto::chat::{GetChatUsersRequest, GetChatUsersResponse};
-use tonic::transport::Channel;
 
 use super::{Caller, OpEnv, Operation};
 
@@ -23,7 +22,7 @@ impl Operation for GetChatUsers {
     }
 
     fn execute(
-        client: &mut ChatClient<Channel>,
+        client: &mut ChatConn,
         request: GetChatUsersRequest,
     ) -> impl Future<Output = Result<tonic::Response<GetChatUsersResponse>, tonic::Status>> + Send
     {

@@ -18,13 +18,12 @@
 //! `get_messages` is always one page's. (The final reads after the load page at once: see
 //! `control::final_state`.)
 
+use crate::system::ChatConn;
 use prost_types::Timestamp;
 use rand::Rng;
-use telegraft::proto::chat::chat_client::ChatClient;
 use telegraft::proto::chat::{
     Consistency as PbConsistency, GetMessagesRequest, GetMessagesResponse,
 };
-use tonic::transport::Channel;
 
 use super::{Caller, OpEnv, Operation};
 use crate::history::{self, CallTimes, Event};
@@ -83,7 +82,7 @@ impl Operation for GetMessages {
     }
 
     fn execute(
-        client: &mut ChatClient<Channel>,
+        client: &mut ChatConn,
         request: GetMessagesRequest,
     ) -> impl Future<Output = Result<tonic::Response<GetMessagesResponse>, tonic::Status>> + Send
     {

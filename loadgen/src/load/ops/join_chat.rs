@@ -2,9 +2,8 @@
 //! population first, so no two generator users make the same join, and the user may send in
 //! the chat only once the join is acknowledged.
 
-use telegraft::proto::chat::chat_client::ChatClient;
+use crate::system::ChatConn;
 use telegraft::proto::chat::{JoinChatRequest, JoinChatResponse};
-use tonic::transport::Channel;
 
 use super::{Caller, OpEnv, Operation};
 use crate::load::client::Failure;
@@ -39,7 +38,7 @@ impl Operation for JoinChat {
     }
 
     fn execute(
-        client: &mut ChatClient<Channel>,
+        client: &mut ChatConn,
         request: JoinChatRequest,
     ) -> impl Future<Output = Result<tonic::Response<JoinChatResponse>, tonic::Status>> + Send {
         client.join_chat(request)

@@ -24,12 +24,11 @@ mod send_message;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::system::ChatConn;
 use prost_types::Timestamp;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use telegraft::proto::chat::chat_client::ChatClient;
 use telegraft::proto::chat::{Consistency as PbConsistency, WriteId};
-use tonic::transport::Channel;
 
 use super::client::{Failure, with_timeout};
 use super::population::{Picks, Population};
@@ -53,7 +52,7 @@ pub(crate) async fn call(
     op: Op,
     env: &OpEnv,
     caller: &mut Caller,
-    client: Option<&ChatClient<Channel>>,
+    client: Option<&ChatConn>,
 ) -> Result<(), Failure> {
     match op {
         Op::SendMessage => perform::<send_message::SendMessage>(env, caller, client).await,
@@ -82,7 +81,7 @@ pub(crate) trait Operation {
 
     /// Sends the request.
     fn execute(
-        client: &mut ChatClient<Channel>,
+        client: &mut ChatConn,
         request: Self::Request,
     ) -> impl Future<Output = Result<tonic::Response<Self::Reply>, tonic::Status>> + Send;
 
@@ -109,7 +108,7 @@ pub(crate) trait Operation {
 async fn perform<O: Operation>(
     env: &OpEnv,
     caller: &mut Caller,
-    client: Option<&ChatClient<Channel>>,
+    client: Option<&ChatConn>,
 ) -> Result<(), Failure> {
     // A user that could not connect: its calls count as unavailable.
     let Some(mut client) = client.cloned() else {
@@ -151,6 +150,10 @@ pub(crate) struct OpEnv {
     pub history: Mutex<Vec<Event>>,
     /// The run's zero, which history times count from.
     pub start: Arc<OnceLock<Instant>>,
+    /// The system under test.
+    pub system: crate::scenario::System,
+    /// Where each poller's cursors start: messages committed after it are new.
+    pub start_cursor: Timestamp,
 }
 
 impl OpEnv {
@@ -159,6 +162,7 @@ impl OpEnv {
         population: Arc<Population>,
         tag: String,
         start: Arc<OnceLock<Instant>>,
+        start_cursor: Timestamp,
     ) -> OpEnv {
         let mut rng = ChaCha8Rng::seed_from_u64(scenario.seed);
         let filler = (0..scenario.message_size.largest().max(1) as usize * 2)
@@ -182,6 +186,8 @@ impl OpEnv {
             tag,
             history: Mutex::new(Vec::new()),
             start,
+            system: scenario.system,
+            start_cursor,
         }
     }
 
@@ -202,7 +208,8 @@ pub(crate) struct Caller {
     /// Picks its calls' arguments (seeded per user).
     pub rng: ChaCha8Rng,
     /// The dataset users it polls for, each with its cursor: the largest `committed_at` seen
-    /// for that user (at first, the generator's clock when the caller was made).
+    /// for that user (at first, the system's clock once the dataset was made,
+    /// [`OpEnv::start_cursor`]).
     pub polls: Vec<(u64, Timestamp)>,
     pub next_poll: usize,
     /// A poll whose page was cut short: the next poll goes on with it.
@@ -217,7 +224,7 @@ impl Caller {
     /// User `u` of `users`: polls for the dataset users u, u + U, u + 2U, ... (or one user
     /// when users are few).
     pub fn new(env: &OpEnv, u: usize, users: usize, seed: u64, client_id: u64) -> Caller {
-        let now = telegraft::proto::time::now();
+        let now = env.start_cursor;
         let population = &env.population;
         let dataset = population.user_count();
         let mut polls: Vec<_> = (u..dataset)

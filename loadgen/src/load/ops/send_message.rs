@@ -1,12 +1,11 @@
 //! `SendMessage`: a member of a chat sends a message whose content starts with a key unique
 //! to this write, which the history checker recognises the message by.
 
+use crate::system::ChatConn;
 use prost_types::Timestamp;
 use rand::Rng;
-use telegraft::proto::chat::chat_client::ChatClient;
 use telegraft::proto::chat::{SendMessageRequest, SendMessageResponse};
 use telegraft::proto::time;
-use tonic::transport::Channel;
 
 use super::{Caller, OpEnv, Operation};
 use crate::history::{self, CallTimes, Event};
@@ -52,7 +51,7 @@ impl Operation for SendMessage {
     }
 
     fn execute(
-        client: &mut ChatClient<Channel>,
+        client: &mut ChatConn,
         request: SendMessageRequest,
     ) -> impl Future<Output = Result<tonic::Response<SendMessageResponse>, tonic::Status>> + Send
     {
