@@ -2,16 +2,18 @@
 # Repeats one fault on a fresh 3-replica cluster and tabulates what it cost: write
 # unavailability (from the fault to the first acknowledgement of a write sent after it), failed
 # calls, and the history check. Used for the failover tables in loadgen/README.md:
-#   scripts/failover-trials.sh FAULT TRIALS [SYSTEM]
+#   scripts/failover-trials.sh FAULT TRIALS [SYSTEM [LOADGEN-ARGS...]]
 # FAULT is kill (SIGKILL the leader at 3 s, restart it at 6 s), pause (SIGSTOP the leader at
 # 3 s for 3 s) or partition (cut the leader off at 3 s for 3 s). Each trial is an 8 s run of
 # scenarios/failover.yaml (300 ops/s, 40% writes, routing: any); its results folder stays
 # under results/trials-<fault>-<time>/. SYSTEM is telegraft (the default) or etcd (members of
-# Debian's etcd-server; partitions need Telegraft's fault hook).
+# Debian's etcd-server; partitions need Telegraft's fault hook). More arguments go to every
+# `loadgen bench` (`--set cluster.election_timeout=150ms`).
 set -euo pipefail
 fault="${1:-pause}"
 trials="${2:-10}"
 system="${3:-telegraft}"
+shift $(( $# < 3 ? $# : 3 ))
 case "$fault" in
   kill) faults='[{at: 3s, action: kill, target: leader}, {at: 6s, action: restart, target: killed}]' ;;
   pause) faults='[{at: 3s, action: pause, target: leader, for: 3s}]' ;;
@@ -27,7 +29,7 @@ mkdir -p "$out"
 for i in $(seq 1 "$trials"); do
   # An objective missed or an anomaly is what the table reports, not a reason to stop.
   "$loadgen" bench --scenario scenarios/failover.yaml --results "$out/$i" \
-    --set load.duration=8s --set load.warmup=1s --set "faults=$faults" --set "system=$system" \
+    --set load.duration=8s --set load.warmup=1s --set "faults=$faults" --set "system=$system" "$@" \
     >"$out/$i.log" 2>&1 \
     || echo "trial $i: loadgen exited $?" >&2
 done

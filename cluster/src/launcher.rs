@@ -192,12 +192,14 @@ impl LocalCluster {
     /// member `i` named `n{i}`, talking to the others on `peer_addrs[i]`, with its data in
     /// `DIR/node-I/etcd` and its log in `DIR/node-I/node.log`, as one new cluster. A member
     /// restarted after a kill finds its data and rejoins (etcd ignores the initial-cluster
-    /// flags then). `exe` is the `etcd` binary (Debian's `etcd-server`: `/usr/bin/etcd`).
+    /// flags then). `exe` is the `etcd` binary (Debian's `etcd-server`: `/usr/bin/etcd`);
+    /// `extra` arguments are passed to every member (`--heartbeat-interval 50`, ...).
     pub fn start_etcd(
         exe: &Path,
         addrs: BTreeMap<NodeId, String>,
         peer_addrs: BTreeMap<NodeId, String>,
         data_dir: &Path,
+        extra: &[String],
     ) -> std::io::Result<LocalCluster> {
         if addrs.keys().ne(peer_addrs.keys()) {
             return Err(std::io::Error::other(
@@ -224,7 +226,7 @@ impl LocalCluster {
             children: BTreeMap::new(),
             exe: exe.to_path_buf(),
             peers,
-            extra: Vec::new(),
+            extra: extra.to_vec(),
             metrics: BTreeMap::new(),
             etcd: Some(EtcdMembers { peer_addrs, token }),
         };
@@ -252,7 +254,8 @@ impl LocalCluster {
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &self.peers])
             .args(["--initial-cluster-token", &members.token])
-            .args(["--initial-cluster-state", "new"]);
+            .args(["--initial-cluster-state", "new"])
+            .args(&self.extra);
         cmd
     }
 

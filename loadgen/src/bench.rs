@@ -232,7 +232,8 @@ fn start_cluster(
     }
     if scenario.system == System::Etcd {
         let exe = control::find_etcd(args.etcd.as_deref())?;
-        return Replicas::start_etcd(&exe, replicas, &run.data_dir());
+        let args = scenario.cluster.etcd_args();
+        return Replicas::start_etcd(&exe, replicas, &run.data_dir(), &args);
     }
     let exe = control::find_telegraft(args.telegraft.as_deref())?;
     let partitions = scenario

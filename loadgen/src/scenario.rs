@@ -838,6 +838,26 @@ impl ClusterSettings {
         *self == ClusterSettings::default()
     }
 
+    /// The `etcd` flags that carry the timings, for `system: etcd` (the only settings etcd
+    /// members take): `--heartbeat-interval` and `--election-timeout`, in ms. etcd draws
+    /// each election timeout between it and twice it, as the replicas do.
+    pub fn etcd_args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        if let Some(d) = &self.heartbeat {
+            a.extend([
+                "--heartbeat-interval".to_string(),
+                d.0.as_millis().to_string(),
+            ]);
+        }
+        if let Some(d) = &self.election_timeout {
+            a.extend([
+                "--election-timeout".to_string(),
+                d.0.as_millis().to_string(),
+            ]);
+        }
+        a
+    }
+
     /// The `telegraft node` flags that carry these settings.
     pub fn node_args(&self) -> Vec<String> {
         let mut a = Vec::new();
@@ -1133,11 +1153,38 @@ impl Scenario {
     /// timeout above the heartbeat (each absent one at the replica's default, 50 and 150 ms).
     fn validate_cluster(&self, p: &mut Problems) {
         let c = &self.cluster;
-        if self.system == System::Etcd && !c.is_default() {
-            p.add(
-                "cluster",
-                "these are `telegraft node` settings; etcd members start with etcd's defaults",
-            );
+        if self.system == System::Etcd {
+            let timings_only = ClusterSettings {
+                heartbeat: c.heartbeat,
+                election_timeout: c.election_timeout,
+                ..ClusterSettings::default()
+            };
+            if *c != timings_only {
+                p.add(
+                    "cluster",
+                    "with system: etcd only `heartbeat` and `election_timeout` apply (etcd's \
+                     --heartbeat-interval and --election-timeout); the rest are `telegraft \
+                     node` settings",
+                );
+            }
+            // etcd refuses to start with an election timeout under 5 heartbeats; its
+            // defaults are 100 and 1000 ms.
+            let heartbeat = c.heartbeat.map_or(Duration::from_millis(100), |d| d.0);
+            let election = c
+                .election_timeout
+                .map_or(Duration::from_millis(1000), |d| d.0);
+            if (c.heartbeat.is_some() || c.election_timeout.is_some()) && election < 5 * heartbeat {
+                p.add(
+                    "cluster.election_timeout",
+                    format!(
+                        "etcd needs an election timeout of at least 5 heartbeats: {} is under \
+                         5 x {}",
+                        humantime::format_duration(election),
+                        humantime::format_duration(heartbeat)
+                    ),
+                );
+            }
+            return;
         }
         let mut tick = |path: &str, d: Option<&Dur>| {
             if let Some(d) = d

@@ -98,6 +98,34 @@ fn a_chat_scenario_runs_against_three_etcd_members_and_survives_a_leader_kill() 
 }
 
 #[test]
+fn etcd_takes_the_cluster_timings_and_nothing_else() {
+    let validate = |sets: &[&str]| {
+        let mut cmd = loadgen();
+        cmd.args(["validate", "scenarios/chat.yaml", "--set", "system=etcd"]);
+        for s in sets {
+            cmd.args(["--set", s]);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        (out.status.code(), stderr)
+    };
+    let (code, stderr) = validate(&["cluster.heartbeat=30ms", "cluster.election_timeout=150ms"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    // A replica setting etcd has no flag for.
+    let (code, stderr) = validate(&["cluster.batching=off"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cluster") && stderr.contains("only"),
+        "{stderr}"
+    );
+    // etcd refuses an election timeout under 5 heartbeats: so does validation.
+    let (code, stderr) = validate(&["cluster.heartbeat=50ms", "cluster.election_timeout=150ms"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("cluster.election_timeout"), "{stderr}");
+    assert!(stderr.contains("5 heartbeats"), "{stderr}");
+}
+
+#[test]
 fn a_partition_of_local_etcd_members_is_refused_at_validation() {
     let out = loadgen()
         .args(["validate", "scenarios/failover.yaml"])

@@ -237,7 +237,7 @@ async fn search_at(
         Some(t) => Replicas::given(t.clone(), Vec::new()),
         None if base.system == System::Etcd => {
             eprintln!("loadgen: capacity: starting {n} etcd members");
-            Replicas::start_etcd(exe, n, &cluster_dir.data_dir())?
+            Replicas::start_etcd(exe, n, &cluster_dir.data_dir(), &base.cluster.etcd_args())?
         }
         None => {
             eprintln!("loadgen: capacity: starting {n} replicas");

@@ -178,14 +178,20 @@ impl Replicas {
     /// Starts `replicas` etcd members (the `etcd` binary at `exe`) with their data under
     /// `data_dir`, on free loopback ports: a block of client ports, then one of peer ports.
     /// Member `i` is named `n{i}` (node `i` in faults). Same lifecycle as [`Replicas::start`]:
-    /// own process groups, parent-death signal, SIGTERM then SIGKILL at the end.
-    pub fn start_etcd(exe: &Path, replicas: u32, data_dir: &Path) -> anyhow::Result<Replicas> {
+    /// own process groups, parent-death signal, SIGTERM then SIGKILL at the end. `args` are
+    /// more `etcd` flags for every member (the scenario's `cluster:` timings).
+    pub fn start_etcd(
+        exe: &Path,
+        replicas: u32,
+        data_dir: &Path,
+        args: &[String],
+    ) -> anyhow::Result<Replicas> {
         let base = u64::from(free_ports(2 * replicas as u16)?);
         let n = u64::from(replicas);
         let port = |p: u64| format!("127.0.0.1:{p}");
         let addrs = (1..=n).map(|i| (i, port(base + i - 1))).collect();
         let peers = (1..=n).map(|i| (i, port(base + n + i - 1))).collect();
-        let c = LocalCluster::start_etcd(exe, addrs, peers, data_dir)
+        let c = LocalCluster::start_etcd(exe, addrs, peers, data_dir, args)
             .with_context(|| format!("starting {replicas} etcd members ({})", exe.display()))?;
         Ok(Replicas {
             endpoints: c.addrs.values().cloned().collect(),
