@@ -323,6 +323,47 @@ fn aggregation_groups_runs_by_scenario_replicas_and_operation() {
     );
 }
 
+/// Runs of another system (`system: etcd`) are their own lines and aggregates, named after
+/// the scenario with the system (`chat-default [etcd]`); the table of runs has a system
+/// column, and a run page names its system in its title.
+#[test]
+fn runs_of_another_system_get_their_own_lines_and_column() {
+    let root = fixture();
+    let id = "20261127T100500Z-chat-default-r3";
+    fixture_run(root.path(), id, "chat-default", 3, 5, 80);
+    let file = root.path().join(id).join("summary.json");
+    let mut summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    summary["system"] = "etcd".into();
+    std::fs::write(&file, serde_json::to_string(&summary).unwrap()).unwrap();
+
+    let runs = load(root.path());
+    let agg = data::aggregate(&data::runs_frame(&runs).unwrap()).unwrap();
+    let lines = data::strs(&agg, "scenario").unwrap();
+    assert!(
+        lines.contains(&"chat-default [etcd]".to_string()),
+        "{lines:?}"
+    );
+    assert!(lines.contains(&"chat-default".to_string()), "{lines:?}");
+    let etcd_rows = lines.iter().filter(|l| l.ends_with("[etcd]")).count();
+    assert_eq!(etcd_rows, 2, "one row per operation of the one etcd run");
+
+    let (out, w) = write(root.path());
+    let index = std::fs::read_to_string(&w.index).unwrap();
+    assert!(
+        index.contains("<th class=\"l sort\">system</th>"),
+        "no system column"
+    );
+    assert!(index.contains("<td class=\"l\">etcd</td>"));
+    assert!(index.contains("<td class=\"l\">telegraft</td>"));
+    assert!(
+        index.contains("chat-default [etcd]"),
+        "no etcd line in the charts"
+    );
+    let page = std::fs::read_to_string(out.path().join(format!("{id}.html"))).unwrap();
+    assert!(page.contains("chat-default on etcd · 3 replicas"));
+}
+
 fn write(root: &Path) -> (tempfile::TempDir, report::Written) {
     let out = tempfile::tempdir().unwrap();
     let w = report::write_reports(&[root.to_path_buf()], out.path()).unwrap();
