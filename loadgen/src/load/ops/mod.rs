@@ -11,8 +11,9 @@
 //!
 //! [`perform`] runs those steps for every operation alike, so adding an operation means one
 //! new file here, its line in [`ORDER`] and in [`call`], and its name in
-//! [`crate::scenario::Op`] (the YAML schema). Running against another system would mean
-//! other implementations of the same trait.
+//! [`crate::scenario::Op`] (the YAML schema). Operations send through a
+//! [`crate::system::ChatConn`], so the same operations run against Telegraft or etcd
+//! (`system:`); another system is one more arm there, not another set of operations.
 
 mod create_chat;
 mod create_user;
