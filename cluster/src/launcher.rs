@@ -174,18 +174,7 @@ impl LocalCluster {
             .map(|(i, a)| format!("{i}={a}"))
             .collect::<Vec<_>>()
             .join(",");
-        let mut cluster = LocalCluster {
-            addrs,
-            data_dir: data_dir.to_path_buf(),
-            children: BTreeMap::new(),
-            exe: exe.to_path_buf(),
-            peers,
-            extra: extra.to_vec(),
-            metrics,
-            etcd: None,
-        };
-        cluster.spawn_all()?;
-        Ok(cluster)
+        LocalCluster::launch(exe, addrs, data_dir, peers, extra, metrics, None)
     }
 
     /// Starts one etcd member per entry of `addrs` (node id to the client `host:port`),
@@ -220,18 +209,8 @@ impl LocalCluster {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos())
         );
-        let mut cluster = LocalCluster {
-            addrs,
-            data_dir: data_dir.to_path_buf(),
-            children: BTreeMap::new(),
-            exe: exe.to_path_buf(),
-            peers,
-            extra: extra.to_vec(),
-            metrics: BTreeMap::new(),
-            etcd: Some(EtcdMembers { peer_addrs, token }),
-        };
-        cluster.spawn_all()?;
-        Ok(cluster)
+        let members = Some(EtcdMembers { peer_addrs, token });
+        LocalCluster::launch(exe, addrs, data_dir, peers, extra, BTreeMap::new(), members)
     }
 
     /// Whether the nodes are etcd members ([`LocalCluster::start_etcd`]).
@@ -259,13 +238,31 @@ impl LocalCluster {
         cmd
     }
 
-    /// Starts every node.
-    fn spawn_all(&mut self) -> std::io::Result<()> {
-        let ids: Vec<NodeId> = self.addrs.keys().copied().collect();
+    /// Starts every node of a new cluster (replicas, or etcd members with `etcd`).
+    fn launch(
+        exe: &Path,
+        addrs: BTreeMap<NodeId, String>,
+        data_dir: &Path,
+        peers: String,
+        extra: &[String],
+        metrics: BTreeMap<NodeId, String>,
+        etcd: Option<EtcdMembers>,
+    ) -> std::io::Result<LocalCluster> {
+        let mut cluster = LocalCluster {
+            addrs,
+            data_dir: data_dir.to_path_buf(),
+            children: BTreeMap::new(),
+            exe: exe.to_path_buf(),
+            peers,
+            extra: extra.to_vec(),
+            metrics,
+            etcd,
+        };
+        let ids: Vec<NodeId> = cluster.addrs.keys().copied().collect();
         for id in ids {
-            self.spawn(id)?;
+            cluster.spawn(id)?;
         }
-        Ok(())
+        Ok(cluster)
     }
 
     /// Starts node `id` (again), on its own data directory, appending to its log.

@@ -9,6 +9,7 @@
 
 pub mod etcd;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use telegraft::admin::{self, NodeView};
@@ -103,19 +104,25 @@ async fn etcd_status(addr: &str) -> anyhow::Result<NodeView> {
         .with_timeout(Duration::from_secs(2));
     let mut client = Client::connect([format!("http://{addr}")], Some(options)).await?;
     let status = client.status().await?;
-    let members = client.member_list().await?;
-    let number = |member: u64| -> u64 {
-        let list = members.members();
-        let Some((i, m)) = list.iter().enumerate().find(|(_, m)| m.id() == member) else {
-            return 0;
-        };
-        m.name()
-            .strip_prefix('n')
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(i as u64 + 1)
-    };
     let me = status.header().map_or(0, |h| h.member_id());
     let leader = status.leader();
+    // Member ids are random per cluster and never reused, so their numbers are kept for
+    // the process: a poll asks MemberList only when it meets a member it does not know.
+    static NUMBERS: std::sync::Mutex<BTreeMap<u64, u64>> = std::sync::Mutex::new(BTreeMap::new());
+    let known = |id: u64| id == 0 || NUMBERS.lock().unwrap().contains_key(&id);
+    if !known(me) || !known(leader) {
+        let members = client.member_list().await?;
+        let mut numbers = NUMBERS.lock().unwrap();
+        for (i, m) in members.members().iter().enumerate() {
+            let n = m
+                .name()
+                .strip_prefix('n')
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(i as u64 + 1);
+            numbers.insert(m.id(), n);
+        }
+    }
+    let number = |id: u64| NUMBERS.lock().unwrap().get(&id).copied().unwrap_or(0);
     let role = if leader != 0 && leader == me {
         RoleKind::Leader
     } else {
