@@ -6,6 +6,10 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
 seeds := "2000"
+# Every recipe builds with this one command: the same targets and so the same feature set as
+# `cargo test` in `just test`, so that no recipe rebuilds the dependencies another one built
+# (building one binary alone resolves the dependencies' features anew and rebuilds them).
+build := "cargo build --quiet --release --workspace --all-targets"
 seed := ""
 
 default:
@@ -20,6 +24,8 @@ test:
     #!/usr/bin/env bash
     set -euo pipefail
     bash scripts/setup.sh
+    # The Kubernetes manifests, against the Kubernetes schemas, offline (deploy/README.md).
+    bash scripts/validate-k8s.sh
     log="$(mktemp)"
     trap 'rm -f "$log"' EXIT
     cargo test --release --workspace --all-targets 2>&1 | tee "$log"
@@ -63,8 +69,8 @@ cluster *args:
         *) echo "just cluster: unknown argument '$a' (replicas=N base_port=P data_dir=DIR)" >&2; exit 2 ;;
       esac
     done
-    cargo build --quiet --release --bin telegraft
-    cargo run --quiet --release --bin telegraft -- cluster --replicas "$replicas" --base-port "$base_port" --data-dir "$data_dir"
+    {{build}}
+    "${CARGO_TARGET_DIR:-target}/release/telegraft" cluster --replicas "$replicas" --base-port "$base_port" --data-dir "$data_dir"
 
 # Storage and cluster micro-benchmarks (fsync, group commit, SendMessage): `just microbench seconds=10`.
 microbench *args:
@@ -78,7 +84,7 @@ microbench *args:
         *) echo "just microbench: unknown argument '$a' (seconds=N replicas=N)" >&2; exit 2 ;;
       esac
     done
-    cargo build --quiet --release --bin telegraft --bin telegraft-bench
+    {{build}}
     bench="${CARGO_TARGET_DIR:-target}/release/telegraft-bench"
     dir="$(mktemp -d "${TMPDIR:-/var/tmp}/telegraft-bench.XXXXXX")"
     "$bench" --dir "$dir/fsync" --seconds "$seconds" fsync
@@ -98,7 +104,7 @@ compare-etcd *args:
         *) echo "just compare-etcd: unknown argument '$a' (replicas=N seconds=N)" >&2; exit 2 ;;
       esac
     done
-    cargo build --quiet --release --bin telegraft --bin telegraft-bench
+    {{build}}
     bash scripts/compare-etcd.sh "$replicas" "$seconds"
 
 # Any `path.to.field=value` argument overrides that scenario field; `junit=FILE` also writes the verdicts as JUnit XML.
@@ -123,7 +129,7 @@ bench *args:
       esac
     done
     bash scripts/setup.sh protoc
-    cargo build --quiet --release --bin telegraft --bin loadgen
+    {{build}}
     "${CARGO_TARGET_DIR:-target}/release/loadgen" bench --scenario "$scenario" "${extra[@]}"
 
 # Probes are short open-model runs of the scenario (defaults: 2 s warm-up, 10 s measured, 5% precision); any `path.to.field=value` overrides a scenario field.
@@ -156,7 +162,7 @@ capacity *args:
       extra+=(--replicas $replicas)
     fi
     bash scripts/setup.sh protoc
-    cargo build --quiet --release --bin telegraft --bin loadgen
+    {{build}}
     "${CARGO_TARGET_DIR:-target}/release/loadgen" capacity --scenario "$scenario" "${extra[@]}"
 
 # Exits 6 on a regression beyond both the tolerance and the runs' per-second noise, so CI can gate on it.
@@ -173,13 +179,13 @@ compare base new *args:
       esac
     done
     bash scripts/setup.sh protoc
-    cargo build --quiet --release --bin loadgen
+    {{build}}
     "${CARGO_TARGET_DIR:-target}/release/loadgen" compare "{{base}}" "{{new}}" "${extra[@]}"
 
 # Write HTML reports from results folders (default: all of results/): `just report`.
 report *args:
     bash scripts/setup.sh protoc
-    cargo build --quiet --release --bin loadgen
+    {{build}}
     "${CARGO_TARGET_DIR:-target}/release/loadgen" report {{args}}
 
 # Any `path.to.field=value` overrides that scenario field; `vary=FIELD values="A B"` also runs once per value, each value its own line on the index. An SLO miss does not stop the sweep.
@@ -217,7 +223,7 @@ sweep *args:
     if [ -n "$vary" ] && [ -z "$values" ]; then echo "just sweep: vary=$vary needs values=\"A B ...\"" >&2; exit 2; fi
     if [ -z "$vary" ] && [ -n "$values" ]; then echo "just sweep: values= needs vary=FIELD" >&2; exit 2; fi
     bash scripts/setup.sh protoc
-    cargo build --quiet --release --bin telegraft --bin loadgen
+    {{build}}
     bin="${CARGO_TARGET_DIR:-target}/release/loadgen"
     # The scenario's name, which the index draws one line per.
     name=$("$bin" validate "$scenario" "${sets[@]}" | sed -E 's/^.*: ok \((.*), [0-9]+ replicas\)$/\1/')
@@ -264,7 +270,7 @@ failover-trials *args:
       esac
     done
     bash scripts/setup.sh protoc
-    cargo build --quiet --release --bin telegraft --bin loadgen
+    {{build}}
     bash scripts/failover-trials.sh "$fault" "$trials" "$system"
 
 # Measure what the replicas' metrics cost: `just metrics-overhead replicas=3 rate=2000 pairs=3` alternates runs with metrics on and off.
@@ -282,12 +288,47 @@ metrics-overhead *args:
       esac
     done
     bash scripts/setup.sh protoc
-    cargo build --quiet --release --bin telegraft --bin loadgen
+    {{build}}
     bash scripts/metrics-overhead.sh "$replicas" "$rate" "$pairs" "$seconds"
 
 # Check scenario files (all of scenarios/ by default): `just validate scenarios/chat.yaml --set load.rate=800`.
 validate *args:
     cargo run --quiet --release --bin loadgen -- validate {{ if args == "" { "scenarios/*.yaml" } else { args } }}
+
+# Build the container images offline (no base image is pulled): telegraft:latest (telegraft
+# and loadgen) and telegraft-etcd:latest (Debian's etcd-server). See deploy/README.md.
+image *args:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    images=()
+    for a in {{args}}; do
+      case "$a" in
+        telegraft|etcd) images+=("$a") ;;
+        *) echo "just image: unknown argument '$a' (telegraft, etcd; none: both)" >&2; exit 2 ;;
+      esac
+    done
+    bash scripts/setup.sh protoc etcd
+    {{build}}
+    bash scripts/image.sh "${images[@]}"
+
+# Start a cluster in containers with Docker Compose (deploy/compose.yaml): `just up replicas=5`.
+up *args:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    replicas=3
+    for a in {{args}}; do
+      case "$a" in
+        replicas=*) replicas="${a#replicas=}" ;;
+        *) echo "just up: unknown argument '$a' (replicas=N, 1 to 7)" >&2; exit 2 ;;
+      esac
+    done
+    docker image inspect telegraft:latest >/dev/null 2>&1 || just image telegraft
+    bash scripts/compose.sh up "$replicas"
+
+# Stop the compose cluster `just up` started and remove its volumes.
+down:
+    bash scripts/compose.sh down
+
 
 # Check formatting and lints.
 lint:

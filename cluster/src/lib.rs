@@ -29,5 +29,7 @@ mod server;
 pub mod sim;
 mod storage;
 
-pub use server::{Completion, NodeConfig, ServerError, StorageWriter, WriterStats, run};
+pub use server::{
+    Completion, NodeConfig, ServerError, StorageWriter, WriterStats, id_from_hostname, run,
+};
 pub use storage::{RaftStorage, StorageError};

@@ -27,8 +27,12 @@ enum Cmd {
     /// Run one replica.
     Node {
         /// This node's id (a member of --peers).
-        #[arg(long)]
-        id: u64,
+        #[arg(long, required_unless_present = "id_from_hostname")]
+        id: Option<u64>,
+        /// Take the id from this host's name, `<name>-<ordinal>`: the ordinal plus one
+        /// (`telegraft-0` is node 1), as a StatefulSet or the compose file names replicas.
+        #[arg(long, conflicts_with = "id")]
+        id_from_hostname: bool,
         /// Address to serve chat, Raft and admin gRPC on.
         #[arg(long, default_value = "127.0.0.1:7001")]
         listen: SocketAddr,
@@ -210,6 +214,7 @@ async fn real_main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Node {
             id,
+            id_from_hostname: _,
             listen,
             peers,
             data_dir,
@@ -223,6 +228,16 @@ async fn real_main() -> Result<()> {
             heartbeat,
             election_timeout,
         } => {
+            let id = match id {
+                Some(id) => id,
+                None => {
+                    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                        .or_else(|_| std::env::var("HOSTNAME"))
+                        .context("--id-from-hostname: reading this host's name")?;
+                    telegraft::id_from_hostname(&host)
+                        .map_err(|e| anyhow!("--id-from-hostname: {e}"))?
+                }
+            };
             let peers = parse_peers(&peers)?;
             let mut config = NodeConfig::new(id, listen, peers, data_dir);
             config.snapshot_every = snapshot_every;

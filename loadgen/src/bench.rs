@@ -28,14 +28,15 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::control::{
-    self, FaultRecord, Interrupt, LeaderSeen, LeaderWatch, Replicas, StatusPoller,
+    self, DockerSpec, FaultRecord, Interrupt, LeaderSeen, LeaderWatch, Replicas, StatusPoller,
 };
 use crate::exit::UsageError;
 use crate::history::{self, Report};
 use crate::load::{self, Population, RunOutput, RunPlan, Tick};
 use crate::results::{ClusterEnd, RunDir, RunFacts, Summary};
 use crate::sample::{Sampler, Samples};
-use crate::scenario::{Action, Routing, Scenario, Switch, System};
+use crate::scenario::{Action, Deploy, Routing, Scenario, Switch, System};
+use crate::workers::WorkerArgs;
 
 /// How long a fresh cluster may take to elect its first leader.
 const FIRST_LEADER: Duration = Duration::from_secs(20);
@@ -58,6 +59,21 @@ pub struct BenchArgs {
     pub etcd: Option<PathBuf>,
     pub keep_data: bool,
     pub progress: bool,
+    /// Run as one worker of several (`loadgen worker`), against `target`.
+    pub worker: Option<WorkerArgs>,
+    /// Drive the load from this many worker processes (`--workers N`), merged into one run.
+    pub workers: u32,
+}
+
+/// Who makes the calls of a run.
+#[derive(Clone, Copy)]
+pub(crate) enum Mode<'a> {
+    /// This process, alone.
+    Single,
+    /// This process, as one worker of several ([`crate::workers`]).
+    Worker(&'a WorkerArgs),
+    /// N worker processes this one starts, then merges.
+    Coordinator(u32),
 }
 
 pub struct BenchOutcome {
@@ -77,8 +93,16 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<BenchOutcome> {
         Some(t) => t.len() as u32,
         None => scenario.replicas,
     };
-    let run = RunDir::create(&args.results_dir, started, &scenario.name, replicas)?;
+    let run = match &args.worker {
+        Some(w) => RunDir::create_at(&w.out)?,
+        None => RunDir::create(&args.results_dir, started, &scenario.name, replicas)?,
+    };
     eprintln!("loadgen: run {} -> {}", run.run_id(), run.path().display());
+    let mode = match (&args.worker, args.workers) {
+        (Some(w), _) => Mode::Worker(w),
+        (None, n) if n > 1 => Mode::Coordinator(n),
+        _ => Mode::Single,
+    };
 
     let cluster = start_cluster(&args, &scenario, &run, replicas)?;
     let summary = run_on(
@@ -92,11 +116,12 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<BenchOutcome> {
             progress: args.progress,
             started,
             interrupt: &interrupt,
+            mode,
         },
         None,
     )
     .await;
-    if let Some(stopped) = cluster.stop(STOP_GRACE).await? {
+    if let Some(stopped) = cluster.stop(STOP_GRACE, args.keep_data).await? {
         run.keep_node_logs(&stopped.logs)?;
         if !args.keep_data {
             stopped.remove_data()?;
@@ -122,6 +147,7 @@ pub(crate) struct RunOn<'a> {
     pub progress: bool,
     pub started: SystemTime,
     pub interrupt: &'a Interrupt,
+    pub mode: Mode<'a>,
 }
 
 /// Someone watching a run's seconds, who may stop its load early: the load stops at once
@@ -148,6 +174,7 @@ pub(crate) async fn run_on(r: RunOn<'_>, watch: Option<LoadWatch>) -> anyhow::Re
         r.started,
         r.interrupt,
         watch,
+        r.mode,
     )
     .await;
     let nodes_at_end = poller.fresh(LAST_LOOK).await.answering();
@@ -176,6 +203,10 @@ pub(crate) async fn run_on(r: RunOn<'_>, watch: Option<LoadWatch>) -> anyhow::Re
         samples: &driven.samples,
     });
     let run = r.run;
+    if let Mode::Worker(w) = r.mode {
+        let share = w.share(r.scenario.load.users);
+        crate::workers::WorkerFile::of(w, r.scenario, &driven.load, share).write(run.path())?;
+    }
     run.write_samples(&driven.samples)?;
     run.write_history(&driven.load.history)?;
     run.write_check(&driven.check)?;
@@ -209,6 +240,27 @@ fn read_scenario(args: &BenchArgs) -> anyhow::Result<Scenario> {
         ))
         .into());
     }
+    if let Some(w) = &args.worker {
+        w.validate(scenario.load.users).map_err(UsageError)?;
+    }
+    if args.workers > 1 {
+        WorkerArgs {
+            index: 0,
+            of: args.workers,
+            start: SystemTime::now(),
+            out: PathBuf::new(),
+            population: PathBuf::new(),
+        }
+        .validate(scenario.load.users)
+        .map_err(UsageError)?;
+        if scenario.deploy == Deploy::Docker && scenario.resources.loadgen_cpus.is_some() {
+            return Err(UsageError(
+                "resources.loadgen_cpus: --workers runs its workers as local processes; run                  `loadgen worker` in containers (deploy/compose.yaml's loadgen service) to                  limit them"
+                    .into(),
+            )
+            .into());
+        }
+    }
     if args.target.is_some() && !scenario.faults.is_empty() {
         return Err(UsageError(
             "faults need a cluster loadgen starts itself: drop --target or the scenario's faults"
@@ -229,6 +281,20 @@ fn start_cluster(
 ) -> anyhow::Result<Replicas> {
     if let Some(t) = &args.target {
         return Ok(Replicas::given(t.clone(), args.target_metrics.clone()));
+    }
+    if scenario.deploy == Deploy::Docker {
+        let node_args = match scenario.system {
+            System::Telegraft => scenario.cluster.node_args(),
+            System::Etcd => scenario.cluster.etcd_args(),
+        };
+        return Replicas::start_docker(DockerSpec {
+            system: scenario.system,
+            replicas,
+            data_dir: &run.data_dir(),
+            node_args: &node_args,
+            metrics: scenario.metrics.is_on() && scenario.system == System::Telegraft,
+            resources: scenario.resources,
+        });
     }
     if scenario.system == System::Etcd {
         let exe = control::find_etcd(args.etcd.as_deref())?;
@@ -293,9 +359,15 @@ async fn drive(
     started: SystemTime,
     interrupt: &Interrupt,
     watch: Option<LoadWatch>,
+    mode: Mode<'_>,
 ) -> anyhow::Result<Driven> {
     let endpoints = cluster.endpoints();
-    let ids = RunIds::of(started);
+    // Workers share one client id base, from their shared start: user `u` is client
+    // `users + u` in whichever worker runs it.
+    let ids = match mode {
+        Mode::Worker(w) => RunIds::of(w.start),
+        _ => RunIds::of(started),
+    };
     let setup = async {
         // A cluster we started must elect a leader first; a given one is asked only when
         // the scenario routes to the leader.
@@ -310,7 +382,17 @@ async fn drive(
             None
         };
         let setup_at = leader.as_deref().unwrap_or(&endpoints[0]);
-        let population = create_population(scenario, setup_at, &ids).await?;
+        let population = match mode {
+            // Worker 0 creates the dataset unless it is there already (`--workers` puts it
+            // there); the others wait for it.
+            Mode::Worker(w) if w.index == 0 && !w.population.exists() => {
+                let p = create_population(scenario, setup_at, &ids).await?;
+                crate::workers::write_population(&w.population, &p)?;
+                p
+            }
+            Mode::Worker(w) => crate::workers::read_population(&w.population, w.start).await?,
+            _ => create_population(scenario, setup_at, &ids).await?,
+        };
         // Pollers start from the system's "now": a revision for etcd, a time for Telegraft.
         let start_cursor = crate::system::ChatConn::connect(scenario.system, setup_at)
             .await?
@@ -355,6 +437,10 @@ async fn drive(
         cancel,
         ticks,
         start_cursor,
+        share: match mode {
+            Mode::Worker(w) => Some(w.share(scenario.load.users)),
+            _ => None,
+        },
     };
     let injector = cluster.local().map(|c| {
         tokio::spawn(control::inject(
@@ -373,7 +459,25 @@ async fn drive(
         scenario.duration(),
     )?;
     let watch = LeaderWatch::start(poller);
-    let load = load::run(plan).await;
+    let load = match mode {
+        Mode::Single => load::run(plan).await,
+        Mode::Worker(w) => match crate::workers::wait_for_start(w.start).await {
+            Ok(()) => load::run(plan).await,
+            Err(e) => Err(e),
+        },
+        Mode::Coordinator(n) => {
+            coordinate(
+                n,
+                scenario,
+                endpoints,
+                &population,
+                run,
+                &plan.start,
+                interrupt,
+            )
+            .await
+        }
+    };
     if let Some(relay) = relay {
         relay.abort();
     }
@@ -387,6 +491,34 @@ async fn drive(
     control::measure_unavailability(&mut faults, &load.history);
     let check = if scenario.check == Switch::Off {
         Report::skipped("the scenario says check: off")
+    } else if let Mode::Worker(w) = mode {
+        // After every worker's last call: then this worker reads back the chats only it
+        // knows of (worker 0, the dataset's too), for the merged check.
+        if let Ok(wait) = w.everyone_done(scenario).duration_since(SystemTime::now()) {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = interrupt.fired() => {}
+            }
+        }
+        if !interrupt.is_set() {
+            let mine = if w.index == 0 {
+                population.chats_from(0)
+            } else {
+                population.chats_from(scenario.dataset.chats as usize)
+            };
+            let finals = control::read_final(poller, &mine, scenario.system).await;
+            load.history.extend(finals);
+        }
+        Report::skipped(
+            "a worker's history is checked whole, merged with the others' (loadgen merge)",
+        )
+    } else if let Mode::Coordinator(_) = mode {
+        // The workers read the final state; their merged history is whole.
+        if interrupt.is_set() {
+            Report::incomplete("interrupted during the load")
+        } else {
+            history::check(&load.history)
+        }
     } else if interrupt.is_set() {
         Report::incomplete("interrupted during the load")
     } else {
@@ -408,6 +540,48 @@ async fn drive(
         interrupted: interrupt.is_set(),
         samples,
     })
+}
+
+/// `--workers N`: publishes the dataset, starts N `loadgen worker` processes on a shared
+/// start two seconds ahead (which is also this run's zero, for the faults, the sampler and
+/// the leader watch), waits for them all and merges their folders. A worker that fails
+/// fails the run (exit 1), named.
+async fn coordinate(
+    n: u32,
+    scenario: &Scenario,
+    endpoints: &[String],
+    population: &Population,
+    run: &RunDir,
+    start: &Arc<OnceLock<std::time::Instant>>,
+    interrupt: &Interrupt,
+) -> anyhow::Result<RunOutput> {
+    let workers_dir = run.path().join("workers");
+    let population_file = workers_dir.join("population.json");
+    crate::workers::write_population(&population_file, population)?;
+    let scenario_file = workers_dir.join("scenario.yaml");
+    std::fs::write(&scenario_file, scenario.to_yaml())?;
+    let lead = Duration::from_secs(2);
+    let at = SystemTime::now() + lead;
+    let _ = start.set(std::time::Instant::now() + lead);
+    eprintln!(
+        "loadgen: {n} workers, starting together in {} s",
+        lead.as_secs()
+    );
+    let spawned = crate::workers::spawn_local(
+        n,
+        &scenario_file,
+        &[],
+        endpoints,
+        at,
+        &workers_dir,
+        &population_file,
+    )?;
+    let dirs = tokio::select! {
+        d = crate::workers::wait_all(spawned, &workers_dir) => d?,
+        // Dropping the children kills them.
+        _ = interrupt.fired() => anyhow::bail!("interrupted while the workers ran"),
+    };
+    Ok(crate::workers::merge_load(&dirs)?.load)
 }
 
 /// Names and exactly-once client ids unique to this run.

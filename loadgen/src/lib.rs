@@ -37,6 +37,7 @@ pub mod results;
 pub mod sample;
 pub mod scenario;
 pub mod system;
+pub mod workers;
 
 pub use bench::{BenchArgs, BenchOutcome, bench};
 pub use scenario::{Op, Scenario, ScenarioError};

@@ -11,6 +11,9 @@
 //! - `loadgen check RESULTS_DIR` re-checks a run's history and writes its `check.json`.
 //! - `loadgen report [RESULTS...]` writes the reports from results folders.
 //! - `loadgen validate FILE...` checks scenario files without running them.
+//! - `loadgen worker --index I --of N --start T --target ... --out DIR` runs one worker's
+//!   share of a scenario; `loadgen merge W... --out R` merges workers' folders into one run;
+//!   `loadgen bench --workers N` does both ([`loadgen::workers`]).
 //! - `loadgen schema` prints the JSON Schema of `summary.json`.
 //!
 //! Every command exits with a status from one table ([`loadgen::exit`], printed by
@@ -98,8 +101,72 @@ enum Cmd {
         #[arg(long)]
         print: bool,
     },
+    /// Run one worker's share of a scenario against a running cluster: users `--index` of
+    /// `--of` (contiguous blocks), on the schedule that starts at `--start` for every worker;
+    /// writes a results folder with `worker.json` for `loadgen merge`. Worker 0 creates the
+    /// dataset and publishes it at `--population`; the others wait for it there.
+    #[command(after_help = exit::TABLE)]
+    Worker(Worker),
+    /// Merge workers' results folders into one run: histograms added interval by interval,
+    /// counts summed, histories joined and checked once; then the report. Exits as `bench`.
+    #[command(after_help = exit::TABLE)]
+    Merge {
+        /// The workers' folders (every worker 0 .. N-1 of one run).
+        #[arg(required = true)]
+        workers: Vec<PathBuf>,
+        /// The merged run's folder (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        /// How far apart the workers' clocks may be: the history checker trusts "A was
+        /// acknowledged before B began" only beyond it (0 when the workers shared a machine).
+        #[arg(long, default_value_t = 0)]
+        clock_skew_ms: u64,
+        /// Where the HTML reports go.
+        #[arg(long, default_value = "reports")]
+        reports: PathBuf,
+        /// Do not write reports.
+        #[arg(long)]
+        no_report: bool,
+    },
     /// Print the JSON Schema of summary.json (checked in as loadgen/summary.schema.json).
     Schema,
+}
+
+#[derive(clap::Args)]
+struct Worker {
+    /// The scenario file (YAML): the whole run's, which every worker is given.
+    #[arg(long, default_value = "scenarios/chat.yaml")]
+    scenario: PathBuf,
+    /// Override a field: `--set load.duration=10s` (repeatable; the same for every worker).
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    overrides: Vec<String>,
+    /// The cluster's replica addresses.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "HOST:PORT,...",
+        required = true
+    )]
+    target: Vec<String>,
+    /// This worker's index, 0 .. --of - 1.
+    #[arg(long)]
+    index: u32,
+    /// How many workers share the run.
+    #[arg(long)]
+    of: u32,
+    /// The shared start of the schedule: Unix milliseconds or an RFC 3339 time.
+    #[arg(long, value_parser = loadgen::workers::parse_start)]
+    start: std::time::SystemTime,
+    /// This worker's results folder (must not exist).
+    #[arg(long)]
+    out: PathBuf,
+    /// The dataset file worker 0 writes and the others read (default: population.json beside
+    /// --out; put it on a volume every worker sees).
+    #[arg(long)]
+    population: Option<PathBuf>,
+    /// No live progress line.
+    #[arg(long)]
+    no_progress: bool,
 }
 
 #[derive(clap::Args)]
@@ -110,12 +177,21 @@ struct Bench {
     /// Replica count (overrides the scenario's `replicas`).
     #[arg(long)]
     replicas: Option<u32>,
+    /// Where to start the replicas: `local` processes, or `docker` containers from the
+    /// `telegraft:latest` image (`just image`) on a private network, where faults go through
+    /// the engine (overrides the scenario's `deploy`).
+    #[arg(long, value_parser = ["local", "docker"])]
+    deploy: Option<String>,
     /// Override a field: `--set load.duration=10s` (repeatable).
     #[arg(long = "set", value_name = "PATH=VALUE")]
     overrides: Vec<String>,
     /// Drive an already running cluster: comma-separated replica addresses.
     #[arg(long, value_delimiter = ',', value_name = "HOST:PORT,...")]
     target: Option<Vec<String>>,
+    /// Drive the load from N worker processes (`loadgen worker`) on one shared start, then
+    /// merge their folders into this run (`loadgen merge`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    workers: u32,
     /// With --target: the replicas' Prometheus endpoints (`telegraft node --metrics-listen`),
     /// scraped each second into metrics.csv; the Nth names node-N in the results.
     #[arg(
@@ -241,6 +317,14 @@ fn main() -> ExitCode {
             overrides,
             print,
         } => Ok(validate(&files, &overrides, print)),
+        Cmd::Worker(w) => worker(w),
+        Cmd::Merge {
+            workers,
+            out,
+            clock_skew_ms,
+            reports,
+            no_report,
+        } => merge(&workers, &out, clock_skew_ms, &reports, no_report),
         Cmd::Schema => {
             print!("{}", results::schema());
             Ok(ExitCode::SUCCESS)
@@ -255,10 +339,14 @@ fn main() -> ExitCode {
 /// Runs the benchmark, prints its summary, writes the reports and the JUnit file; the exit
 /// status says whether the history check passed and every objective was met.
 fn bench(b: Bench) -> anyhow::Result<ExitCode> {
+    let mut overrides = b.overrides;
+    if let Some(d) = &b.deploy {
+        overrides.push(format!("deploy={d}"));
+    }
     let args = BenchArgs {
         scenario: b.scenario,
         replicas: b.replicas,
-        overrides: b.overrides,
+        overrides,
         target: b.target,
         target_metrics: b.target_metrics.unwrap_or_default(),
         results_dir: b.results.clone(),
@@ -266,6 +354,8 @@ fn bench(b: Bench) -> anyhow::Result<ExitCode> {
         etcd: b.etcd,
         keep_data: b.keep_data,
         progress: !b.no_progress,
+        worker: None,
+        workers: b.workers,
     };
     let out = tokio::runtime::Runtime::new()?.block_on(loadgen::bench(args))?;
     let s = &out.summary;
@@ -337,6 +427,63 @@ fn capacity(c: Capacity) -> anyhow::Result<ExitCode> {
         println!("interrupted: exit status {code}");
     }
     Ok(ExitCode::from(code))
+}
+
+/// One worker's share of a run (see `loadgen::workers`).
+fn worker(w: Worker) -> anyhow::Result<ExitCode> {
+    let population = w.population.clone().unwrap_or_else(|| {
+        w.out
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("population.json")
+    });
+    let args = BenchArgs {
+        scenario: w.scenario,
+        replicas: None,
+        overrides: w.overrides,
+        target: Some(w.target),
+        target_metrics: Vec::new(),
+        results_dir: w.out.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        telegraft: None,
+        etcd: None,
+        keep_data: false,
+        progress: !w.no_progress,
+        worker: Some(loadgen::workers::WorkerArgs {
+            index: w.index,
+            of: w.of,
+            start: w.start,
+            out: w.out,
+            population,
+        }),
+        workers: 1,
+    };
+    let out = tokio::runtime::Runtime::new()?.block_on(loadgen::bench(args))?;
+    print!("{}", terminal::bench_summary(&out.summary, &out.dir));
+    Ok(ExitCode::from(exit::of_run(&out.summary)))
+}
+
+/// Merges workers' folders into one run, then writes the reports.
+fn merge(
+    workers: &[PathBuf],
+    out: &Path,
+    clock_skew_ms: u64,
+    reports: &Path,
+    no_report: bool,
+) -> anyhow::Result<ExitCode> {
+    let s = loadgen::workers::merge(
+        workers,
+        out,
+        std::time::Duration::from_millis(clock_skew_ms),
+    )?;
+    print!("{}", terminal::bench_summary(&s, out));
+    if !no_report {
+        let root = out.parent().unwrap_or(Path::new(".")).to_path_buf();
+        match report::write_reports(&[root], reports) {
+            Ok(w) => println!("index:   {}", w.index.display()),
+            Err(e) => eprintln!("loadgen: writing reports: {e:#}"),
+        }
+    }
+    Ok(ExitCode::from(exit::of_run(&s)))
 }
 
 /// Re-checks a run's history and rewrites its `check.json`.

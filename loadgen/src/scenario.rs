@@ -206,6 +206,13 @@ pub struct Scenario {
     /// The system under test: `telegraft` (the default) or `etcd` (`scenarios/etcd.md`).
     #[serde(default, skip_serializing_if = "System::is_telegraft")]
     pub system: System,
+    /// Where a run starts the replicas: `local` processes on loopback (the default) or
+    /// `docker` containers on a private network (`loadgen bench --deploy docker`).
+    #[serde(default, skip_serializing_if = "Deploy::is_local")]
+    pub deploy: Deploy,
+    /// CPU limits of the containers, with `deploy: docker`.
+    #[serde(default, skip_serializing_if = "Resources::is_default")]
+    pub resources: Resources,
     /// Replica count; `--replicas` overrides it.
     #[serde(default = "default_replicas")]
     pub replicas: u32,
@@ -646,6 +653,51 @@ impl System {
 impl std::fmt::Display for System {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// Where a run starts its replicas (`crate::control`): processes on loopback, or containers
+/// from the `telegraft:latest` image on a private Docker network, where faults go through the
+/// engine and a partition is a real network cut.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Deploy {
+    #[default]
+    Local,
+    Docker,
+}
+
+impl Deploy {
+    pub fn is_local(&self) -> bool {
+        *self == Deploy::Local
+    }
+
+    /// The name a scenario and `summary.json` use.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Deploy::Local => "local",
+            Deploy::Docker => "docker",
+        }
+    }
+}
+
+/// CPU limits per container (`docker run --cpus`), so that the generator cannot eat the
+/// replicas' share of the machine, nor one replica another's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// CPUs each replica's container may use (`1.5`: one and a half cores).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_cpus: Option<f64>,
+    /// CPUs each load generator's container may use (with `--workers`, each worker runs in a
+    /// container of its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loadgen_cpus: Option<f64>,
+}
+
+impl Resources {
+    pub fn is_default(&self) -> bool {
+        *self == Resources::default()
     }
 }
 
@@ -1145,8 +1197,31 @@ impl Scenario {
         self.validate_calls(&mut p);
         self.validate_slos(&mut p);
         self.validate_cluster(&mut p);
+        self.validate_resources(&mut p);
         self.validate_faults(&mut p);
         p.0
+    }
+
+    /// CPU limits: positive, finite, and only where there are containers to limit.
+    fn validate_resources(&self, p: &mut Problems) {
+        let r = &self.resources;
+        for (name, v) in [
+            ("replica_cpus", r.replica_cpus),
+            ("loadgen_cpus", r.loadgen_cpus),
+        ] {
+            let Some(v) = v else { continue };
+            if !(v.is_finite() && v >= 0.01 && v <= 1024.0) {
+                p.add(
+                    &format!("resources.{name}"),
+                    format!("must be a number of CPUs from 0.01 to 1024, not {v}"),
+                );
+            } else if self.deploy == Deploy::Local {
+                p.add(
+                    &format!("resources.{name}"),
+                    "CPU limits apply to containers: set deploy: docker (--deploy docker)",
+                );
+            }
+        }
     }
 
     /// `cluster:` timings as the replicas will take them: whole 10 ms ticks, an election
@@ -1456,11 +1531,15 @@ impl Scenario {
                     format!("{} cannot target {}", f.action.name(), f.target),
                 );
             }
-            if f.action == Action::Partition && self.system == System::Etcd {
+            if f.action == Action::Partition
+                && self.system == System::Etcd
+                && self.deploy == Deploy::Local
+            {
                 p.add(
                     &at,
                     "a partition needs the replicas' fault hook, which local etcd members do \
-                     not have: use kill, restart or pause with system: etcd",
+                     not have: use kill, restart or pause with system: etcd, or run on \
+                     containers (--deploy docker), where a partition is a network cut",
                 );
             }
             if let Target::Node(n) = f.target

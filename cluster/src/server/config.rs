@@ -171,3 +171,50 @@ mod tests {
         );
     }
 }
+
+/// The node id a host name gives (`telegraft node --id-from-hostname`): the ordinal after
+/// the last `-` of its first label, plus one. A StatefulSet names its pods `<name>-0`,
+/// `<name>-1`, ... and the compose file its replicas the same way, so one manifest serves
+/// every replica, and ids start at 1 as Raft's do here.
+pub fn id_from_hostname(host: &str) -> Result<NodeId, String> {
+    let label = host.trim().split('.').next().unwrap_or_default();
+    let ordinal = label
+        .rsplit_once('-')
+        .map(|(_, n)| n)
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| {
+            format!("host name '{host}' does not end in -<ordinal> (such as telegraft-0)")
+        })?;
+    let ordinal: NodeId = ordinal
+        .parse()
+        .map_err(|_| format!("host name '{host}': ordinal out of range"))?;
+    ordinal
+        .checked_add(1)
+        .ok_or_else(|| format!("host name '{host}': ordinal out of range"))
+}
+
+#[cfg(test)]
+mod hostname_tests {
+    use super::id_from_hostname;
+
+    #[test]
+    fn the_ordinal_plus_one_is_the_id() {
+        assert_eq!(id_from_hostname("telegraft-0"), Ok(1));
+        assert_eq!(id_from_hostname("telegraft-4\n"), Ok(5));
+        assert_eq!(id_from_hostname("my-chat-12.telegraft.default.svc"), Ok(13));
+    }
+
+    #[test]
+    fn a_name_without_an_ordinal_is_refused() {
+        for bad in [
+            "telegraft",
+            "telegraft-",
+            "telegraft-x1",
+            "",
+            "a-1x",
+            "t-99999999999999999999",
+        ] {
+            assert!(id_from_hostname(bad).is_err(), "{bad}");
+        }
+    }
+}

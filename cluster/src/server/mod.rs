@@ -72,7 +72,7 @@ use crate::proto;
 use crate::raft::{Node, NodeId, Restored};
 use crate::storage::{self, RaftStorage, SnapshotDir, StorageError};
 
-pub use self::config::NodeConfig;
+pub use self::config::{NodeConfig, id_from_hostname};
 pub use self::error::ServerError;
 pub use self::mailbox::Completion;
 pub use self::storage_writer::{StorageWriter, WriterStats};

@@ -3,6 +3,11 @@
 //! while the peer is unreachable) instead of retrying: the core's heartbeats and probes
 //! re-send what matters.
 //!
+//! Peers may be named by host name (a compose service, a StatefulSet pod). A failed call
+//! replaces the channel with a fresh one, which resolves the name again on connecting, and
+//! HTTP/2 pings drop a connection whose peer vanished without a reset (a container killed
+//! or cut off the network), so a peer that comes back at another address is found.
+//!
 //! Every task is tracked: the sender task lives in the core thread's `JoinSet` (beside the
 //! core actor, on that thread's runtime, so its channel's connection runs there too), and
 //! the RPCs it has in flight live in the sender's own `JoinSet`, which it cancels and joins
@@ -25,7 +30,8 @@
 //! costs the sender a few MiB whatever its size.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
@@ -47,6 +53,11 @@ pub const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
 const MAX_BATCH: usize = 1024;
 /// Batches in flight at once per peer.
 const IN_FLIGHT: usize = 4;
+/// HTTP/2 ping interval, and how long a ping may go unanswered before the connection is
+/// dropped.
+const KEEPALIVE: Duration = Duration::from_secs(2);
+/// The shortest time between two fresh channels to one peer.
+const RECONNECT_EVERY: Duration = Duration::from_millis(500);
 
 /// Starts the sender for peer `id` at `addr` as a task of `tasks`; returns its queue. It
 /// stops at the stop notice or when the queue's senders are gone.
@@ -63,26 +74,41 @@ pub fn spawn(
         let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
             Ok(e) => e
                 .connect_timeout(Duration::from_millis(500))
-                .tcp_nodelay(true),
+                .tcp_nodelay(true)
+                // A peer whose address vanished (a container killed, or cut off the
+                // network) never resets the connection: pings find it dead in seconds.
+                .http2_keep_alive_interval(KEEPALIVE)
+                .keep_alive_timeout(KEEPALIVE)
+                .keep_alive_while_idle(true),
             Err(e) => {
                 tracing::error!(peer = id, %addr, "bad peer address: {e}");
                 return;
             }
         };
-        let client = RaftClient::new(endpoint.connect_lazy())
-            .max_encoding_message_size(256 << 20)
-            .max_decoding_message_size(256 << 20);
         let mut in_flight = JoinSet::new();
-        send_loop(id, client, snapshots, rx, stop, &mut in_flight).await;
+        send_loop(id, endpoint, snapshots, rx, stop, &mut in_flight).await;
         in_flight.shutdown().await;
     }));
     tx
 }
 
+/// A client on a fresh channel to `endpoint`: its first call connects, resolving the
+/// peer's name then.
+fn client(endpoint: &Endpoint) -> RaftClient<Channel> {
+    RaftClient::new(endpoint.connect_lazy())
+        .max_encoding_message_size(256 << 20)
+        .max_decoding_message_size(256 << 20)
+}
+
 /// Sends what arrives on `rx` until the stop notice or until `rx` closes.
+///
+/// After a failed call the channel is replaced by a fresh one (at most once per
+/// [`RECONNECT_EVERY`]): a peer is named by host name in a container network or a
+/// StatefulSet, and a restarted peer may come back at another address under the same name,
+/// which only a new connection resolves.
 async fn send_loop(
     id: NodeId,
-    client: RaftClient<Channel>,
+    endpoint: Endpoint,
     snapshots: SnapshotDir,
     mut rx: mpsc::Receiver<Envelope>,
     mut stop: watch::Receiver<bool>,
@@ -90,11 +116,19 @@ async fn send_loop(
 ) {
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));
     let streaming = Arc::new(Semaphore::new(1));
+    let failed = Arc::new(AtomicBool::new(false));
+    let mut client = client(&endpoint);
+    let mut connected = Instant::now();
     loop {
         let first = tokio::select! {
             _ = stop.changed() => return,
             m = rx.recv() => match m { Some(m) => m, None => return },
         };
+        if connected.elapsed() >= RECONNECT_EVERY && failed.swap(false, Ordering::Relaxed) {
+            tracing::debug!(peer = id, "reconnecting (the name is resolved again)");
+            client = self::client(&endpoint);
+            connected = Instant::now();
+        }
         let mut pending = Some(first);
         while let Some(first) = pending.take() {
             if matches!(first.message, Message::InstallSnapshot { .. }) {
@@ -139,10 +173,12 @@ async fn send_loop(
             while in_flight.try_join_next().is_some() {}
             let n = req.get_ref().messages.len();
             let span = tracing::trace_span!("peer_send", peer = id, messages = n);
+            let failed = failed.clone();
             in_flight.spawn(tracing::Instrument::instrument(
                 async move {
                     if let Err(status) = c.send(req).await {
                         tracing::debug!(peer = id, "send failed: {}", status.message());
+                        failed.store(true, Ordering::Relaxed);
                         // Back off while the peer is unreachable, holding the permit.
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }

@@ -166,6 +166,13 @@ impl ChatService {
         Ok(client)
     }
 
+    /// Drops the cached channel to `leader` after a call found it unreachable, so that the
+    /// next forward connects afresh and resolves the leader's name again: in a container
+    /// network a restarted replica may come back at another address under the same name.
+    fn forget_client(&self, leader: NodeId) {
+        self.clients.lock().expect("lock").remove(&leader);
+    }
+
     /// Runs `op` against the local node until it answers or names a leader to forward to;
     /// waits (bounded) while no reachable leader is known.
     async fn route<T, F, Fut>(&self, forwarded: bool, op: F) -> Result<Route<T>, RequestError>
@@ -278,13 +285,19 @@ impl ChatService {
         tokio::pin!(moved_on);
         tokio::select! {
             answer = call(client) => match answer {
-                Err(status) if resend && leader_unreachable(&status) => {
+                Err(status) if leader_unreachable(&status) && resend => {
+                    self.forget_client(l);
                     match tokio::time::timeout(LEADER_WAIT, moved_on).await {
                         Ok(()) => Ok(None),
                         Err(_) => Err(status),
                     }
                 }
-                answer => answer.map(Some),
+                answer => {
+                    if answer.as_ref().is_err_and(leader_unreachable) {
+                        self.forget_client(l);
+                    }
+                    answer.map(Some)
+                }
             },
             () = &mut moved_on => Ok(None),
         }

@@ -232,6 +232,12 @@ async fn search_at(
     cap: &mut Capacity,
 ) -> anyhow::Result<()> {
     let base = Scenario::load(&args.scenario, &probe_overrides(args, n, start_rate))?;
+    if base.deploy != crate::scenario::Deploy::Local {
+        return Err(crate::exit::UsageError(
+            "loadgen capacity starts local processes: deploy: docker is for loadgen bench".into(),
+        )
+        .into());
+    }
     let cluster_dir = RunDir::open(&run.path().join(format!("cluster-r{n}")));
     let cluster = match &args.target {
         Some(t) => Replicas::given(t.clone(), Vec::new()),
@@ -279,7 +285,7 @@ async fn search_at(
         }
     }
     .await;
-    if let Some(stopped) = cluster.stop(STOP_GRACE).await? {
+    if let Some(stopped) = cluster.stop(STOP_GRACE, false).await? {
         cluster_dir.keep_node_logs(&stopped.logs)?;
         stopped.remove_data()?;
     }
@@ -347,6 +353,7 @@ async fn probe(
             progress: args.progress,
             started: SystemTime::now(),
             interrupt,
+            mode: crate::bench::Mode::Single,
         },
         Some(LoadWatch { ticks, cancel }),
     )

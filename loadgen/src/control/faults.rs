@@ -20,6 +20,10 @@
 //!   (`healed`). Combined faults therefore work: kill a follower, cut the minority off, heal,
 //!   restart.
 //!
+//! With `--deploy docker` ([`super::docker`]) the same faults go through the engine: `docker
+//! kill`, `docker start`, `docker pause`, and a partition is a network cut
+//! ([`Injector::network_cut`]).
+//!
 //! Each fault is recorded with its time; after the run, its unavailability window is measured
 //! from the history: from the fault to the first acknowledgement of a write sent after it
 //! (a write sent before the fault may still be acknowledged just after it, which says
@@ -31,10 +35,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use telegraft::admin;
-use telegraft::launcher::LocalCluster;
 use tokio::sync::watch;
 
 use super::leader;
+use super::lifecycle::Cluster;
 use super::poller::StatusPoller;
 use crate::history::{Event, Outcome};
 use crate::scenario::{Action, Fault, Target};
@@ -94,7 +98,7 @@ impl FaultRecord {
 /// returns what happened. Pauses and partitions are lifted before this returns; `cancel`
 /// (an interrupt) skips the faults still to come and lifts them at once.
 pub async fn inject(
-    cluster: Arc<Mutex<LocalCluster>>,
+    cluster: Arc<Mutex<Cluster>>,
     poller: Arc<StatusPoller>,
     faults: Vec<Fault>,
     start: Arc<OnceLock<Instant>>,
@@ -148,7 +152,7 @@ struct Active {
 
 /// The state of one run's fault injection.
 struct Injector {
-    cluster: Arc<Mutex<LocalCluster>>,
+    cluster: Arc<Mutex<Cluster>>,
     poller: Arc<StatusPoller>,
     /// The run's zero, and the warm-up (fault times are reported from the measured window).
     start: Instant,
@@ -236,6 +240,9 @@ impl Injector {
     /// A partition: applied to every replica that answers now, to the others as soon as
     /// they answer; healed on every running replica `for` later.
     async fn partition(&mut self, f: &Fault, index: usize) -> FaultRecord {
+        if self.cluster.lock().unwrap().docker().is_some() {
+            return self.network_cut(f, index).await;
+        }
         let result = self.cut(f.target).await;
         let fired = match &result {
             Ok((_, _, in_force)) => in_force.saturating_duration_since(self.start),
@@ -290,9 +297,9 @@ impl Injector {
         let (all, running, addrs) = {
             let c = self.cluster.lock().unwrap();
             (
-                c.addrs.keys().copied().collect::<Vec<u64>>(),
+                c.addrs().keys().copied().collect::<Vec<u64>>(),
                 c.running(),
-                c.addrs.clone(),
+                c.addrs().clone(),
             )
         };
         let lead = leader::running_leader(&self.cluster, &self.poller).await;
@@ -334,6 +341,84 @@ impl Injector {
             pending: pending.clone(),
         });
         Ok((side, pending.into_iter().collect(), in_force))
+    }
+
+    /// A partition of containers: a real network cut. The smaller group (the side, or the
+    /// rest when the side is the larger) is disconnected from the network, each of its
+    /// members alone (a cut-off group of two cannot talk within itself either, which changes
+    /// nothing for Raft: a minority elects no leader); `for` later every one is connected
+    /// again at its own address. A killed or paused container can be disconnected, and stays
+    /// so when restarted, so nothing needs enforcing meanwhile.
+    async fn network_cut(&mut self, f: &Fault, index: usize) -> FaultRecord {
+        let all: Vec<u64> = self
+            .cluster
+            .lock()
+            .unwrap()
+            .addrs()
+            .keys()
+            .copied()
+            .collect();
+        let lead = leader::running_leader(&self.cluster, &self.poller).await;
+        let result = side(&all, lead, f.target).and_then(|side| {
+            let rest: Vec<u64> = all
+                .iter()
+                .filter(|id| !side.contains(id))
+                .copied()
+                .collect();
+            let cut = if side.len() <= rest.len() {
+                &side
+            } else {
+                &rest
+            };
+            let mut c = self.cluster.lock().unwrap();
+            let docker = c.docker().ok_or("not containers")?;
+            if let Err(e) = docker.disconnect(cut) {
+                docker.reconnect();
+                return Err(e.to_string());
+            }
+            Ok((side, cut.clone()))
+        });
+        let fired = self.start.elapsed();
+        let at_s = self.at_s(fired);
+        let mut record = FaultRecord::new(f, at_s, fired);
+        match result {
+            Ok((side, cut)) => {
+                eprintln!(
+                    "loadgen: {at_s:.1} s: partition {side:?} from the rest (network cut: \
+                     {cut:?} disconnected)"
+                );
+                record.node = side.first().copied();
+                if let Some(d) = f.duration {
+                    let (cluster, mut cancel) = (self.cluster.clone(), self.cancel.clone());
+                    self.lifts.push(tokio::spawn(async move {
+                        tokio::select! {
+                            _ = tokio::time::sleep(d.0) => {}
+                            _ = cancel.changed() => {}
+                        }
+                        let deadline = Instant::now() + HEAL_LIMIT;
+                        loop {
+                            let left = match cluster.lock().unwrap().docker() {
+                                Some(c) => c.reconnect(),
+                                None => Vec::new(),
+                            };
+                            if left.is_empty() {
+                                return Some((index, true));
+                            }
+                            if Instant::now() > deadline {
+                                eprintln!("loadgen: could not reconnect nodes {left:?}");
+                                return Some((index, false));
+                            }
+                            tokio::time::sleep(RETRY_EVERY).await;
+                        }
+                    }));
+                }
+            }
+            Err(e) => {
+                eprintln!("loadgen: {at_s:.1} s: partition {}: {e}", f.target);
+                record.error = Some(e);
+            }
+        }
+        record
     }
 
     /// Seconds from the start of the measured window to `fired` (from the run's start).
@@ -392,7 +477,7 @@ fn blocked_sets(all: &[u64], side: &[u64]) -> BTreeMap<u64, Vec<u64>> {
 /// While partition `epoch` is in force, tells each replica that has not acknowledged its
 /// blocked set (unreached, resumed or restarted) as soon as it runs and answers.
 async fn enforce(
-    cluster: Arc<Mutex<LocalCluster>>,
+    cluster: Arc<Mutex<Cluster>>,
     partition: Arc<Mutex<Option<Active>>>,
     epoch: u64,
     mut cancel: watch::Receiver<bool>,
@@ -411,7 +496,7 @@ async fn enforce(
             p.pending
                 .iter()
                 .filter(|id| running.contains(id))
-                .map(|id| (*id, c.addrs[id].clone(), p.blocked[id].clone()))
+                .map(|id| (*id, c.addrs()[id].clone(), p.blocked[id].clone()))
                 .collect()
         };
         for (id, addr, blocked) in todo {
@@ -429,7 +514,7 @@ async fn enforce(
 /// acknowledges (or the run is interrupted, or [`HEAL_LIMIT`] passes). Returns the fault's
 /// record index and whether every running replica healed.
 async fn heal_after(
-    cluster: Arc<Mutex<LocalCluster>>,
+    cluster: Arc<Mutex<Cluster>>,
     partition: Arc<Mutex<Option<Active>>>,
     epoch: u64,
     d: Duration,
@@ -448,14 +533,14 @@ async fn heal_after(
         *p = None;
     }
     let deadline = Instant::now() + HEAL_LIMIT;
-    let mut left: BTreeSet<u64> = cluster.lock().unwrap().addrs.keys().copied().collect();
+    let mut left: BTreeSet<u64> = cluster.lock().unwrap().addrs().keys().copied().collect();
     loop {
         // A replica that is not running holds no blocked set (a restart starts without one).
         let todo: Vec<(u64, String)> = {
             let c = cluster.lock().unwrap();
             let running = c.running();
             left.retain(|id| running.contains(id));
-            left.iter().map(|id| (*id, c.addrs[id].clone())).collect()
+            left.iter().map(|id| (*id, c.addrs()[id].clone())).collect()
         };
         for (id, addr) in todo {
             if admin::set_partition(&addr, vec![]).await.is_ok() {

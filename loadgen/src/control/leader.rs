@@ -7,10 +7,10 @@
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use telegraft::launcher::LocalCluster;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::lifecycle::Cluster;
 use super::poller::{Snapshot, StatusPoller};
 
 /// How long a fault waits for a leader to hit.
@@ -76,7 +76,7 @@ async fn wait_agreed(
 /// The leader among the replicas of `cluster` that run now: the newest leader if one calls
 /// itself leader already, else (an election is under way) the one the running replicas come
 /// to agree on within [`FAULT_LEADER_WAIT`].
-pub async fn running_leader(cluster: &Mutex<LocalCluster>, poller: &StatusPoller) -> Option<u64> {
+pub async fn running_leader(cluster: &Mutex<Cluster>, poller: &StatusPoller) -> Option<u64> {
     let running = cluster.lock().unwrap().running_addrs();
     let snap = poller.snapshot();
     let views: Vec<_> = snap

@@ -20,7 +20,109 @@ use anyhow::{Context, bail};
 use telegraft::launcher::LocalCluster;
 use tokio::sync::watch;
 
+use super::docker::{DockerCluster, DockerSpec};
 use crate::sample::{Target, Targets};
+
+/// The replicas `loadgen` started: local processes, or containers (`--deploy docker`).
+/// Faults, the leader lookup and the sampler go through this one interface.
+pub enum Cluster {
+    Processes(LocalCluster),
+    Docker(DockerCluster),
+}
+
+impl Cluster {
+    /// Every replica's client address.
+    pub fn addrs(&self) -> &std::collections::BTreeMap<u64, String> {
+        match self {
+            Cluster::Processes(c) => &c.addrs,
+            Cluster::Docker(c) => &c.addrs,
+        }
+    }
+
+    /// The replicas running now (not killed; paused or cut-off ones run).
+    pub fn running(&self) -> Vec<u64> {
+        match self {
+            Cluster::Processes(c) => c.running(),
+            Cluster::Docker(c) => c.running(),
+        }
+    }
+
+    /// The addresses of the replicas running now.
+    pub fn running_addrs(&self) -> Vec<String> {
+        let addrs = self.addrs();
+        self.running().iter().map(|id| addrs[id].clone()).collect()
+    }
+
+    /// SIGKILL (`docker kill`); the data stays.
+    pub fn kill(&mut self, id: u64) -> std::io::Result<()> {
+        match self {
+            Cluster::Processes(c) => c.kill(id),
+            Cluster::Docker(c) => c.kill(id),
+        }
+    }
+
+    /// Starts a killed replica again on its data.
+    pub fn restart(&mut self, id: u64) -> std::io::Result<()> {
+        match self {
+            Cluster::Processes(c) => c.restart(id),
+            Cluster::Docker(c) => c.restart(id),
+        }
+    }
+
+    /// SIGSTOP / SIGCONT (`docker pause` / `unpause`).
+    pub fn pause(&self, id: u64, paused: bool) -> std::io::Result<()> {
+        match self {
+            Cluster::Processes(c) => c.pause(id, paused),
+            Cluster::Docker(c) => c.pause(id, paused),
+        }
+    }
+
+    /// The replica's main process as this host sees it.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        match self {
+            Cluster::Processes(c) => c.pid(id),
+            Cluster::Docker(c) => c.pid(id),
+        }
+    }
+
+    pub fn metrics_addr(&self, id: u64) -> Option<&str> {
+        match self {
+            Cluster::Processes(c) => c.metrics_addr(id),
+            Cluster::Docker(c) => c.metrics_addr(id),
+        }
+    }
+
+    /// The containers, when the replicas are containers: a partition is then a network cut
+    /// rather than the replicas' fault hook.
+    pub fn docker(&mut self) -> Option<&mut DockerCluster> {
+        match self {
+            Cluster::Processes(_) => None,
+            Cluster::Docker(c) => Some(c),
+        }
+    }
+
+    /// `local` or `docker`, as `summary.json` says.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Cluster::Processes(_) => "local",
+            Cluster::Docker(_) => "docker",
+        }
+    }
+
+    fn log_path(&self, id: u64) -> PathBuf {
+        match self {
+            Cluster::Processes(c) => c.log_path(id),
+            Cluster::Docker(c) => c.log_path(id),
+        }
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        match self {
+            Cluster::Processes(c) => c.data_dir.clone(),
+            Cluster::Docker(c) => c.data_dir.clone(),
+        }
+    }
+}
 
 /// An interrupt (SIGINT, SIGTERM or SIGHUP) of this process; see the module docs.
 #[derive(Clone)]
@@ -102,7 +204,7 @@ impl Interrupt {
 pub struct Replicas {
     endpoints: Vec<String>,
     /// Set when `loadgen` started them: faults go through it, and it is stopped at the end.
-    local: Option<Arc<Mutex<LocalCluster>>>,
+    local: Option<Arc<Mutex<Cluster>>>,
     /// A given cluster's metrics endpoints (`--target-metrics`), in replica order.
     metrics: Vec<String>,
 }
@@ -168,11 +270,7 @@ impl Replicas {
             .collect();
         let c = LocalCluster::start_with_metrics(exe, addrs, data_dir, &extra, metrics)
             .with_context(|| format!("starting {replicas} replicas of {}", exe.display()))?;
-        Ok(Replicas {
-            endpoints: c.addrs.values().cloned().collect(),
-            local: Some(Arc::new(Mutex::new(c))),
-            metrics: Vec::new(),
-        })
+        Ok(Replicas::started(Cluster::Processes(c)))
     }
 
     /// Starts `replicas` etcd members (the `etcd` binary at `exe`) with their data under
@@ -193,11 +291,23 @@ impl Replicas {
         let peers = (1..=n).map(|i| (i, port(base + n + i - 1))).collect();
         let c = LocalCluster::start_etcd(exe, addrs, peers, data_dir, args)
             .with_context(|| format!("starting {replicas} etcd members ({})", exe.display()))?;
-        Ok(Replicas {
-            endpoints: c.addrs.values().cloned().collect(),
+        Ok(Replicas::started(Cluster::Processes(c)))
+    }
+
+    fn started(c: Cluster) -> Replicas {
+        Replicas {
+            endpoints: c.addrs().values().cloned().collect(),
             local: Some(Arc::new(Mutex::new(c))),
             metrics: Vec::new(),
-        })
+        }
+    }
+
+    /// Starts the replicas as containers (`--deploy docker`; [`super::docker`]).
+    pub fn start_docker(spec: DockerSpec<'_>) -> anyhow::Result<Replicas> {
+        let (n, system) = (spec.replicas, spec.system);
+        let c = DockerCluster::start(spec)
+            .with_context(|| format!("starting {n} {system} replicas as containers"))?;
+        Ok(Replicas::started(Cluster::Docker(c)))
     }
 
     pub fn endpoints(&self) -> &[String] {
@@ -205,7 +315,7 @@ impl Replicas {
     }
 
     /// The local cluster, when `loadgen` started it.
-    pub fn local(&self) -> Option<Arc<Mutex<LocalCluster>>> {
+    pub fn local(&self) -> Option<Arc<Mutex<Cluster>>> {
         self.local.clone()
     }
 
@@ -231,7 +341,7 @@ impl Replicas {
             // Busy (a fault is being injected): the last targets are kept this second.
             let c = c.try_lock().ok()?;
             Some(
-                c.addrs
+                c.addrs()
                     .keys()
                     .map(|id| Target {
                         process: format!("node-{id}"),
@@ -243,30 +353,30 @@ impl Replicas {
         })
     }
 
-    /// `local` (started by loadgen) or `external` (`--target`), as `summary.json` says.
+    /// `local` (processes loadgen started), `docker` (containers it started) or `external`
+    /// (`--target`), as `summary.json` says.
     pub fn kind(&self) -> &'static str {
-        if self.local.is_some() {
-            "local"
-        } else {
-            "external"
+        match &self.local {
+            Some(c) => c.lock().unwrap().kind(),
+            None => "external",
         }
     }
 
-    /// Stops a local cluster (SIGTERM, then SIGKILL after `grace`); `None` for a given one.
-    pub async fn stop(self, grace: Duration) -> anyhow::Result<Option<Stopped>> {
+    /// Stops a cluster loadgen started (SIGTERM, then SIGKILL after `grace`); `None` for a
+    /// given one. Containers are removed with their volumes unless `keep_data`.
+    pub async fn stop(self, grace: Duration, keep_data: bool) -> anyhow::Result<Option<Stopped>> {
         let Some(c) = self.local else {
             return Ok(None);
         };
         let stopped = tokio::task::spawn_blocking(move || {
             let mut c = c.lock().unwrap();
-            c.stop(grace);
+            match &mut *c {
+                Cluster::Processes(p) => p.stop(grace),
+                Cluster::Docker(d) => d.stop(grace, keep_data),
+            }
             Stopped {
-                logs: c
-                    .addrs
-                    .keys()
-                    .map(|id| (*id, c.node_dir(*id).join("node.log")))
-                    .collect(),
-                data_dir: c.data_dir.clone(),
+                logs: c.addrs().keys().map(|id| (*id, c.log_path(*id))).collect(),
+                data_dir: c.data_dir(),
             }
         })
         .await?;

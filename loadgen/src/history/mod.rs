@@ -29,7 +29,7 @@ mod check;
 mod elle;
 
 pub(crate) use calls::{CallTimes, read_event, seen, send_event};
-pub use check::{Anomaly, Counts, Kind, LaggingReplica, Report, Verdict, check};
+pub use check::{Anomaly, Counts, Kind, LaggingReplica, Report, Verdict, check, check_with_skew};
 pub use elle::to_elle;
 
 use serde::{Deserialize, Serialize};

@@ -35,6 +35,6 @@ pub(crate) use dataset::create_dataset;
 pub use meter::{LATE, Pacing};
 pub use population::{ChatInfo, JoinOutcome, Picks, Population};
 pub use progress::{Phase, Tick};
-pub use record::{Interval, OpSummary, Percentiles, Recorder};
-pub use runner::{RunOutput, RunPlan, run};
+pub use record::{Interval, OpSummary, Percentiles, Recorder, RecorderDump};
+pub use runner::{RunOutput, RunPlan, Share, run};
 pub use schedule::Schedule;

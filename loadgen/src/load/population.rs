@@ -53,7 +53,7 @@ fn pick<T>(p: Popularity, items: &[T], rng: &mut ChaCha8Rng) -> Option<usize> {
     }
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ChatInfo {
     pub chat_id: u64,
     /// Members whose join (or creation of the chat) succeeded: they may send.
@@ -89,6 +89,22 @@ impl Population {
 
     pub fn chat_count(&self) -> usize {
         self.chats.read().unwrap().len()
+    }
+
+    /// Every user and chat known now, for a file other workers load
+    /// ([`crate::workers`]), as `(users, chats)`.
+    pub fn parts(&self) -> (Vec<u64>, Vec<ChatInfo>) {
+        (
+            self.users.read().unwrap().clone(),
+            self.chats.read().unwrap().clone(),
+        )
+    }
+
+    /// The same users with the chats from the `from`th on only (a worker reads back at the
+    /// end the chats it alone knows of: the ones it created).
+    pub fn chats_from(&self, from: usize) -> Population {
+        let (users, chats) = self.parts();
+        Population::new(users, chats.into_iter().skip(from).collect())
     }
 
     /// The first `n` users (the dataset's), for assigning users to pollers.

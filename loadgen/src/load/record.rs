@@ -115,8 +115,9 @@ struct OpRecord {
     errors_by_code: BTreeMap<String, u64>,
     interval: Option<Histogram<u64>>,
     interval_errors: u64,
-    /// Closed interval histograms: (second, histogram), for the interval log.
-    intervals: Vec<(u64, Histogram<u64>)>,
+    /// Closed interval histograms: (second, histogram, failed calls in it), for the
+    /// interval log.
+    intervals: Vec<(u64, Histogram<u64>, u64)>,
 }
 
 /// What one operation did over the measured window.
@@ -198,7 +199,7 @@ impl Recorder {
                 max_ms: p.max,
             });
             if let Some(h) = h {
-                r.intervals.push((second, h));
+                r.intervals.push((second, h, errors));
             }
         }
         rows
@@ -238,13 +239,147 @@ impl Recorder {
             .with_max_value_divisor(1000.0)
             .begin_log_with(out, &mut serializer)?;
         let tag = Tag::new(op.name());
-        for (second, h) in self.ops.get(&op).map_or(&[][..], |r| &r.intervals[..]) {
+        for (second, h, _) in self.ops.get(&op).map_or(&[][..], |r| &r.intervals[..]) {
             let start = Duration::from_secs(second.saturating_sub(1));
             writer
                 .write_histogram(h, start, Duration::from_secs(1), tag)
                 .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
         }
         Ok(())
+    }
+}
+
+/// A [`Recorder`]'s histograms and counts, whole, as a worker writes them into
+/// `worker.json` for `loadgen merge` (histograms in HdrHistogram's V2 encoding, base64).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RecorderDump {
+    pub ops: BTreeMap<Op, OpDump>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OpDump {
+    pub ok: u64,
+    pub errors_by_code: BTreeMap<String, u64>,
+    pub corrected: Option<String>,
+    pub service: Option<String>,
+    /// Each closed second: (second, failed calls, histogram).
+    pub intervals: Vec<(u64, u64, String)>,
+}
+
+fn encode(h: &Histogram<u64>) -> String {
+    use base64::Engine;
+    use hdrhistogram::serialization::{Serializer, V2Serializer};
+    let mut bytes = Vec::new();
+    V2Serializer::new()
+        .serialize(h, &mut bytes)
+        .expect("a histogram encodes");
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn decode(text: &str) -> Result<Histogram<u64>, String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| format!("a histogram is not base64: {e}"))?;
+    hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| format!("a histogram does not decode: {e:?}"))
+}
+
+/// `into += from`, creating `into` as needed; the histograms keep every recorded value.
+fn add(into: &mut Option<Histogram<u64>>, from: &Histogram<u64>) -> Result<(), String> {
+    into.get_or_insert_with(histogram)
+        .add(from)
+        .map_err(|e| format!("adding histograms: {e:?}"))
+}
+
+impl Recorder {
+    /// Everything recorded, for another process to merge.
+    pub fn dump(&self) -> RecorderDump {
+        RecorderDump {
+            ops: self
+                .ops
+                .iter()
+                .map(|(op, r)| {
+                    let d = OpDump {
+                        ok: r.ok,
+                        errors_by_code: r.errors_by_code.clone(),
+                        corrected: r.corrected.as_ref().map(encode),
+                        service: r.service.as_ref().map(encode),
+                        intervals: r
+                            .intervals
+                            .iter()
+                            .map(|(s, h, e)| (*s, *e, encode(h)))
+                            .collect(),
+                    };
+                    (*op, d)
+                })
+                .collect(),
+        }
+    }
+
+    /// Adds another recorder's dump to this one: counts summed, whole histograms added, and
+    /// interval histograms added second by second (`Histogram::add`: percentiles of the
+    /// merged run come from every recorded value, never from averaging percentiles).
+    pub fn add_dump(&mut self, d: &RecorderDump) -> Result<(), String> {
+        for (op, od) in &d.ops {
+            let r = self.op(*op);
+            r.ok += od.ok;
+            for (code, n) in &od.errors_by_code {
+                *r.errors_by_code.entry(code.clone()).or_insert(0) += n;
+            }
+            if let Some(h) = &od.corrected {
+                add(&mut r.corrected, &decode(h)?)?;
+            }
+            if let Some(h) = &od.service {
+                add(&mut r.service, &decode(h)?)?;
+            }
+            for (second, errors, h) in &od.intervals {
+                let h = decode(h)?;
+                match r.intervals.iter_mut().find(|(s, _, _)| s == second) {
+                    Some((_, into, e)) => {
+                        into.add(&h)
+                            .map_err(|e| format!("adding histograms: {e:?}"))?;
+                        *e += errors;
+                    }
+                    None => r.intervals.push((*second, h, *errors)),
+                }
+            }
+            r.intervals.sort_by_key(|(s, _, _)| *s);
+        }
+        Ok(())
+    }
+
+    /// The per-second time series of the closed intervals (a merged run's, made from its
+    /// merged interval histograms).
+    pub fn timeseries(&self) -> Vec<Interval> {
+        let mut rows: Vec<Interval> = self
+            .ops
+            .iter()
+            .flat_map(|(op, r)| {
+                r.intervals.iter().map(|(second, h, errors)| {
+                    let p = Percentiles::of(h);
+                    Interval {
+                        second: *second,
+                        op: *op,
+                        count: h.len().saturating_sub(*errors),
+                        errors: *errors,
+                        p50_ms: p.p50,
+                        p99_ms: p.p99,
+                        max_ms: p.max,
+                    }
+                })
+            })
+            .collect();
+        rows.sort_by_key(|r| (r.second, r.op));
+        rows
+    }
+
+    /// Calls in every closed interval of `op` (failed ones included).
+    pub fn interval_calls(&self, op: Op) -> u64 {
+        self.ops
+            .get(&op)
+            .map_or(0, |r| r.intervals.iter().map(|(_, h, _)| h.len()).sum())
     }
 }
 
@@ -322,6 +457,50 @@ mod tests {
         assert!(s.latency_ms.p99 > 4_900.0, "{:?}", s.latency_ms);
         assert!(s.latency_ms.p50 < 3.0, "{:?}", s.latency_ms);
         assert!(s.service_time_ms.max < 1.1, "{:?}", s.service_time_ms);
+    }
+
+    #[test]
+    fn dumps_merge_interval_by_interval_and_counts_add_up() {
+        let mut a = Recorder::new();
+        let mut b = Recorder::new();
+        for s in 1..=2u64 {
+            for k in 0..10 * s {
+                a.ok(
+                    Op::SendMessage,
+                    Duration::from_millis(1 + k),
+                    Duration::from_millis(1),
+                );
+            }
+            a.close_interval(s);
+        }
+        for k in 0..7 {
+            b.ok(
+                Op::SendMessage,
+                Duration::from_millis(100 + k),
+                Duration::from_millis(2),
+            );
+        }
+        b.error(Op::SendMessage, "Unavailable", Duration::from_millis(500));
+        b.close_interval(2);
+        let mut m = Recorder::new();
+        m.add_dump(&a.dump()).unwrap();
+        m.add_dump(&b.dump()).unwrap();
+        let s = m.summary(Op::SendMessage).unwrap();
+        assert_eq!((s.count, s.errors), (30 + 7, 1));
+        assert_eq!(
+            m.interval_calls(Op::SendMessage),
+            a.interval_calls(Op::SendMessage) + b.interval_calls(Op::SendMessage)
+        );
+        let rows = m.timeseries();
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].second, rows[0].count, rows[0].errors), (1, 10, 0));
+        assert_eq!((rows[1].second, rows[1].count, rows[1].errors), (2, 27, 1));
+        // The merged second holds b's slow calls: its max is theirs, not an average.
+        assert!(rows[1].max_ms >= 499.0, "{:?}", rows[1]);
+        // A dump survives JSON.
+        let json = serde_json::to_string(&a.dump()).unwrap();
+        let back: RecorderDump = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, a.dump());
     }
 
     #[test]

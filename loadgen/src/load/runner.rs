@@ -88,6 +88,33 @@ pub struct RunPlan {
     /// Where each second's [`Tick`] also goes, for a watcher that may stop the load early
     /// (`loadgen capacity` cuts a lost probe short).
     pub ticks: Option<tokio::sync::mpsc::UnboundedSender<Tick>>,
+    /// A worker's share of the scenario's users (`loadgen worker`): this process runs
+    /// users `first .. first + count` of `load.users`, each exactly as a single generator
+    /// would (its schedule, seed, client id and place in the cycle), so that the workers'
+    /// calls together are one generator's. `None`: every user.
+    pub share: Option<Share>,
+}
+
+/// Users `first .. first + count` of `total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Share {
+    pub first: usize,
+    pub count: usize,
+    pub total: usize,
+}
+
+impl Share {
+    /// Worker `index`'s share (of `of`) of `total` users: contiguous blocks, the first
+    /// `total % of` workers one user larger.
+    pub fn of(index: usize, of: usize, total: usize) -> Share {
+        let (base, extra) = (total / of, total % of);
+        let first = index * base + index.min(extra);
+        Share {
+            first,
+            count: base + usize::from(index < extra),
+            total,
+        }
+    }
 }
 
 /// What a run measured.
@@ -196,7 +223,11 @@ struct Ctx {
     cancel: Arc<AtomicBool>,
     seed: u64,
     client_base: u64,
+    /// The users this process runs ...
     users: usize,
+    /// ... from this one of the scenario's `total_users` ([`Share`]).
+    first_user: usize,
+    total_users: usize,
     /// The length of one user's cycle of transactions.
     cycle: usize,
     warmup: Duration,
@@ -226,14 +257,28 @@ struct UserState {
 impl Ctx {
     fn new(plan: &RunPlan, cycle: usize) -> anyhow::Result<Ctx> {
         let s = &plan.scenario;
-        let users = s.load.users as usize;
+        let total = s.load.users as usize;
+        let share = plan.share.unwrap_or(Share {
+            first: 0,
+            count: total,
+            total,
+        });
+        anyhow::ensure!(
+            share.count > 0 && share.first + share.count <= total,
+            "a worker's share of users {}..{} is not within the scenario's {total} users",
+            share.first,
+            share.first + share.count
+        );
+        let users = share.count;
         let schedule = Schedule::from_scenario(s);
         let warmup = s.load.warmup.0;
         let end = warmup + s.duration();
         Ok(Ctx {
-            intended: schedule
-                .as_ref()
-                .map(|sch| sch.intended_between(users, warmup, end)),
+            intended: schedule.as_ref().map(|sch| {
+                (share.first..share.first + share.count)
+                    .map(|u| sch.intended_of(u, total, warmup, end))
+                    .sum()
+            }),
             meter: Arc::new(Meter::new(
                 plan.start.clone(),
                 warmup,
@@ -252,6 +297,8 @@ impl Ctx {
             seed: s.seed,
             client_base: plan.client_base,
             users,
+            first_user: share.first,
+            total_users: total,
             cycle,
             warmup,
             end,
@@ -351,7 +398,8 @@ fn attack(plan: &RunPlan, ctx: &Arc<Ctx>, mix: &Mix) -> anyhow::Result<Box<Goose
 /// A user's setup: its route (connections are made on its first call), its caller state,
 /// its place in the schedule and the cycle; then every user waits for the others.
 async fn on_start(ctx: Arc<Ctx>, user: &mut GooseUser) -> TransactionResult {
-    let u = user.weighted_users_index % ctx.users;
+    let u = ctx.first_user + user.weighted_users_index % ctx.users;
+    let total = ctx.total_users;
     let route = Route::new(
         ctx.env.system,
         ctx.endpoints.clone(),
@@ -362,8 +410,8 @@ async fn on_start(ctx: Arc<Ctx>, user: &mut GooseUser) -> TransactionResult {
     );
     user.set_session_data(UserState {
         route,
-        caller: Caller::new(&ctx.env, u, ctx.users, ctx.seed, ctx.client_base + u as u64),
-        times: ctx.schedule.as_ref().map(|s| s.user_times(u, ctx.users)),
+        caller: Caller::new(&ctx.env, u, total, ctx.seed, ctx.client_base + u as u64),
+        times: ctx.schedule.as_ref().map(|s| s.user_times(u, total)),
         think_rng: {
             use rand::SeedableRng;
             // Apart from the user's call rng (whose draws stay as they were).
@@ -373,7 +421,7 @@ async fn on_start(ctx: Arc<Ctx>, user: &mut GooseUser) -> TransactionResult {
                     ^ (u as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9),
             )
         },
-        skip: u * ctx.cycle / ctx.users,
+        skip: u * ctx.cycle / total,
         done: false,
     });
     // Everyone starts together; the last to arrive sets the schedule's zero.

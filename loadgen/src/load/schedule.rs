@@ -130,13 +130,16 @@ impl Schedule {
     /// How many requests all `users` together are meant to send in `[from, to)`.
     pub fn intended_between(&self, users: usize, from: Duration, to: Duration) -> u64 {
         (0..users)
-            .map(|u| {
-                self.user_times(u, users)
-                    .take_while(|t| *t < to)
-                    .filter(|t| *t >= from)
-                    .count() as u64
-            })
+            .map(|u| self.intended_of(u, users, from, to))
             .sum()
+    }
+
+    /// The sends user `u` of `users` is intended to make in `[from, to)`.
+    pub fn intended_of(&self, u: usize, users: usize, from: Duration, to: Duration) -> u64 {
+        self.user_times(u, users)
+            .take_while(|t| *t < to)
+            .filter(|t| *t >= from)
+            .count() as u64
     }
 
     /// The offered rate at `t` (ops/s in total), or 0 past the end.

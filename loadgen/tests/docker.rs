@@ -1,0 +1,199 @@
+//! End to end on containers (`loadgen bench --deploy docker`): the image is built from this
+//! build's binaries (`scripts/image.sh`, no base image pulled), a 3-replica cluster is started
+//! with Docker Compose from `deploy/compose.yaml` on a private network, and faults go through
+//! the engine. One test kills the leader's container under load and starts it again; another
+//! cuts the leader off the network (`docker network disconnect`) and heals the cut. Both
+//! history checks must pass.
+//!
+//! Where no Docker Engine is reachable (or no Compose is installed), the tests print why and
+//! skip.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Why the engine cannot be used here, if it cannot.
+fn unavailable() -> Option<String> {
+    let docker = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output();
+    match docker {
+        Err(e) => return Some(format!("no docker command ({e})")),
+        Ok(o) if !o.status.success() => {
+            return Some(format!(
+                "no Docker Engine is reachable: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ));
+        }
+        Ok(_) => {}
+    }
+    let plugin = Command::new("docker")
+        .args(["compose", "version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let standalone = Command::new("docker-compose")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    (!plugin && !standalone).then(|| "Docker Compose is not installed".to_string())
+}
+
+/// Builds `telegraft:latest` once per test binary, from the binaries this test runs.
+fn image() -> Result<(), String> {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let loadgen = PathBuf::from(env!("CARGO_BIN_EXE_loadgen"));
+            let target = loadgen
+                .parent()
+                .and_then(Path::parent)
+                .expect("target dir")
+                .to_path_buf();
+            let out = Command::new("bash")
+                .arg("scripts/image.sh")
+                .arg("telegraft")
+                .current_dir(repo())
+                .env("CARGO_TARGET_DIR", &target)
+                .output()
+                .map_err(|e| e.to_string())?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "scripts/image.sh failed:\n{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ))
+            }
+        })
+        .clone()
+}
+
+/// Runs chat.yaml on 3 containers with `faults`; returns the summary and what was printed.
+fn bench_on_docker(faults: &str) -> Option<(serde_json::Value, String, Option<i32>)> {
+    if let Some(why) = unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return None;
+    }
+    image().unwrap();
+    let results = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_loadgen"));
+    cmd.current_dir(repo())
+        .args([
+            "bench",
+            "--scenario",
+            "scenarios/chat.yaml",
+            "--no-progress",
+        ])
+        .args(["--replicas", "3", "--deploy", "docker", "--no-report"])
+        .arg("--results")
+        .arg(results.path());
+    for set in [
+        "load.rate=150",
+        "load.users=32",
+        "load.duration=10s",
+        "load.warmup=1s",
+        "slo={}",
+        "resources.replica_cpus=0.5",
+        faults,
+    ] {
+        cmd.args(["--set", set]);
+    }
+    let out = cmd.output().unwrap();
+    let printed = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = std::fs::read_dir(results.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("summary.json").is_file())
+        .unwrap_or_else(|| panic!("no run folder\n{printed}"));
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    // The replicas' logs are kept from their containers' output.
+    let logs = run.join("nodes").read_dir().map(|d| d.count()).unwrap_or(0);
+    assert_eq!(logs, 3, "{printed}");
+    Some((s, printed, out.status.code()))
+}
+
+/// What both runs must show: on containers, messages sent and read, the history check passed.
+fn assert_ran_and_checked(s: &serde_json::Value, printed: &str, code: Option<i32>) {
+    assert_eq!(code, Some(0), "{printed}\n{}", s["check"]);
+    assert_eq!(s["cluster"]["kind"], "docker", "{}", s["cluster"]);
+    let check = &s["check"];
+    assert_eq!(check["verdict"], "pass", "{check}");
+    assert_eq!(check["unread_chats"], 0, "{check}");
+    for op in ["send_message", "get_messages"] {
+        assert!(
+            s["ops"][op]["count"].as_u64().unwrap() > 300,
+            "{op}: {}",
+            s["ops"]
+        );
+    }
+}
+
+#[test]
+fn killing_the_leaders_container_under_load_loses_nothing() {
+    let Some((s, printed, code)) = bench_on_docker(
+        "faults=[{at: 3s, action: kill, target: leader}, {at: 6s, action: restart, target: killed}]",
+    ) else {
+        return;
+    };
+    assert_ran_and_checked(&s, &printed, code);
+    let faults = s["faults"].as_array().unwrap();
+    assert_eq!(faults.len(), 2, "{faults:?}");
+    assert_eq!(faults[0]["action"], "kill");
+    assert!(faults[0]["error"].is_null(), "{faults:?}");
+    assert_eq!(faults[0]["node"], faults[1]["node"], "{faults:?}");
+    // Writes were acknowledged again after the kill: a new leader was elected.
+    assert!(faults[0]["unavailable_ms"].as_f64().is_some(), "{faults:?}");
+    // The leader changed.
+    assert!(
+        s["cluster"]["leader_changes"].as_array().unwrap().len() >= 2,
+        "{}",
+        s["cluster"]
+    );
+}
+
+#[test]
+fn cutting_the_leader_off_the_network_under_load_loses_nothing() {
+    let Some((s, printed, code)) =
+        bench_on_docker("faults=[{at: 3s, action: partition, target: leader, for: 3s}]")
+    else {
+        return;
+    };
+    assert_ran_and_checked(&s, &printed, code);
+    let faults = s["faults"].as_array().unwrap();
+    assert_eq!(faults.len(), 1, "{faults:?}");
+    assert_eq!(faults[0]["action"], "partition");
+    assert!(faults[0]["error"].is_null(), "{faults:?}");
+    assert_eq!(faults[0]["healed"], true, "{faults:?}");
+    assert!(printed.contains("network cut"), "{printed}");
+    // The majority elected another leader while the old one was cut off.
+    assert!(faults[0]["unavailable_ms"].as_f64().is_some(), "{faults:?}");
+    assert!(
+        s["cluster"]["leader_changes"].as_array().unwrap().len() >= 2,
+        "{}",
+        s["cluster"]
+    );
+}
+
+#[test]
+fn cpu_limits_need_containers() {
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .current_dir(repo())
+        .args(["validate", "scenarios/chat.yaml"])
+        .args(["--set", "resources.replica_cpus=1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("resources.replica_cpus"), "{stderr}");
+    assert!(stderr.contains("deploy: docker"), "{stderr}");
+}

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Runs Docker Compose with deploy/compose.yaml, whichever Compose this machine has: the
+# `docker compose` plugin, or the standalone `docker-compose` (Debian's package).
+#
+# Usage: scripts/compose.sh up REPLICAS | down | ARGS...   (project `telegraft`)
+#   up N:  starts replicas telegraft-0 ... telegraft-<N-1>, waits until one leads, prints
+#          the endpoints; builds the image first when it is missing.
+#   down:  stops and removes the project's containers, network and volumes.
+#   ARGS:  passed to compose as they are (`scripts/compose.sh ps`, `logs telegraft-0`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! docker version >/dev/null 2>&1; then
+  echo "compose: no Docker Engine is reachable (docker version failed)" >&2
+  exit 1
+fi
+if docker compose version >/dev/null 2>&1; then
+  compose=(docker compose)
+elif command -v docker-compose >/dev/null 2>&1; then
+  compose=(docker-compose)
+else
+  echo "compose: neither 'docker compose' nor 'docker-compose' is installed" \
+    "(Debian: apt-get install docker-compose)" >&2
+  exit 1
+fi
+project=telegraft
+file=deploy/compose.yaml
+subnet="${TG_SUBNET:-172.28.5}"
+
+case "${1:-}" in
+  up)
+    n="${2:-3}"
+    if ! [[ "$n" =~ ^[1-7]$ ]]; then
+      echo "compose: replicas must be 1 to 7 (deploy/compose.yaml has 7 slots), not '$n'" >&2
+      exit 2
+    fi
+    peers=""
+    endpoints=""
+    for i in $(seq 0 $((n - 1))); do
+      peers+="${peers:+,}$((i + 1))=telegraft-$i:7001"
+      endpoints+="${endpoints:+,}$subnet.$((10 + i)):7001"
+    done
+    export TG_PEERS="$peers" TG_SUBNET="$subnet"
+    # A cluster of another size may still be up: its containers would keep the old peers.
+    "${compose[@]}" -p "$project" -f "$file" --profile r7 --profile load down -v --remove-orphans \
+      >/dev/null 2>&1 || true
+    COMPOSE_PROFILES="r$n" "${compose[@]}" -p "$project" -f "$file" up -d
+    echo "compose: waiting for a leader"
+    for _ in $(seq 1 60); do
+      if docker exec "$project-0" telegraft status --json \
+        --endpoints "${peers//[0-9]=/}" 2>/dev/null | grep -q '"role": "leader"'; then
+        docker exec "$project-0" telegraft status --endpoints "${peers//[0-9]=/}"
+        echo "compose: $n replicas up; from this host: telegraft status --endpoints $endpoints"
+        echo "compose: load: loadgen bench --target $endpoints, or scripts/compose.sh run --rm" \
+          "loadgen bench --scenario /scenarios/chat.yaml --target ${peers//[0-9]=/}"
+        exit 0
+      fi
+      sleep 1
+    done
+    echo "compose: no leader after 60 s; logs: scripts/compose.sh logs" >&2
+    exit 1
+    ;;
+  down)
+    "${compose[@]}" -p "$project" -f "$file" --profile r7 --profile load down -v --remove-orphans
+    ;;
+  *)
+    "${compose[@]}" -p "$project" -f "$file" "$@"
+    ;;
+esac
