@@ -124,12 +124,18 @@ bench *args:
         results=*) extra+=(--results "${a#results=}") ;;
         junit=*) extra+=(--junit "${a#junit=}") ;;
         system=*) extra+=(--set "$a"); [ "${a#system=}" != etcd ] || bash scripts/setup.sh etcd ;;
+        deploy=*) extra+=(--deploy "${a#deploy=}"); deploy="${a#deploy=}" ;;
+        workers=*) extra+=(--workers "${a#workers=}") ;;
         *.*=*) extra+=(--set "$a") ;;
-        *) echo "just bench: unknown argument '$a' (replicas=N scenario=FILE system=telegraft|etcd target=A,B,C target_metrics=M,N,O results=DIR junit=FILE field.path=VALUE)" >&2; exit 2 ;;
+        *) echo "just bench: unknown argument '$a' (replicas=N scenario=FILE system=telegraft|etcd deploy=local|docker workers=N target=A,B,C target_metrics=M,N,O results=DIR junit=FILE field.path=VALUE)" >&2; exit 2 ;;
       esac
     done
     bash scripts/setup.sh protoc
     {{build}}
+    # Containers run this build: the images are rebuilt from it (a few seconds).
+    if [ "${deploy:-local}" = docker ]; then
+      bash scripts/image.sh telegraft $([[ " ${extra[*]} " == *" system=etcd "* ]] && echo etcd)
+    fi
     "${CARGO_TARGET_DIR:-target}/release/loadgen" bench --scenario "$scenario" "${extra[@]}"
 
 # Probes are short open-model runs of the scenario (defaults: 2 s warm-up, 10 s measured, 5% precision); any `path.to.field=value` overrides a scenario field.
