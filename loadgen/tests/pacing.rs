@@ -42,6 +42,7 @@ async fn run(addr: &str, yaml: &str) -> RunOutput {
         cancel: Default::default(),
         ticks: None,
         start_cursor: telegraft::proto::time::now(),
+        share: None,
     })
     .await
     .unwrap()

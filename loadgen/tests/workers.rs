@@ -17,7 +17,12 @@ fn repo() -> PathBuf {
 fn bench(results: &Path, workers: u32) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_loadgen"));
     cmd.current_dir(repo())
-        .args(["bench", "--scenario", "scenarios/chat.yaml", "--no-progress"])
+        .args([
+            "bench",
+            "--scenario",
+            "scenarios/chat.yaml",
+            "--no-progress",
+        ])
         .args(["--replicas", "3", "--no-report"])
         .args(["--workers", &workers.to_string()])
         .arg("--results")
@@ -55,7 +60,12 @@ fn two_workers_make_one_generators_calls_and_merge_exactly() {
     let one = tempfile::tempdir().unwrap();
     let two = tempfile::tempdir().unwrap();
     let out = bench(one.path(), 1).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = bench(two.path(), 2).output().unwrap();
     let printed = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(0), "{printed}");
@@ -115,7 +125,12 @@ fn two_workers_make_one_generators_calls_and_merge_exactly() {
         .args(["--clock-skew-ms", "5", "--no-report"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let m = summary(&again);
     for op in ["send_message", "get_messages"] {
         assert_eq!(count(&m, op, "count"), count(&merged, op, "count"), "{op}");
@@ -143,7 +158,7 @@ fn a_worker_that_dies_fails_the_run_and_is_named() {
     let results = tempfile::tempdir().unwrap();
     let mut cmd = bench(results.path(), 2);
     cmd.args(["--set", "load.duration=20s"]);
-    let mut child = cmd
+    let child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -162,7 +177,10 @@ fn a_worker_that_dies_fails_the_run_and_is_named() {
         });
         if let Some(pid) = found {
             std::thread::sleep(Duration::from_secs(3));
-            Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
+            Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()
+                .unwrap();
             break true;
         }
         if Instant::now() > deadline {

@@ -53,7 +53,7 @@ pub fn docker(args: &[&str]) -> io::Result<String> {
 }
 
 fn run(cmd: &mut Command) -> io::Result<String> {
-    let go = || -> io::Result<Output> { cmd.stdin(Stdio::null()).output() };
+    let mut go = || -> io::Result<Output> { cmd.stdin(Stdio::null()).output() };
     let out = match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(go)?
@@ -334,21 +334,6 @@ impl DockerCluster {
             Some(p) => self.pids.insert(id, p),
             None => self.pids.remove(&id),
         };
-    }
-
-    /// The compose project's name (containers are `<project>-<i-1>`).
-    pub fn project(&self) -> &str {
-        &self.project
-    }
-
-    /// The network the replicas share (worker containers join it too).
-    pub fn network(&self) -> &str {
-        &self.network
-    }
-
-    /// Replica `id`'s container.
-    pub fn container(&self, id: u64) -> Option<&str> {
-        self.containers.get(&id).map(String::as_str)
     }
 
     pub fn kill(&mut self, id: u64) -> io::Result<()> {

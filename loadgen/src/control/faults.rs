@@ -366,17 +366,17 @@ impl Injector {
                 .copied()
                 .collect();
             let cut = if side.len() <= rest.len() {
-                &side
+                side.clone()
             } else {
-                &rest
+                rest
             };
             let mut c = self.cluster.lock().unwrap();
             let docker = c.docker().ok_or("not containers")?;
-            if let Err(e) = docker.disconnect(cut) {
+            if let Err(e) = docker.disconnect(&cut) {
                 docker.reconnect();
                 return Err(e.to_string());
             }
-            Ok((side, cut.clone()))
+            Ok((side, cut))
         });
         let fired = self.start.elapsed();
         let at_s = self.at_s(fired);

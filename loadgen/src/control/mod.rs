@@ -19,10 +19,10 @@ mod leader;
 mod lifecycle;
 mod poller;
 
-pub use docker::{DockerSpec, engine as docker_engine};
+pub use docker::DockerSpec;
 pub use faults::FaultRecord;
 pub(crate) use faults::{inject, measure_unavailability};
 pub(crate) use final_state::read_final;
 pub(crate) use leader::{LeaderSeen, LeaderWatch, wait_for_all, wait_for_leader};
-pub(crate) use lifecycle::{Cluster, Interrupt, Replicas, find_etcd, find_telegraft};
+pub(crate) use lifecycle::{Interrupt, Replicas, find_etcd, find_telegraft};
 pub(crate) use poller::StatusPoller;

@@ -1030,6 +1030,20 @@ mod tests {
     }
 
     #[test]
+    fn a_clock_skew_bound_excuses_a_read_that_began_within_it() {
+        // b was acknowledged at 210 (one worker's clock); a read at 260 (another's) misses
+        // it. With clocks 100 µs apart at most, 210 may really be after 260: not stale.
+        let mut h = clean();
+        h.push(read(8, 260, 0, seen(1, &[("a", 100)])));
+        let skewed = check_with_skew(&h, std::time::Duration::from_micros(100));
+        assert!(skewed.anomalies.is_empty(), "{:?}", skewed.anomalies);
+        // Beyond the bound it is still stale.
+        let tight = check_with_skew(&h, std::time::Duration::from_micros(40));
+        assert_eq!(tight.anomalies.len(), 1, "{:?}", tight.anomalies);
+        assert_eq!(tight.anomalies[0].kind, Kind::Stale);
+    }
+
+    #[test]
     fn a_linearizable_read_missing_an_acknowledged_message_is_stale() {
         let mut h = clean();
         // b was acknowledged at 210; a read beginning at 260 sees only a.
