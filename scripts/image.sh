@@ -38,6 +38,8 @@ build() {
   for bin in "$@"; do
     [ -x "$bin" ] || { echo "image: $bin is missing: build it first" >&2; return 1; }
     cp "$bin" "$stage/root/usr/local/bin/"
+    # The release profile keeps debug info for profiling; the image does not need it.
+    command -v strip >/dev/null && strip --strip-debug "$stage/root/usr/local/bin/$(basename "$bin")"
     # Every library the dynamic linker would load, and the linker itself, at the same path.
     for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
       mkdir -p "$stage/root$(dirname "$lib")"
