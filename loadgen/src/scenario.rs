@@ -1210,7 +1210,7 @@ impl Scenario {
             ("loadgen_cpus", r.loadgen_cpus),
         ] {
             let Some(v) = v else { continue };
-            if !(v.is_finite() && v >= 0.01 && v <= 1024.0) {
+            if !(v.is_finite() && (0.01..=1024.0).contains(&v)) {
                 p.add(
                     &format!("resources.{name}"),
                     format!("must be a number of CPUs from 0.01 to 1024, not {v}"),
