@@ -54,6 +54,13 @@ build() {
   if [ "$name" = telegraft ]; then
     mkdir -p "$stage/root/scenarios"
     cp scenarios/*.yaml "$stage/root/scenarios/"
+    # Goose's HTTP client (reqwest with rustls) loads the platform's root certificates when it
+    # is built, and fails without any, although loadgen speaks no HTTPS: the host's bundle
+    # (Debian's ca-certificates) goes in.
+    bundle=/etc/ssl/certs/ca-certificates.crt
+    [ -f "$bundle" ] || { echo "image: no $bundle (Debian: apt-get install ca-certificates)" >&2; return 1; }
+    mkdir -p "$stage/root/etc/ssl/certs"
+    cp "$bundle" "$stage/root/etc/ssl/certs/"
   fi
   chmod 1777 "$stage/own/tmp"
   tar -cf "$stage/rootfs.tar" --numeric-owner --owner=0 --group=0 -C "$stage/root" .
