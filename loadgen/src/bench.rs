@@ -98,9 +98,12 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<BenchOutcome> {
         None => RunDir::create(&args.results_dir, started, &scenario.name, replicas)?,
     };
     eprintln!("loadgen: run {} -> {}", run.run_id(), run.path().display());
+    // On containers with a CPU limit for the generator, even one worker runs in a
+    // container of its own, so that the limit holds.
+    let contained = scenario.deploy == Deploy::Docker && scenario.resources.loadgen_cpus.is_some();
     let mode = match (&args.worker, args.workers) {
         (Some(w), _) => Mode::Worker(w),
-        (None, n) if n > 1 => Mode::Coordinator(n),
+        (None, n) if n > 1 || contained => Mode::Coordinator(n),
         _ => Mode::Single,
     };
 
@@ -253,13 +256,6 @@ fn read_scenario(args: &BenchArgs) -> anyhow::Result<Scenario> {
         }
         .validate(scenario.load.users)
         .map_err(UsageError)?;
-        if scenario.deploy == Deploy::Docker && scenario.resources.loadgen_cpus.is_some() {
-            return Err(UsageError(
-                "resources.loadgen_cpus: --workers runs its workers as local processes; run                  `loadgen worker` in containers (deploy/compose.yaml's loadgen service) to                  limit them"
-                    .into(),
-            )
-            .into());
-        }
     }
     if args.target.is_some() && !scenario.faults.is_empty() {
         return Err(UsageError(
@@ -469,7 +465,7 @@ async fn drive(
             coordinate(
                 n,
                 scenario,
-                endpoints,
+                cluster,
                 &population,
                 run,
                 &plan.start,
@@ -549,7 +545,7 @@ async fn drive(
 async fn coordinate(
     n: u32,
     scenario: &Scenario,
-    endpoints: &[String],
+    cluster: &Replicas,
     population: &Population,
     run: &RunDir,
     start: &Arc<OnceLock<std::time::Instant>>,
@@ -563,19 +559,45 @@ async fn coordinate(
     let lead = Duration::from_secs(2);
     let at = SystemTime::now() + lead;
     let _ = start.set(std::time::Instant::now() + lead);
-    eprintln!(
-        "loadgen: {n} workers, starting together in {} s",
-        lead.as_secs()
-    );
-    let spawned = crate::workers::spawn_local(
-        n,
-        &scenario_file,
-        &[],
-        endpoints,
-        at,
-        &workers_dir,
-        &population_file,
-    )?;
+    let endpoints = cluster.endpoints();
+    let spawned = match cluster.docker_network() {
+        Some((network, project)) => {
+            eprintln!(
+                "loadgen: {n} worker containers{}, starting together in {} s",
+                scenario
+                    .resources
+                    .loadgen_cpus
+                    .map(|c| format!(" of {c} CPUs each"))
+                    .unwrap_or_default(),
+                lead.as_secs()
+            );
+            crate::workers::spawn_docker(
+                n,
+                &scenario_file,
+                endpoints,
+                at,
+                &workers_dir,
+                &population_file,
+                (&network, &project),
+                scenario.resources.loadgen_cpus,
+            )?
+        }
+        None => {
+            eprintln!(
+                "loadgen: {n} workers, starting together in {} s",
+                lead.as_secs()
+            );
+            crate::workers::spawn_local(
+                n,
+                &scenario_file,
+                &[],
+                endpoints,
+                at,
+                &workers_dir,
+                &population_file,
+            )?
+        }
+    };
     let dirs = tokio::select! {
         d = crate::workers::wait_all(spawned, &workers_dir) => d?,
         // Dropping the children kills them.

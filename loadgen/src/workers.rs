@@ -492,6 +492,77 @@ pub fn spawn_local(
     Ok(spawned)
 }
 
+/// Starts worker containers (`loadgen worker` in `telegraft:latest`) on the replicas'
+/// network, each limited to `cpus` when given, as this user, with the run's workers folder
+/// mounted at the same path.
+#[allow(clippy::too_many_arguments)]
+pub fn spawn_docker(
+    n: u32,
+    scenario_file: &Path,
+    endpoints: &[String],
+    start: SystemTime,
+    workers_dir: &Path,
+    population: &Path,
+    (network, project): (&str, &str),
+    cpus: Option<f64>,
+) -> anyhow::Result<Vec<Spawned>> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::create_dir_all(workers_dir)
+        .with_context(|| format!("creating {}", workers_dir.display()))?;
+    let workers_dir = workers_dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", workers_dir.display()))?;
+    let meta = std::fs::metadata(&workers_dir)?;
+    let start_ms = start
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
+        .to_string();
+    let abs = |p: &Path| -> anyhow::Result<String> {
+        let name = p.file_name().context("a file name")?;
+        Ok(workers_dir.join(name).display().to_string())
+    };
+    let mut spawned = Vec::new();
+    for i in 0..n {
+        let dir = workers_dir.join(format!("worker-{i}"));
+        let log = std::fs::File::create(workers_dir.join(format!("worker-{i}.log")))?;
+        let mut cmd = tokio::process::Command::new("docker");
+        cmd.args(["run", "--rm", "--no-healthcheck"])
+            .args(["--name", &format!("{project}-loadgen-{i}")])
+            .args(["--network", network])
+            .args(["--user", &format!("{}:{}", meta.uid(), meta.gid())])
+            .arg("-v")
+            .arg(format!("{0}:{0}", workers_dir.display()))
+            .args(["--entrypoint", "/usr/local/bin/loadgen"]);
+        if let Some(c) = cpus {
+            cmd.args(["--cpus", &c.to_string()]);
+        }
+        cmd.arg(crate::control::IMAGE)
+            .arg("worker")
+            .args(["--scenario", &abs(scenario_file)?])
+            .args(["--index", &i.to_string(), "--of", &n.to_string()])
+            .args(["--start", &start_ms])
+            .args(["--target", &endpoints.join(",")])
+            .args(["--population", &abs(population)?])
+            .arg("--out")
+            .arg(&dir)
+            .arg("--no-progress")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting worker {i}'s container"))?;
+        spawned.push(Spawned {
+            index: i,
+            dir,
+            child,
+        });
+    }
+    Ok(spawned)
+}
+
 /// Waits for every worker. A worker that did not finish its run (killed, or an error: any
 /// exit other than 0 or a verdict's 3, 4 or 5) fails the whole run, naming the worker and its
 /// log.

@@ -75,6 +75,10 @@ fn image() -> Result<(), String> {
 
 /// Runs chat.yaml on 3 containers with `faults`; returns the summary and what was printed.
 fn bench_on_docker(faults: &str) -> Option<(serde_json::Value, String, Option<i32>)> {
+    bench_on_docker_with(&[faults])
+}
+
+fn bench_on_docker_with(extra: &[&str]) -> Option<(serde_json::Value, String, Option<i32>)> {
     if let Some(why) = unavailable() {
         eprintln!("SKIPPED: {why}");
         return None;
@@ -99,9 +103,19 @@ fn bench_on_docker(faults: &str) -> Option<(serde_json::Value, String, Option<i3
         "load.warmup=1s",
         "slo={}",
         "resources.replica_cpus=0.5",
-        faults,
     ] {
         cmd.args(["--set", set]);
+    }
+    for e in extra {
+        match e.strip_prefix("--") {
+            Some(flag) => {
+                let (k, v) = flag.split_once('=').unwrap();
+                cmd.arg(format!("--{k}")).arg(v);
+            }
+            None => {
+                cmd.args(["--set", e]);
+            }
+        }
     }
     let out = cmd.output().unwrap();
     let printed = format!(
@@ -196,4 +210,20 @@ fn cpu_limits_need_containers() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("resources.replica_cpus"), "{stderr}");
     assert!(stderr.contains("deploy: docker"), "{stderr}");
+}
+
+#[test]
+fn two_worker_containers_with_a_cpu_limit_make_one_checked_run() {
+    let Some((s, printed, code)) =
+        bench_on_docker_with(&["--workers=2", "resources.loadgen_cpus=0.5"])
+    else {
+        return;
+    };
+    assert_ran_and_checked(&s, &printed, code);
+    assert!(
+        printed.contains("2 worker containers of 0.5 CPUs each"),
+        "{printed}"
+    );
+    // The intended calls are one generator's: 150 ops/s for 10 s.
+    assert_eq!(s["generator"]["intended"], 1500, "{}", s["generator"]);
 }

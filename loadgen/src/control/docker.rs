@@ -336,6 +336,17 @@ impl DockerCluster {
         };
     }
 
+    /// The network the replicas share (worker containers join it).
+    pub fn network(&self) -> &str {
+        &self.network
+    }
+
+    /// The compose project's name: containers started beside the replicas take it as a
+    /// prefix.
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
     pub fn kill(&mut self, id: u64) -> io::Result<()> {
         let c = self.name(id)?;
         docker(&["kill", &c])?;

@@ -319,6 +319,15 @@ impl Replicas {
         self.local.clone()
     }
 
+    /// The network and project of the containers, when `loadgen` started the replicas as
+    /// containers: worker containers join them.
+    pub fn docker_network(&self) -> Option<(String, String)> {
+        let c = self.local.as_ref()?;
+        let mut c = c.lock().unwrap();
+        let d = c.docker()?;
+        Some((d.network().to_string(), d.project().to_string()))
+    }
+
     /// What the run's sampler samples each second: every replica of a local cluster (its
     /// pid while it runs, its metrics address); a given one's metrics endpoints, if any (no
     /// process to sample: it may run on another host).

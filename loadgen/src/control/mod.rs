@@ -19,7 +19,7 @@ mod leader;
 mod lifecycle;
 mod poller;
 
-pub use docker::DockerSpec;
+pub use docker::{DockerSpec, IMAGE};
 pub use faults::FaultRecord;
 pub(crate) use faults::{inject, measure_unavailability};
 pub(crate) use final_state::read_final;
