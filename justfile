@@ -17,7 +17,9 @@ default:
 
 # Ends with one line counting every test (the 300-seed simulator sweep counts as one).
 # Tests build in the release profile, like `just bench`, so a newcomer's first two commands
-# compile the dependencies once. `scripts/setup.sh` first installs what is missing of protoc (the
+# compile the dependencies once. The container tests build the image from this build and start
+# compose clusters (they skip where no Docker Engine is reachable); the Kubernetes manifests are
+# validated offline first. `scripts/setup.sh` first installs what is missing of protoc (the
 # etcd-client crate's build needs it), Chromium (the report test) and etcd (the etcd test).
 # Run every test: unit, proptest, golden scripts, simulator, real replicas, load generator.
 test:
@@ -134,6 +136,7 @@ bench *args:
     {{build}}
     # Containers run this build: the images are rebuilt from it (a few seconds).
     if [ "${deploy:-local}" = docker ]; then
+      bash scripts/setup.sh image
       bash scripts/image.sh telegraft $([[ " ${extra[*]} " == *" system=etcd "* ]] && echo etcd)
     fi
     "${CARGO_TARGET_DIR:-target}/release/loadgen" bench --scenario "$scenario" "${extra[@]}"
@@ -313,7 +316,7 @@ image *args:
         *) echo "just image: unknown argument '$a' (telegraft, etcd; none: both)" >&2; exit 2 ;;
       esac
     done
-    bash scripts/setup.sh protoc etcd
+    bash scripts/setup.sh protoc etcd image
     {{build}}
     bash scripts/image.sh "${images[@]}"
 

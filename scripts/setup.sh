@@ -2,17 +2,19 @@
 # Installs what building and testing need beyond Rust and cargo, when it is missing, so that a
 # newcomer's `just bench` and `just test` and CI's `.ci/run` work on a fresh Debian machine.
 #
-# Usage: scripts/setup.sh [protoc] [chromium] [etcd]   (no argument: all three, for `just test`)
+# Usage: scripts/setup.sh [protoc] [chromium] [etcd] [image]   (no argument: all, for `just test`)
 #   - protoc: Debian's protobuf-compiler. The etcd-client crate (loadgen's `system: etcd`)
 #     compiles etcd's .proto files with it when it builds.
 #   - chromium: the report test renders a run page in headless Chromium.
 #   - etcd: Debian's etcd-server, for `system: etcd` runs and their end-to-end test.
+#   - image: what `scripts/image.sh` copies or runs beyond the build: the CA bundle
+#     (ca-certificates; Goose's HTTP client needs roots to be built) and strip (binutils).
 # Everything comes from Debian's package manager. As root it installs directly; otherwise it
 # uses sudo when there is one, and stops with the command to run when there is not.
 set -euo pipefail
 
 wanted=("$@")
-[ ${#wanted[@]} -eq 0 ] && wanted=(protoc chromium etcd)
+[ ${#wanted[@]} -eq 0 ] && wanted=(protoc chromium etcd image)
 
 missing=()
 for w in "${wanted[@]}"; do
@@ -25,7 +27,10 @@ for w in "${wanted[@]}"; do
       fi ;;
     etcd)
       command -v etcd >/dev/null 2>&1 || missing+=(etcd-server) ;;
-    *) echo "setup: unknown component '$w' (protoc, chromium, etcd)" >&2; exit 2 ;;
+    image)
+      [ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+      command -v strip >/dev/null 2>&1 || missing+=(binutils) ;;
+    *) echo "setup: unknown component '$w' (protoc, chromium, etcd, image)" >&2; exit 2 ;;
   esac
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
