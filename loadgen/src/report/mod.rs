@@ -113,3 +113,13 @@ fn environment() -> anyhow::Result<Environment<'static>> {
     env.add_filter("n3", |v: f64| charts::round3(v));
     Ok(env)
 }
+
+/// Which backend ran a run's replicas, from `summary.json`'s `cluster.kind`, in words.
+pub fn backend(kind: &str) -> String {
+    match kind {
+        "local" => "local processes".into(),
+        "docker" => "docker containers".into(),
+        "external" => "a given cluster".into(),
+        other => other.into(),
+    }
+}

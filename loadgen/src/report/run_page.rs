@@ -177,7 +177,11 @@ fn facts(run: &Run) -> Vec<Fact> {
         fact("versions", format!("loadgen {}", s.versions.loadgen)),
         fact(
             "cluster",
-            format!("{} ({})", s.cluster.kind, s.cluster.endpoints.join(", ")),
+            format!(
+                "{} ({})",
+                super::backend(&s.cluster.kind),
+                s.cluster.endpoints.join(", ")
+            ),
         ),
     ]
 }

@@ -19,8 +19,13 @@ pub fn bench_summary(s: &Summary, dir: &Path) -> String {
         .map_or(String::new(), |r| format!(" at {r} ops/s offered"));
     let _ = writeln!(
         out,
-        "\n{} on {} · {} replicas · {} model{offered} · {} s measured",
-        s.scenario, s.system, s.replicas, s.model, s.duration_s
+        "\n{} on {} · {} replicas ({}) · {} model{offered} · {} s measured",
+        s.scenario,
+        s.system,
+        s.replicas,
+        super::backend(&s.cluster.kind),
+        s.model,
+        s.duration_s
     );
     if s.interrupted {
         let _ = writeln!(
