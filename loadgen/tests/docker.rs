@@ -42,6 +42,26 @@ fn unavailable() -> Option<String> {
     (!plugin && !standalone).then(|| "Docker Compose is not installed".to_string())
 }
 
+/// Builds `telegraft-etcd:latest` once per test binary from this machine's etcd, or says
+/// why it cannot.
+fn etcd_image() -> Result<(), String> {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = Command::new("bash")
+                .args(["scripts/image.sh", "etcd"])
+                .current_dir(repo())
+                .output()
+                .map_err(|e| e.to_string())?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+            }
+        })
+        .clone()
+}
+
 /// Builds `telegraft:latest` once per test binary, from the binaries this test runs.
 fn image() -> Result<(), String> {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
@@ -226,4 +246,27 @@ fn two_worker_containers_with_a_cpu_limit_make_one_checked_run() {
     );
     // The intended calls are one generator's: 150 ops/s for 10 s.
     assert_eq!(s["generator"]["intended"], 1500, "{}", s["generator"]);
+}
+
+#[test]
+fn etcd_members_on_containers_take_a_network_cut_of_their_leader() {
+    if unavailable().is_none() && etcd_image().is_err() {
+        eprintln!("SKIPPED: no etcd image: {}", etcd_image().unwrap_err());
+        return;
+    }
+    let Some((s, printed, code)) = bench_on_docker_with(&[
+        "system=etcd",
+        "resources.replica_cpus=1",
+        "faults=[{at: 3s, action: partition, target: leader, for: 3s}]",
+    ]) else {
+        return;
+    };
+    // A call to the cut-off leader may time out (etcd's own timeouts): the check must pass.
+    assert_eq!(s["system"], "etcd");
+    assert_eq!(s["cluster"]["kind"], "docker", "{}", s["cluster"]);
+    assert_eq!(s["check"]["verdict"], "pass", "{}\n{printed}", s["check"]);
+    assert!(matches!(code, Some(0 | 3)), "{printed}");
+    let faults = s["faults"].as_array().unwrap();
+    assert_eq!(faults[0]["healed"], true, "{faults:?}");
+    assert!(printed.contains("network cut"), "{printed}");
 }
