@@ -355,6 +355,34 @@ impl DockerCluster {
         Ok(())
     }
 
+    /// When replica `id`'s container last stopped, by the engine (same host clock): `docker
+    /// kill` returns tens of milliseconds after the process died, and a fault is timed from
+    /// the death.
+    pub fn stopped_at(&self, id: u64) -> Option<std::time::SystemTime> {
+        let at = docker(&[
+            "inspect",
+            "-f",
+            "{{.State.FinishedAt}}",
+            self.containers.get(&id)?,
+        ])
+        .ok()?;
+        humantime::parse_rfc3339_weak(at.trim().trim_end_matches('Z').split('.').next()?)
+            .ok()
+            .map(|whole| {
+                // parse_rfc3339_weak takes no more than 9 fraction digits: add them back.
+                let frac = at
+                    .trim()
+                    .trim_end_matches('Z')
+                    .split_once('.')
+                    .map(|(_, f)| f)
+                    .unwrap_or("");
+                let nanos: u64 = format!("{:0<9}", &frac[..frac.len().min(9)])
+                    .parse()
+                    .unwrap_or(0);
+                whole + Duration::from_nanos(nanos)
+            })
+    }
+
     pub fn restart(&mut self, id: u64) -> io::Result<()> {
         let c = self.name(id)?;
         docker(&["start", &c])?;

@@ -187,13 +187,16 @@ impl Injector {
     /// A kill (SIGKILL), restart, or pause (SIGSTOP, and SIGCONT `for` later).
     async fn signal(&mut self, f: &Fault) -> FaultRecord {
         let node = self.resolve(f.target).await;
-        let fired = self.start.elapsed();
+        let mut died = None;
         let result = match node {
             None => Err(format!("no replica is {}", f.target)),
             Some(id) => {
                 let mut c = self.cluster.lock().unwrap();
                 match f.action {
-                    Action::Kill => c.kill(id).map(|_| self.killed = Some(id)),
+                    Action::Kill => c.kill(id).map(|_| {
+                        self.killed = Some(id);
+                        died = c.killed_at(id);
+                    }),
                     Action::Restart => c.restart(id),
                     Action::Pause => c.pause(id, true),
                     Action::Partition => Err(std::io::Error::other("not a signal")),
@@ -201,6 +204,15 @@ impl Injector {
                 .map_err(|e| e.to_string())
             }
         };
+        // When the fault is in force: a signal to a local process acts at once, but `docker
+        // kill` and `docker pause` take tens of milliseconds, during which the replica still
+        // answers; timing from before them would shorten the unavailability measured. A
+        // container's kill is timed from its death as the engine recorded it.
+        let now = self.start.elapsed();
+        let fired = died
+            .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+            .filter(|ago| *ago < Duration::from_secs(5))
+            .map_or(now, |ago| now.saturating_sub(ago));
         if let (Ok(()), Some(id)) = (&result, node) {
             // A restarted replica has forgotten its blocked set; a resumed one may never
             // have heard it.

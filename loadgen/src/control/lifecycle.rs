@@ -101,6 +101,12 @@ impl Cluster {
         }
     }
 
+    /// When a kill of replica `id` took effect, where the backend knows it more exactly than
+    /// the caller's clock around the call (a container's stop time).
+    pub fn killed_at(&mut self, id: u64) -> Option<std::time::SystemTime> {
+        self.docker()?.stopped_at(id)
+    }
+
     /// `local` or `docker`, as `summary.json` says.
     pub fn kind(&self) -> &'static str {
         match self {
