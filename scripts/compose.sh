@@ -2,9 +2,9 @@
 # Runs Docker Compose with deploy/compose.yaml, whichever Compose this machine has: the
 # `docker compose` plugin, or the standalone `docker-compose` (Debian's package).
 #
-# Usage: scripts/compose.sh up REPLICAS | down | ARGS...   (project `telegraft`)
-#   up N:  starts replicas telegraft-0 ... telegraft-<N-1>, waits until one leads, prints
-#          the endpoints; builds the image first when it is missing.
+# Usage: scripts/compose.sh up REPLICAS | down | ARGS...   (project `telegraft`, or $TG_PROJECT)
+#   up N:  starts replicas telegraft-0 ... telegraft-<N-1> from telegraft:latest (`just up`
+#          builds it first when it is missing), waits until one leads, prints the endpoints.
 #   down:  stops and removes the project's containers, network and volumes.
 #   ARGS:  passed to compose as they are (`scripts/compose.sh ps`, `logs telegraft-0`).
 set -euo pipefail
@@ -23,7 +23,9 @@ else
     "(Debian: apt-get install docker-compose)" >&2
   exit 1
 fi
-project=telegraft
+# TG_PROJECT and TG_SUBNET pick another project and /24 (the tests use their own, beside a
+# user's `just up` cluster).
+project="${TG_PROJECT:-telegraft}"
 file=deploy/compose.yaml
 subnet="${TG_SUBNET:-172.28.5}"
 
@@ -40,7 +42,7 @@ case "${1:-}" in
       peers+="${peers:+,}$((i + 1))=telegraft-$i:7001"
       endpoints+="${endpoints:+,}$subnet.$((10 + i)):7001"
     done
-    export TG_PEERS="$peers" TG_SUBNET="$subnet"
+    export TG_PEERS="$peers" TG_SUBNET="$subnet" TG_PROJECT="$project"
     # A cluster of another size may still be up: its containers would keep the old peers.
     "${compose[@]}" -p "$project" -f "$file" --profile r7 --profile load down -v --remove-orphans \
       >/dev/null 2>&1 || true
@@ -61,7 +63,8 @@ case "${1:-}" in
     exit 1
     ;;
   down)
-    "${compose[@]}" -p "$project" -f "$file" --profile r7 --profile load down -v --remove-orphans
+    TG_PROJECT="$project" TG_SUBNET="$subnet" \
+      "${compose[@]}" -p "$project" -f "$file" --profile r7 --profile load down -v --remove-orphans
     ;;
   *)
     "${compose[@]}" -p "$project" -f "$file" "$@"

@@ -270,3 +270,102 @@ fn etcd_members_on_containers_take_a_network_cut_of_their_leader() {
     assert_eq!(faults[0]["healed"], true, "{faults:?}");
     assert!(printed.contains("network cut"), "{printed}");
 }
+
+/// `scripts/compose.sh up 3` (what `just up replicas=3` runs), as its own project on its own
+/// subnet: the replicas elect a leader, and a follower moved to another address on the
+/// network (disconnected, connected again elsewhere) is found again by name and catches up.
+#[test]
+fn a_compose_cluster_finds_a_peer_again_at_a_new_address() {
+    if let Some(why) = unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    image().unwrap();
+    let project = format!("tgtest{}", std::process::id());
+    let subnet = format!("172.29.{}", std::process::id() % 250);
+    let compose = |args: &[&str]| {
+        Command::new("bash")
+            .arg("scripts/compose.sh")
+            .args(args)
+            .current_dir(repo())
+            .env("TG_PROJECT", &project)
+            .env("TG_SUBNET", &subnet)
+            .output()
+            .unwrap()
+    };
+    struct Down<'a>(&'a dyn Fn(&[&str]) -> std::process::Output);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            (self.0)(&["down"]);
+        }
+    }
+    let _down = Down(&compose);
+    let up = compose(&["up", "3"]);
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&up.stdout),
+        String::from_utf8_lossy(&up.stderr)
+    );
+    assert!(up.status.success(), "{printed}");
+    assert!(printed.contains("3 replicas up"), "{printed}");
+    let exec = |args: &[&str]| -> String {
+        let out = Command::new("docker")
+            .args(["exec", &format!("{project}-0"), "telegraft"])
+            .args(args)
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let moved = format!("{project}-2");
+    let network = format!("{project}_chat");
+    let docker = |args: &[&str]| {
+        let out = Command::new("docker").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    docker(&["network", "disconnect", &network, &moved]);
+    docker(&[
+        "network",
+        "connect",
+        "--ip",
+        &format!("{subnet}.60"),
+        &network,
+        &moved,
+    ]);
+    let created = exec(&[
+        "chat",
+        "--endpoint",
+        "telegraft-0:7001",
+        "create-user",
+        "moved",
+    ]);
+    assert!(created.contains("user_id"), "{created}");
+    // Node 3, at its new address, gets the entry: its peers resolved its name again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let status = exec(&[
+            "status",
+            "--json",
+            "--endpoints",
+            "telegraft-0:7001,telegraft-2:7001",
+        ]);
+        let nodes: Vec<serde_json::Value> = serde_json::from_str(&status).unwrap_or_default();
+        let commit = |i: usize| nodes.get(i).and_then(|n| n["commit_index"].as_u64());
+        if nodes.len() == 2 && commit(1).is_some() && commit(1) == commit(0) && commit(0) > Some(1)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node 3 never caught up: {status}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
