@@ -5,6 +5,8 @@
 # Usage: scripts/compose.sh up REPLICAS | down | ARGS...   (project `telegraft`, or $TG_PROJECT)
 #   up N:  starts replicas telegraft-0 ... telegraft-<N-1> from telegraft:latest (`just up`
 #          builds it first when it is missing), waits until one leads, prints the endpoints.
+#          A cluster the project already runs is taken down first, volumes and all: its
+#          replicas would keep peers of another size, so `up` always starts a fresh one.
 #   down:  stops and removes the project's containers, network and volumes.
 #   ARGS:  passed to compose as they are (`scripts/compose.sh ps`, `logs telegraft-0`).
 set -euo pipefail

@@ -22,6 +22,9 @@ fi
 
 target_dir="${CARGO_TARGET_DIR:-$(cargo metadata --format-version 1 --no-deps \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')}"
+# Where telegraft and loadgen are: the release build, or $TELEGRAFT_BIN_DIR (the tests pass
+# the folder of the binaries under test).
+bin_dir="${TELEGRAFT_BIN_DIR:-$target_dir/release}"
 version="$(git describe --always --dirty 2>/dev/null || echo unknown)"
 
 # build NAME DOCKERFILE BINARY...: a root filesystem of the binaries (in /usr/local/bin) and
@@ -84,7 +87,7 @@ build() {
 for w in "${wanted[@]}"; do
   case "$w" in
     telegraft)
-      build telegraft deploy/image/Dockerfile "$target_dir/release/telegraft" "$target_dir/release/loadgen" ;;
+      build telegraft deploy/image/Dockerfile "$bin_dir/telegraft" "$bin_dir/loadgen" ;;
     etcd)
       etcd="${ETCD:-$(command -v etcd || true)}"
       [ -n "$etcd" ] || { echo "image: no etcd binary: run scripts/setup.sh etcd" >&2; exit 1; }

@@ -9,12 +9,14 @@
 #   - etcd: Debian's etcd-server, for `system: etcd` runs and their end-to-end test.
 #   - image: what `scripts/image.sh` copies or runs beyond the build: the CA bundle
 #     (ca-certificates; Goose's HTTP client needs roots to be built) and strip (binutils).
+#   - k8s: Python's venv module (python3-venv on Debian's own Python), for
+#     `scripts/validate-k8s.sh`, which installs kubernetes-validate from PyPI into a venv.
 # Everything comes from Debian's package manager. As root it installs directly; otherwise it
 # uses sudo when there is one, and stops with the command to run when there is not.
 set -euo pipefail
 
 wanted=("$@")
-[ ${#wanted[@]} -eq 0 ] && wanted=(protoc chromium etcd image)
+[ ${#wanted[@]} -eq 0 ] && wanted=(protoc chromium etcd image k8s)
 
 missing=()
 for w in "${wanted[@]}"; do
@@ -30,7 +32,9 @@ for w in "${wanted[@]}"; do
     image)
       [ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
       command -v strip >/dev/null 2>&1 || missing+=(binutils) ;;
-    *) echo "setup: unknown component '$w' (protoc, chromium, etcd, image)" >&2; exit 2 ;;
+    k8s)
+      python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv) ;;
+    *) echo "setup: unknown component '$w' (protoc, chromium, etcd, image, k8s)" >&2; exit 2 ;;
   esac
 done
 [ ${#missing[@]} -eq 0 ] && exit 0

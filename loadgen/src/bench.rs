@@ -246,6 +246,12 @@ fn read_scenario(args: &BenchArgs) -> anyhow::Result<Scenario> {
     if let Some(w) = &args.worker {
         w.validate(scenario.load.users).map_err(UsageError)?;
     }
+    if args.target.is_some() && scenario.deploy == Deploy::Docker && args.worker.is_none() {
+        return Err(UsageError(
+            "deploy: docker starts its own containers: drop --target or deploy: docker".into(),
+        )
+        .into());
+    }
     if args.workers > 1 {
         WorkerArgs {
             index: 0,
@@ -402,6 +408,8 @@ async fn drive(
         _ = interrupt.fired() => return Ok(Driven::interrupted(None)),
     };
     let population = Arc::new(population);
+    // The chats the load starts with; a worker's later ones are its own.
+    let dataset_chats = population.chat_count();
     // A watcher stops the load with a flag of its own, which an interrupt also sets, so that
     // a run it cuts short is not taken for an interrupted one.
     let (cancel, ticks, relay) = match watch {
@@ -500,7 +508,7 @@ async fn drive(
             let mine = if w.index == 0 {
                 population.chats_from(0)
             } else {
-                population.chats_from(scenario.dataset.chats as usize)
+                population.chats_from(dataset_chats)
             };
             let finals = control::read_final(poller, &mine, scenario.system).await;
             load.history.extend(finals);
@@ -555,8 +563,16 @@ async fn coordinate(
     let population_file = workers_dir.join("population.json");
     crate::workers::write_population(&population_file, population)?;
     let scenario_file = workers_dir.join("scenario.yaml");
-    std::fs::write(&scenario_file, scenario.to_yaml())?;
-    let lead = Duration::from_secs(2);
+    // The faults are this process's to inject; the workers only make calls.
+    let mut theirs = scenario.clone();
+    theirs.faults.clear();
+    std::fs::write(&scenario_file, theirs.to_yaml())?;
+    // Containers take longer to start than processes.
+    let lead = Duration::from_secs(if cluster.docker_network().is_some() {
+        6
+    } else {
+        2
+    });
     let at = SystemTime::now() + lead;
     let _ = start.set(std::time::Instant::now() + lead);
     let endpoints = cluster.endpoints();

@@ -11,14 +11,16 @@
 //! - **One shared start.** Every worker is given the same start `T` (`--start`, Unix
 //!   milliseconds or RFC 3339) and begins its schedule then, so their seconds line up. Each
 //!   records its own wall-clock start in `worker.json`; the merge places every worker's
-//!   history on the earliest one's time base, and the history checker widens every real-time
+//!   history on the shared start's time base, and the history checker widens every real-time
 //!   comparison between calls by a stated clock-skew bound (`--clock-skew-ms`, 0 on one
 //!   machine).
 //! - **One dataset.** Worker 0 creates the dataset and publishes it in a population file
 //!   (`--population`, on a shared volume); the others wait for it. `bench --workers` creates
 //!   it itself first. Chats and joins a worker makes during the load are known to that worker
 //!   only, so each worker reads back, after everyone's schedule has ended (T + warm-up +
-//!   duration + timeout), the chats it created; worker 0 also reads the dataset's.
+//!   duration + timeout + 3 s), the chats it created; worker 0 also reads the dataset's.
+//! - **Faults** are the coordinator's (`bench --workers`): the workers run the scenario
+//!   without them, and the merged history is on the same zero as the injected faults.
 //! - **Merging** ([`merge`]) adds the workers' histograms, whole and second by second
 //!   (`Histogram::add`; percentiles are never averaged), sums their counts, joins their
 //!   histories, checks the whole history once and writes one results folder with the same
@@ -45,6 +47,12 @@ pub use crate::load::Share;
 
 /// The file a worker writes beside the run contract.
 pub const WORKER_FILE: &str = "worker.json";
+
+/// The margin after everyone's last call may have ended before the final reads: a worker
+/// begins its schedule when all its users have started, a little after the shared start.
+/// Clocks of several hosts must agree within it, less that delay (NTP keeps them within
+/// milliseconds).
+const FINAL_READS_AFTER: Duration = Duration::from_secs(3);
 
 /// One worker's place in a distributed run (`loadgen worker`).
 #[derive(Clone, Debug)]
@@ -85,7 +93,7 @@ impl WorkerArgs {
     /// When every worker's schedule is over and its last call answered or given up: the
     /// final reads start then.
     pub fn everyone_done(&self, s: &Scenario) -> SystemTime {
-        self.start + s.load.warmup.0 + s.duration() + s.load.timeout.0 + Duration::from_secs(1)
+        self.start + s.load.warmup.0 + s.duration() + s.load.timeout.0 + FINAL_READS_AFTER
     }
 }
 
@@ -290,11 +298,9 @@ pub fn merge_load(dirs: &[PathBuf]) -> anyhow::Result<MergedLoad> {
         )
         .with_context(|| format!("reading {}", path.display()))?
     };
-    let zero = workers
-        .iter()
-        .map(|(_, w, _)| w.started_unix_us)
-        .min()
-        .unwrap_or_default();
+    // The histories' time base is the shared start, which is also the coordinator's zero
+    // for the faults it injects: each worker's times move by how late after it it began.
+    let zero = workers[0].1.start_unix_us;
     let mut recorder = Recorder::new();
     let mut history: Vec<Event> = Vec::new();
     let mut clients: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();

@@ -67,17 +67,18 @@ fn image() -> Result<(), String> {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     BUILT
         .get_or_init(|| {
+            // The binaries under test: loadgen, and telegraft beside it (built with the
+            // tests' own profile, as tests/bench.rs finds it).
             let loadgen = PathBuf::from(env!("CARGO_BIN_EXE_loadgen"));
-            let target = loadgen
-                .parent()
-                .and_then(Path::parent)
-                .expect("target dir")
-                .to_path_buf();
+            let bin_dir = loadgen.parent().expect("bin dir").to_path_buf();
+            if !bin_dir.join("telegraft").is_file() {
+                return Err(format!("no telegraft beside {}", loadgen.display()));
+            }
             let out = Command::new("bash")
                 .arg("scripts/image.sh")
                 .arg("telegraft")
                 .current_dir(repo())
-                .env("CARGO_TARGET_DIR", &target)
+                .env("TELEGRAFT_BIN_DIR", &bin_dir)
                 .output()
                 .map_err(|e| e.to_string())?;
             if out.status.success() {

@@ -194,3 +194,25 @@ fn a_worker_that_dies_fails_the_run_and_is_named() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("worker 1 failed"), "{stderr}");
 }
+
+#[test]
+fn with_two_workers_the_coordinator_injects_the_faults() {
+    let results = tempfile::tempdir().unwrap();
+    let out = bench(results.path(), 2)
+        .args([
+            "--set",
+            "faults=[{at: 2s, action: kill, target: leader}, {at: 4s, action: restart, target: killed}]",
+        ])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(0), "{printed}");
+    let s = summary(&only_run(results.path()));
+    assert_eq!(s["check"]["verdict"], "pass", "{}", s["check"]);
+    let faults = s["faults"].as_array().unwrap();
+    assert_eq!(faults.len(), 2, "{faults:?}");
+    // Timed on the workers' shared zero: a new leader acknowledged writes within the
+    // election's time, not seconds off.
+    let window = faults[0]["unavailable_ms"].as_f64().expect("a window");
+    assert!(window < 3_000.0, "{faults:?}");
+}

@@ -186,6 +186,18 @@ pub struct DockerCluster {
     /// Each running container's main process, as the host sees it (for CPU and memory).
     pids: BTreeMap<u64, u32>,
     pub data_dir: PathBuf,
+    /// Taken down ([`DockerCluster::stop`]); otherwise dropping takes it down.
+    stopped: bool,
+}
+
+impl Drop for DockerCluster {
+    /// A run that ends early (an error, a panic) takes its containers, network and volumes
+    /// down all the same: nothing is left running.
+    fn drop(&mut self) {
+        if !self.stopped {
+            self.stop(Duration::from_secs(2), false);
+        }
+    }
 }
 
 impl DockerCluster {
@@ -295,13 +307,16 @@ impl DockerCluster {
             cut: BTreeSet::new(),
             pids: BTreeMap::new(),
             data_dir: spec.data_dir.to_path_buf(),
+            stopped: false,
         };
         if let Err(e) = c.compose(&["up", "-d", "--no-color"]) {
             // Whatever did start goes.
             let _ = c.compose(&["down", "-v", "--remove-orphans"]);
+            c.stopped = true;
             return Err(e).context("starting the containers with Docker Compose");
         }
         let first = c.containers[&1].clone();
+        // From here on, dropping `c` on an error takes the project down (`Drop`).
         c.network = docker(&[
             "inspect",
             "-f",
@@ -397,8 +412,15 @@ impl DockerCluster {
     }
 
     /// Cuts `ids` off the network: each can reach no one, nor be reached, until
-    /// [`DockerCluster::reconnect`].
+    /// [`DockerCluster::reconnect`]. One cut at a time: a second while one is in force is
+    /// refused (its heal would end the first early).
     pub fn disconnect(&mut self, ids: &[u64]) -> io::Result<()> {
+        if !self.cut.is_empty() {
+            return Err(io::Error::other(format!(
+                "nodes {:?} are still cut off: on containers, one partition at a time",
+                self.cut
+            )));
+        }
         for &id in ids {
             let c = self.name(id)?;
             docker(&["network", "disconnect", "-f", &self.network, &c])?;
@@ -466,6 +488,18 @@ impl DockerCluster {
                 let _ = std::fs::write(&path, log);
             }
         }
+        // Worker containers started beside the replicas (`--workers`), if any are left.
+        if let Ok(ids) = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("name=^{}-loadgen-", self.project),
+        ]) && !ids.is_empty()
+        {
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids.lines());
+            let _ = docker(&args);
+        }
         // A paused container cannot be stopped.
         for c in self.containers.values() {
             let _ = Command::new("docker")
@@ -485,6 +519,7 @@ impl DockerCluster {
                 let _ = docker(&["rm", "-f", "-v", c]);
             }
         }
+        self.stopped = true;
         if keep_volumes {
             eprintln!(
                 "loadgen: kept the replicas' volumes ({}_data-0 ...); remove them with \
