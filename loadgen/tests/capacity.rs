@@ -41,43 +41,77 @@ fn read_json(path: &Path) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capacity_finds_a_known_capacity_within_15_percent() {
     let addr = common::serve_limited(Duration::from_millis(20), 8).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let scenario = tmp.path().join("fake.yaml");
-    std::fs::write(&scenario, SCENARIO).unwrap();
-    let (results, reports) = (tmp.path().join("results"), tmp.path().join("reports"));
-    let args: Vec<String> = [
-        "capacity",
-        "--scenario",
-        scenario.to_str().unwrap(),
-        "--target",
-        &addr,
-        "--probe",
-        "4s",
-        "--probe-warmup",
-        "1s",
-        "--settle",
-        "500ms",
-        "--start-rate",
-        "300",
-        "--results",
-        results.to_str().unwrap(),
-        "--reports",
-        reports.to_str().unwrap(),
-        "--no-progress",
-    ]
-    .map(String::from)
-    .to_vec();
-    // The fake runs on this test's runtime: run loadgen beside it.
-    let out = tokio::task::spawn_blocking(move || {
-        loadgen(&args.iter().map(String::as_str).collect::<Vec<_>>())
-    })
-    .await
-    .unwrap();
+    // The search is timed on a shared machine: a probe slowed by another process fails,
+    // which can only lower the answer, never raise it (the unit tests of the search show
+    // this). So an answer above the band fails at once, and one below it gets up to three
+    // searches: a search that is wrong fails all three; noise does not.
+    let mut attempts = Vec::new();
+    let (tmp, results, reports, out, cap) = loop {
+        let tmp = tempfile::tempdir().unwrap();
+        let scenario = tmp.path().join("fake.yaml");
+        std::fs::write(&scenario, SCENARIO).unwrap();
+        let (results, reports) = (tmp.path().join("results"), tmp.path().join("reports"));
+        let args: Vec<String> = [
+            "capacity",
+            "--scenario",
+            scenario.to_str().unwrap(),
+            "--target",
+            &addr,
+            "--probe",
+            "4s",
+            "--probe-warmup",
+            "1s",
+            "--settle",
+            "500ms",
+            "--start-rate",
+            "300",
+            "--results",
+            results.to_str().unwrap(),
+            "--reports",
+            reports.to_str().unwrap(),
+            "--no-progress",
+        ]
+        .map(String::from)
+        .to_vec();
+        // The fake runs on this test's runtime: run loadgen beside it.
+        let out = tokio::task::spawn_blocking(move || {
+            loadgen(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+        .await
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}\n{stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let dir = std::fs::read_dir(&results)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .next()
+            .expect("a capacity run folder");
+        let cap = read_json(&dir.join("capacity.json"));
+        let found = cap["replicas"][0]["max_sustainable_rate"].as_f64().unwrap();
+        assert!(
+            found <= 1.15 * 400.0,
+            "found {found} ops/s for a capacity of 400: {cap:#}\n{stderr}"
+        );
+        attempts.push(found);
+        if found >= 0.85 * 400.0 || attempts.len() == 3 {
+            break (tmp, results, reports, out, cap);
+        }
+        eprintln!(
+            "capacity search {}: {found} ops/s, below the band; searching again",
+            attempts.len()
+        );
+    };
+    let _keep = tmp;
     let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
     );
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
 
     let dirs: Vec<_> = std::fs::read_dir(&results)
         .unwrap()
@@ -88,7 +122,6 @@ async fn capacity_finds_a_known_capacity_within_15_percent() {
     let dir = &dirs[0];
     let id = dir.file_name().unwrap().to_string_lossy().to_string();
     assert!(id.ends_with("-capacity-fake-capacity"), "{id}");
-    let cap = read_json(&dir.join("capacity.json"));
     assert_eq!(cap["scenario"], "capacity-fake");
     let r = &cap["replicas"][0];
     assert_eq!(r["replicas"], 1);
@@ -96,7 +129,7 @@ async fn capacity_finds_a_known_capacity_within_15_percent() {
     let found = r["max_sustainable_rate"].as_f64().unwrap();
     assert!(
         (found - 400.0).abs() <= 0.15 * 400.0,
-        "found {found} ops/s for a capacity of 400: {cap:#}\n{stderr}"
+        "found {found} ops/s for a capacity of 400 (searches: {attempts:?}): {cap:#}\n{stderr}"
     );
 
     // Every probe is a whole run in its own folder, named by replicas and rate.
