@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+mod common;
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -144,13 +146,9 @@ fn bench_on_docker_with(extra: &[&str]) -> Option<(serde_json::Value, String, Op
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let run = std::fs::read_dir(results.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.join("summary.json").is_file())
-        .unwrap_or_else(|| panic!("no run folder\n{printed}"));
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let run =
+        common::run_folder(results.path()).unwrap_or_else(|| panic!("no run folder\n{printed}"));
+    let s = common::summary(&run);
     // The replicas' logs are kept from their containers' output.
     let logs = run.join("nodes").read_dir().map(|d| d.count()).unwrap_or(0);
     assert_eq!(logs, 3, "{printed}");

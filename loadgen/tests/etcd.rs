@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
 /// The etcd server, or `None` (with a message) where there is none.
 fn etcd() -> Option<PathBuf> {
     let found = std::env::var_os("ETCD").map(PathBuf::from).or_else(|| {
@@ -64,13 +66,9 @@ fn a_chat_scenario_runs_against_three_etcd_members_and_survives_a_leader_kill() 
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let run = std::fs::read_dir(results.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.join("summary.json").is_file())
-        .unwrap_or_else(|| panic!("no run folder\n{printed}"));
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let run =
+        common::run_folder(results.path()).unwrap_or_else(|| panic!("no run folder\n{printed}"));
+    let s = common::summary(&run);
     assert_eq!(out.status.code(), Some(0), "{printed}\n{}", s["check"]);
     assert_eq!(s["system"], "etcd");
     let check = &s["check"];

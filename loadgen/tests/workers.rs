@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod common;
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -39,16 +41,10 @@ fn bench(results: &Path, workers: u32) -> Command {
     cmd
 }
 
-fn only_run(results: &Path) -> PathBuf {
-    std::fs::read_dir(results)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.join("summary.json").is_file())
-        .expect("a run folder")
-}
+use common::summary;
 
-fn summary(dir: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+fn only_run(results: &Path) -> PathBuf {
+    common::run_folder(results).expect("a run folder")
 }
 
 fn count(s: &serde_json::Value, op: &str, field: &str) -> u64 {

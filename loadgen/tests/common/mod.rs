@@ -309,3 +309,18 @@ pub async fn serve_memory(fail_final_reads: bool) -> String {
     );
     addr
 }
+
+/// The run folder under `results` (the one holding a `summary.json`), if there is one.
+pub fn run_folder(results: &std::path::Path) -> Option<std::path::PathBuf> {
+    std::fs::read_dir(results)
+        .ok()?
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("summary.json").is_file())
+}
+
+/// A run folder's `summary.json`.
+pub fn summary(run: &std::path::Path) -> serde_json::Value {
+    let path = run.join("summary.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    serde_json::from_str(&text).unwrap()
+}
