@@ -155,6 +155,7 @@ fn cidr_range(cidr: &str) -> Option<(u32, u32)> {
 }
 
 /// What a docker cluster is started with.
+#[derive(Clone, Copy)]
 pub struct DockerSpec<'a> {
     pub system: System,
     pub replicas: u32,
@@ -201,8 +202,23 @@ impl Drop for DockerCluster {
 }
 
 impl DockerCluster {
-    /// Starts the project and waits until every container runs.
+    /// Starts the project and waits until every container runs. Another run may take the
+    /// /24 drawn for this one between the draw and `up` (the engine then refuses an
+    /// overlapping pool): a fresh one is drawn, up to three times.
     pub fn start(spec: DockerSpec<'_>) -> anyhow::Result<DockerCluster> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match DockerCluster::start_once(spec) {
+                Err(e) if tries < 3 && format!("{e:#}").contains("overlaps") => {
+                    eprintln!("loadgen: the run's subnet was taken meanwhile; drawing another");
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn start_once(spec: DockerSpec<'_>) -> anyhow::Result<DockerCluster> {
         engine().map_err(|e| anyhow::anyhow!("--deploy docker: {e}"))?;
         let n = spec.replicas;
         if n == 0 || n > MAX_REPLICAS {
