@@ -60,16 +60,9 @@ fn a_chat_scenario_runs_against_three_etcd_members_and_survives_a_leader_kill() 
     ] {
         cmd.args(["--set", set]);
     }
-    let out = cmd.output().unwrap();
-    let printed = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let run =
-        common::run_folder(results.path()).unwrap_or_else(|| panic!("no run folder\n{printed}"));
-    let s = common::summary(&run);
-    assert_eq!(out.status.code(), Some(0), "{printed}\n{}", s["check"]);
+    let (s, printed, code) = common::run_bench(&mut cmd, results.path());
+    let run = common::run_folder(results.path()).unwrap();
+    assert_eq!(code, Some(0), "{printed}\n{}", s["check"]);
     assert_eq!(s["system"], "etcd");
     let check = &s["check"];
     assert_eq!(check["verdict"], "pass", "{check}");

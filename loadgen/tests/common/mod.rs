@@ -324,3 +324,19 @@ pub fn summary(run: &std::path::Path) -> serde_json::Value {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
     serde_json::from_str(&text).unwrap()
 }
+
+/// Runs a `loadgen bench` command writing under `results`: its summary, everything it
+/// printed (for failure messages), and its exit status.
+pub fn run_bench(
+    cmd: &mut std::process::Command,
+    results: &std::path::Path,
+) -> (serde_json::Value, String, Option<i32>) {
+    let out = cmd.output().unwrap();
+    let printed = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = run_folder(results).unwrap_or_else(|| panic!("no run folder\n{printed}"));
+    (summary(&run), printed, out.status.code())
+}
