@@ -321,7 +321,10 @@ mod tests {
         let t = Instant::now();
         assert_eq!(scrape(&addr, Duration::from_millis(200)), None);
         let took = t.elapsed();
-        assert!(took < Duration::from_millis(400), "{took:?}");
+        // The property is that the scrape gives up rather than waiting for ever (a paused
+        // replica never answers); the bound is far above the timeout so that a busy shared
+        // machine cannot fail it.
+        assert!(took < Duration::from_secs(5), "{took:?}");
         drop(l);
     }
 
