@@ -8,9 +8,11 @@
 //! older term), and a cluster is ready when a majority answers and agrees on that leader.
 //! Roles are compared as the typed [`RoleKind`], never as strings.
 
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use tonic::transport::Endpoint;
+use tonic::transport::{ClientTlsConfig, Endpoint};
 
 use crate::proto::admin::admin_client::AdminClient;
 use crate::proto::admin::{RoleKind, SetPartitionRequest, StatusRequest};
@@ -51,8 +53,46 @@ impl NodeView {
     }
 }
 
+/// The replicas this process reaches over TLS, and with which client configuration (trust
+/// and identity): every call here, and the load generator's chat clients, look an address up
+/// in it, so that callers pass addresses as before whatever the cluster's security.
+/// Addresses not registered are plaintext.
+fn tls_registry() -> &'static RwLock<HashMap<String, ClientTlsConfig>> {
+    static REGISTRY: OnceLock<RwLock<HashMap<String, ClientTlsConfig>>> = OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
+}
+
+/// Reach `addrs` over TLS with `tls` from now on (a cluster started with `--tls-dir`).
+pub fn use_tls_for<'a>(addrs: impl IntoIterator<Item = &'a String>, tls: &ClientTlsConfig) {
+    let mut r = tls_registry().write().unwrap_or_else(|e| e.into_inner());
+    for a in addrs {
+        r.insert(a.clone(), tls.clone());
+    }
+}
+
+/// The TLS configuration registered for `addr`, if it speaks TLS.
+pub fn tls_for(addr: &str) -> Option<ClientTlsConfig> {
+    tls_registry()
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(addr)
+        .cloned()
+}
+
+/// An endpoint for `addr` (`host:port`): TLS if registered ([`use_tls_for`]), else
+/// plaintext.
+pub fn endpoint_for(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+    let tls = tls_for(addr);
+    let scheme = crate::security::tls::scheme(tls.is_some());
+    let e = Endpoint::from_shared(format!("{scheme}://{addr}"))?;
+    match tls {
+        Some(tls) => e.tls_config(tls),
+        None => Ok(e),
+    }
+}
+
 fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+    Ok(endpoint_for(addr)?
         .connect_timeout(CALL_TIMEOUT)
         .timeout(CALL_TIMEOUT)
         .tcp_nodelay(true))
@@ -163,7 +203,8 @@ pub async fn wait_for_leader(addrs: &[String], timeout: Duration) -> Result<Node
 }
 
 /// Tells a replica to drop Raft messages from `blocked` (fault injection; an empty list
-/// heals). The replica must run with `--enable-fault-injection`.
+/// heals). The replica must run with `--enable-fault-injection` and, with TLS, be called with
+/// the admin certificate.
 pub async fn set_partition(addr: &str, blocked: Vec<u64>) -> Result<(), AdminError> {
     client(addr)
         .await?

@@ -10,6 +10,8 @@
 //! - [`proto`]: the gRPC API (chat, admin) and timestamp conversions ([`proto::time`]).
 //! - [`admin`]: asking replicas for their status and who leads (one rule for every caller).
 //! - [`launcher`]: a local cluster of replica processes ([`launcher::LocalCluster`]).
+//! - [`security`]: certificates (`telegraft certs`), TLS identities, chat tokens and
+//!   passwords.
 //! - [`run`] and [`NodeConfig`]: one replica process (what `telegraft node` runs).
 //! - [`StorageWriter`] and [`RaftStorage`]: the durable log and its group-commit writer on
 //!   their own, for measuring them (`telegraft-bench log`).
@@ -25,6 +27,7 @@ mod chat;
 pub mod launcher;
 pub mod proto;
 pub mod raft;
+pub mod security;
 mod server;
 pub mod sim;
 mod storage;

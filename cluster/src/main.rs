@@ -78,6 +78,28 @@ enum Cmd {
         /// multiple of the 10 ms tick, above --heartbeat).
         #[arg(long, default_value = "150ms", value_parser = humantime::parse_duration)]
         election_timeout: Duration,
+        #[command(flatten)]
+        security: NodeSecurity,
+    },
+    /// Create a cluster CA and certificates for N nodes, a client and an admin (and the
+    /// token key, auth.key) in DIR, for `telegraft node --tls-dir DIR`. Run again on the same
+    /// DIR, it keeps the CA and auth.key and issues the certificates again.
+    Certs {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        /// The cluster the certificates are for (a-z, 0-9, '-'); nodes of another cluster
+        /// are refused.
+        #[arg(long, default_value = telegraft::security::DEFAULT_CLUSTER_ID)]
+        cluster_id: String,
+        /// More host names and IP addresses for the node certificates, beside localhost and
+        /// 127.0.0.1 (comma-separated): what clients and peers dial.
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<String>,
+        /// How long the node, client and admin certificates are valid.
+        #[arg(long, default_value_t = 365)]
+        valid_days: u32,
     },
     /// Start N replicas on loopback and stop them all on Ctrl-C or SIGTERM.
     Cluster {
@@ -98,6 +120,9 @@ enum Cmd {
         /// Comma-separated node addresses.
         #[arg(long, default_value = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003")]
         endpoints: String,
+        /// Speak TLS, trusting DIR/ca.pem and presenting DIR/client.pem if present.
+        #[arg(long, value_name = "DIR")]
+        tls_dir: Option<PathBuf>,
         /// A JSON array instead of a table.
         #[arg(long)]
         json: bool,
@@ -107,15 +132,96 @@ enum Cmd {
         /// The replica to talk to (any replica works).
         #[arg(long, default_value = "127.0.0.1:7001")]
         endpoint: String,
+        /// Speak TLS, trusting DIR/ca.pem and presenting DIR/client.pem if present.
+        #[arg(long, value_name = "DIR")]
+        tls_dir: Option<PathBuf>,
         #[command(subcommand)]
         rpc: ChatCmd,
     },
+}
+
+/// A node's security switches (`cluster/README.md`, "Security"). TLS and authentication are
+/// independent, so that each one's cost can be measured alone.
+#[derive(clap::Args)]
+struct NodeSecurity {
+    /// Serve TLS with DIR/node-<id>.pem and .key, trust DIR/ca.pem, and accept Raft calls only
+    /// from node certificates of the cluster this node's certificate names.
+    #[arg(long, value_name = "DIR")]
+    tls_dir: Option<PathBuf>,
+    /// The cluster id sent with every peer message (without --tls-dir; with it, the one the
+    /// node certificate names, which this must match if given).
+    #[arg(long)]
+    cluster_id: Option<String>,
+    /// Serve plaintext on a non-loopback --listen address anyway (refused otherwise).
+    #[arg(long)]
+    insecure: bool,
+    /// Chat calls other than CreateUser and Login need a token from Login, and act only as
+    /// its user; CreateUser needs a password.
+    #[arg(long)]
+    require_auth: bool,
+    /// The token key file (hex keys, one per line: the first signs, all verify). Default:
+    /// DIR/auth.key with --tls-dir, when it exists.
+    #[arg(long, value_name = "FILE")]
+    auth_key: Option<PathBuf>,
+    /// How long a token from Login is good for.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    token_ttl: Duration,
+}
+
+impl NodeSecurity {
+    /// Applies the switches to `config` (its id and listen address already set).
+    fn apply(self, config: &mut NodeConfig) -> Result<()> {
+        use telegraft::security::{tls::NodeTls, token::Keyring};
+        if let Some(dir) = &self.tls_dir {
+            let tls = NodeTls::load(dir, config.id).context("--tls-dir")?;
+            if let Some(id) = &self.cluster_id
+                && *id != tls.cluster_id
+            {
+                bail!(
+                    "--cluster-id {id}: the node certificate in {} is of cluster '{}'",
+                    dir.display(),
+                    tls.cluster_id
+                );
+            }
+            config.cluster_id = tls.cluster_id.clone();
+            config.tls = Some(tls);
+        } else if let Some(id) = self.cluster_id {
+            config.cluster_id = id;
+        }
+        let key = self.auth_key.or_else(|| {
+            self.tls_dir
+                .as_ref()
+                .map(|d| d.join("auth.key"))
+                .filter(|k| k.exists())
+        });
+        if let Some(key) = key {
+            config.keyring = Some(Keyring::load(&key).context("--auth-key")?);
+        }
+        config.require_auth = self.require_auth;
+        config.token_ttl = self.token_ttl;
+        config.insecure = self.insecure;
+        telegraft::security::check_listen(config.listen, config.tls.is_some(), self.insecure)?;
+        Ok(())
+    }
 }
 
 #[derive(Subcommand)]
 enum ChatCmd {
     CreateUser {
         username: String,
+        /// The user's password (required by a cluster that requires authentication);
+        /// TELEGRAFT_PASSWORD also gives it.
+        #[arg(long, env = "TELEGRAFT_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+    },
+    /// Log in and keep the token in this user's config directory
+    /// (`~/.config/telegraft/token`), where the other commands find it; TELEGRAFT_TOKEN
+    /// overrides it.
+    Login {
+        username: String,
+        /// TELEGRAFT_PASSWORD also gives it; without either, it is read from stdin.
+        #[arg(long, env = "TELEGRAFT_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
     },
     CreateChat {
         user_id: u64,
@@ -227,6 +333,7 @@ async fn real_main() -> Result<()> {
             follower_reads,
             heartbeat,
             election_timeout,
+            security,
         } => {
             let id = match id {
                 Some(id) => id,
@@ -250,6 +357,7 @@ async fn real_main() -> Result<()> {
             config
                 .set_timing(heartbeat, election_timeout)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
+            security.apply(&mut config)?;
             run(config, shutdown_signal())
                 .await
                 .context("replica failed")?;
@@ -260,8 +368,34 @@ async fn real_main() -> Result<()> {
             data_dir,
             metrics,
         } => cluster(replicas, base_port, data_dir, metrics).await?,
-        Cmd::Status { endpoints, json } => status(&endpoints, json).await?,
-        Cmd::Chat { endpoint, rpc } => chat(&endpoint, rpc).await?,
+        Cmd::Certs {
+            out,
+            nodes,
+            cluster_id,
+            hosts,
+            valid_days,
+        } => certs(out, nodes, cluster_id, hosts, valid_days)?,
+        Cmd::Status {
+            endpoints,
+            json,
+            tls_dir,
+        } => {
+            let endpoints: Vec<String> = endpoints
+                .split(',')
+                .filter(|e| !e.is_empty())
+                .map(str::to_string)
+                .collect();
+            use_tls(tls_dir.as_deref(), &endpoints)?;
+            status(&endpoints, json).await?
+        }
+        Cmd::Chat {
+            endpoint,
+            tls_dir,
+            rpc,
+        } => {
+            use_tls(tls_dir.as_deref(), std::slice::from_ref(&endpoint))?;
+            chat(&endpoint, rpc).await?
+        }
     }
     Ok(())
 }
@@ -301,9 +435,61 @@ async fn cluster(replicas: u64, base_port: u16, data_dir: PathBuf, metrics: bool
     Ok(())
 }
 
-async fn status(endpoints: &str, json: bool) -> Result<()> {
+fn certs(
+    out: PathBuf,
+    nodes: u64,
+    cluster_id: String,
+    hosts: Vec<String>,
+    valid_days: u32,
+) -> Result<()> {
+    use telegraft::security::certs::{CertsRequest, issue};
+    let hosts = hosts
+        .into_iter()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .collect();
+    let issued = issue(&CertsRequest {
+        out: out.clone(),
+        nodes,
+        cluster_id: cluster_id.clone(),
+        hosts,
+        valid_days,
+    })?;
+    if issued.reused_ca {
+        println!("kept the CA in {}", out.display());
+    }
+    if issued.reused_auth_key {
+        println!("kept the token key {}", out.join("auth.key").display());
+    }
+    for f in &issued.files {
+        println!("wrote {}", f.display());
+    }
+    println!(
+        "cluster '{cluster_id}': start node N with --tls-dir {} (keep ca.key elsewhere in \
+         production: nodes need only ca.pem, their own node-N files and auth.key)",
+        out.display()
+    );
+    Ok(())
+}
+
+/// Registers `endpoints` as TLS endpoints when `--tls-dir` is given: trust `ca.pem`, and
+/// present the admin certificate if the directory holds one, else the client's.
+fn use_tls(dir: Option<&std::path::Path>, endpoints: &[String]) -> Result<()> {
+    use telegraft::security::tls::{Role, client_config};
+    let Some(dir) = dir else { return Ok(()) };
+    let role = if dir.join("admin.pem").exists() {
+        Role::Admin
+    } else {
+        Role::Client
+    };
+    let tls = client_config(dir, role).context("--tls-dir")?;
+    admin::use_tls_for(endpoints, &tls);
+    Ok(())
+}
+
+async fn status(endpoints: &[String], json: bool) -> Result<()> {
     let mut rows = Vec::new();
-    for ep in endpoints.split(',').filter(|e| !e.is_empty()) {
+    for ep in endpoints {
         rows.push(admin::status(ep).await?);
     }
     if json {
@@ -345,10 +531,79 @@ async fn status(endpoints: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// Where `telegraft chat login` keeps the token.
+fn token_file() -> Option<PathBuf> {
+    dirs::config_dir().map(|d| d.join("telegraft").join("token"))
+}
+
+/// The token to send: TELEGRAFT_TOKEN, else the one `telegraft chat login` stored.
+fn stored_token() -> Option<String> {
+    if let Ok(t) = std::env::var("TELEGRAFT_TOKEN")
+        && !t.trim().is_empty()
+    {
+        return Some(t.trim().to_string());
+    }
+    let t = std::fs::read_to_string(token_file()?).ok()?;
+    Some(t.trim().to_string()).filter(|t| !t.is_empty())
+}
+
+/// Keeps a token where [`stored_token`] finds it, readable by this user only.
+fn store_token(token: &str) -> Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = token_file().ok_or_else(|| anyhow!("no config directory (set HOME)"))?;
+    let dir = path.parent().expect("a parent");
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(f, "{token}")?;
+    Ok(path)
+}
+
+/// A password from the flag or TELEGRAFT_PASSWORD, else one line of stdin.
+fn password_or_stdin(password: Option<String>) -> Result<String> {
+    if let Some(p) = password {
+        return Ok(p);
+    }
+    eprint!("password: ");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// Adds the bearer token, if there is one, to every call.
+#[derive(Clone)]
+struct Bearer(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
 async fn chat(endpoint: &str, rpc: ChatCmd) -> Result<()> {
-    let mut c = ChatClient::connect(format!("http://{endpoint}"))
+    let channel = admin::endpoint_for(endpoint)
+        .with_context(|| format!("bad endpoint {endpoint}"))?
+        .connect()
         .await
-        .with_context(|| format!("connecting to {endpoint}"))?
+        .with_context(|| format!("connecting to {endpoint}"))?;
+    let bearer = match stored_token() {
+        Some(t) => Some(
+            format!("Bearer {t}")
+                .parse()
+                .map_err(|_| anyhow!("the stored token is not ASCII"))?,
+        ),
+        None => None,
+    };
+    let mut c = ChatClient::with_interceptor(channel, Bearer(bearer))
         .max_decoding_message_size(MAX_CHAT_RESPONSE_BYTES)
         .max_encoding_message_size(MAX_CHAT_REQUEST_BYTES);
     let consistency = |local: bool| {
@@ -362,15 +617,31 @@ async fn chat(endpoint: &str, rpc: ChatCmd) -> Result<()> {
     // can never move the cursor, recolour the terminal or reorder the text around it.
     let fail = |s: tonic::Status| anyhow!("{:?}: {}", s.code(), escape_hidden(s.message()));
     match rpc {
-        ChatCmd::CreateUser { username } => {
+        ChatCmd::CreateUser { username, password } => {
             let r = c
                 .create_user(api::CreateUserRequest {
                     username,
                     write_id: None,
+                    password: password.unwrap_or_default(),
                 })
                 .await
                 .map_err(fail)?;
             println!("user_id {}", r.into_inner().user_id);
+        }
+        ChatCmd::Login { username, password } => {
+            let password = password_or_stdin(password)?;
+            let r = c
+                .login(api::LoginRequest { username, password })
+                .await
+                .map_err(fail)?
+                .into_inner();
+            let path = store_token(&r.token)?;
+            let expires = r.expires_at.map_or(0, |t| t.seconds);
+            println!(
+                "user_id {} logged in; token kept in {} (expires at {expires}, Unix seconds)",
+                r.user_id,
+                path.display()
+            );
         }
         ChatCmd::CreateChat { user_id, chat_name } => {
             let r = c

@@ -254,6 +254,7 @@ async fn writes_and_reads_through_every_node_and_invalid_requests_change_nothing
         .create_user(api::CreateUserRequest {
             username: "bob".into(),
             write_id: None,
+            password: String::new(),
         })
         .await
         .unwrap()
@@ -266,6 +267,7 @@ async fn writes_and_reads_through_every_node_and_invalid_requests_change_nothing
         .create_user(api::CreateUserRequest {
             username: "".into(),
             write_id: None,
+            password: String::new(),
         })
         .await
         .unwrap_err();
@@ -274,6 +276,7 @@ async fn writes_and_reads_through_every_node_and_invalid_requests_change_nothing
         .create_user(api::CreateUserRequest {
             username: "x".repeat(65),
             write_id: None,
+            password: String::new(),
         })
         .await
         .unwrap_err();
@@ -282,6 +285,7 @@ async fn writes_and_reads_through_every_node_and_invalid_requests_change_nothing
         .create_user(api::CreateUserRequest {
             username: "ann".into(),
             write_id: None,
+            password: String::new(),
         })
         .await
         .unwrap_err();
@@ -662,6 +666,7 @@ async fn a_partition_needs_the_flag_and_cuts_the_leader_off_until_healed() {
         cut.create_user(api::CreateUserRequest {
             username: "cut-off".into(),
             write_id: None,
+            password: String::new(),
         }),
     )
     .await;
@@ -696,6 +701,8 @@ mod raw_raft {
     pub struct MessageBatch {
         #[prost(bytes = "vec", repeated, tag = "1")]
         pub messages: Vec<Vec<u8>>,
+        #[prost(string, tag = "2")]
+        pub cluster_id: String,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -704,6 +711,8 @@ mod raw_raft {
         pub message: Vec<u8>,
         #[prost(bytes = "vec", tag = "2")]
         pub data: Vec<u8>,
+        #[prost(string, tag = "6")]
+        pub cluster_id: String,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -724,7 +733,11 @@ mod raw_raft {
         grpc.ready().await.unwrap();
         let codec = tonic_prost::ProstCodec::<MessageBatch, SendResponse>::default();
         let path = PathAndQuery::from_static("/telegraft.raft.v1.Raft/Send");
-        let req = tonic::Request::new(MessageBatch { messages });
+        // The cluster id of a cluster started without one (the default).
+        let req = tonic::Request::new(MessageBatch {
+            messages,
+            cluster_id: "telegraft".into(),
+        });
         grpc.unary(req, path, codec).await.map(|_| ())
     }
 
@@ -860,6 +873,7 @@ async fn garbage_on_the_raft_port_changes_nothing() {
         let chunk = |message: Vec<u8>| raw_raft::SnapshotChunk {
             message,
             data: vec![7; 1000],
+            cluster_id: "telegraft".into(),
         };
         for chunks in [
             vec![],

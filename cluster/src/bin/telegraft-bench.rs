@@ -874,6 +874,7 @@ async fn bench_chat(c: &mut ChatClient<Channel>, name: &str) -> Result<(u64, u64
         .create_user(api::CreateUserRequest {
             username: name.into(),
             write_id: None,
+            password: String::new(),
         })
         .await?
         .into_inner()

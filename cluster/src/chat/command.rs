@@ -69,7 +69,16 @@ pub enum Command {
         /// As the client sent it, if it did: shown back, never used to order or select.
         sent_time_us: Option<i64>,
     },
+    /// A user with a password (authentication): only its Argon2id hash (a PHC string) is
+    /// in the log. Last of the variants, so that entries written before it still decode.
+    CreateUserWithPassword {
+        username: String,
+        password_hash: String,
+    },
 }
+
+/// Longest password hash a command may carry (an Argon2 PHC string is about 100 bytes).
+pub const MAX_PASSWORD_HASH_BYTES: usize = 512;
 
 /// What a successful write returns: the id it created, if any.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +138,20 @@ impl Command {
     pub fn validate(&self) -> Result<(), ChatError> {
         match self {
             Command::CreateUser { username } => check_name("username", username),
+            Command::CreateUserWithPassword {
+                username,
+                password_hash,
+            } => {
+                check_name("username", username)?;
+                if password_hash.len() > MAX_PASSWORD_HASH_BYTES
+                    || !crate::security::password::is_hash(password_hash)
+                {
+                    return Err(ChatError::InvalidArgument(
+                        "password_hash is not an Argon2 PHC string".into(),
+                    ));
+                }
+                Ok(())
+            }
             Command::CreateChat { user_id, name } => {
                 check_id("user_id", *user_id)?;
                 check_name("chat_name", name)
@@ -161,8 +184,21 @@ impl Command {
     /// A 64-bit hash of the command (SipHash-2-4 of its encoding), stored with a client's
     /// latest sequence so that a retry is recognised as the same command and a reused write
     /// id is not.
+    ///
+    /// A user's password hash is left out: each attempt to create the user hashes the
+    /// password with a fresh salt, so a retry carries another hash for the same command (and
+    /// gets the first attempt's outcome; the first hash stands).
     pub fn fingerprint(&self) -> u64 {
-        let bytes = postcard::to_allocvec(self).expect("commands encode");
+        let bytes = match self {
+            Command::CreateUserWithPassword { username, .. } => {
+                postcard::to_allocvec(&Command::CreateUserWithPassword {
+                    username: username.clone(),
+                    password_hash: String::new(),
+                })
+            }
+            command => postcard::to_allocvec(command),
+        }
+        .expect("commands encode");
         siphash24(COMMAND_KEY, &bytes)
     }
 }

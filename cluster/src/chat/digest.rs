@@ -51,6 +51,11 @@ pub(crate) enum Row<'a> {
         command_hash: Option<u64>,
         outcome: &'a [u8],
     },
+    /// A user's password hash (Argon2id PHC string), kept apart from `users`.
+    Credential {
+        user_id: u64,
+        password_hash: &'a str,
+    },
 }
 
 impl Row<'_> {

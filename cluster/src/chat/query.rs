@@ -38,6 +38,10 @@ pub enum Query {
     },
     /// The applied index and the state digest (kept up to date: reads no table).
     Digest,
+    /// A user's id and password hash, by name (`Login`).
+    Credentials {
+        username: String,
+    },
 }
 
 /// One page of the messages of every chat a user is a member of.
@@ -55,6 +59,9 @@ pub struct MessagesQuery {
 pub enum QueryOutput {
     Messages(MessagePage),
     ChatUsers(Vec<(UserId, String)>),
+    /// The user and its password hash: `None` for an unknown user, or one without a
+    /// password.
+    Credentials(Option<(UserId, String)>),
     Digest {
         applied_index: Index,
         digest: String,

@@ -64,7 +64,11 @@ struct Tally {
 
 /// The schema this build writes (SQLite's `user_version`). Version 1 is the schema before
 /// versions were recorded (`user_version` 0 with tables present); [`migrate_v1`] upgrades it.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
+
+/// Version 3 adds the password hashes of users created with one (authentication).
+const CREDENTIALS_TABLE: &str =
+    "CREATE TABLE credentials (user_id INTEGER PRIMARY KEY, password_hash TEXT NOT NULL);";
 
 /// Integers are SQLite's signed 64-bit integers. Ids, client ids and sequences are `u64`s
 /// stored as their bit pattern (`as i64`, read back `as u64`): equality holds over the whole
@@ -127,11 +131,13 @@ impl ChatStore {
             .map_err(sq)?;
         match (version, has_tables) {
             (0, false) => {
-                let create =
-                    format!("BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;");
+                let create = format!(
+                    "BEGIN; {SCHEMA} {CREDENTIALS_TABLE} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                );
                 conn.execute_batch(&create).map_err(sq)?;
             }
             (0, true) => migrate_v1(&mut conn).map_err(sq)?,
+            (2, _) => migrate_v2(&conn).map_err(sq)?,
             (SCHEMA_VERSION, _) => {}
             (version, _) => {
                 return Err(StoreError::NewerSchema {
@@ -249,6 +255,9 @@ impl ChatStore {
             Query::ChatUsers { chat_id } => {
                 self.get_chat_users(chat_id)?.map(QueryOutput::ChatUsers)
             }
+            Query::Credentials { username } => {
+                Ok(QueryOutput::Credentials(self.credentials(&username)?))
+            }
             Query::Digest => Ok(QueryOutput::Digest {
                 applied_index: self.applied_index,
                 digest: self.digest().to_string(),
@@ -345,6 +354,22 @@ impl ChatStore {
         Ok(Ok(rows
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| self.err(e))?))
+    }
+
+    /// The id and password hash of the user named `username`, if it has a password.
+    pub fn credentials(&self, username: &str) -> Result<Option<(UserId, String)>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT u.user_id, c.password_hash FROM users u
+                 JOIN credentials c ON c.user_id = u.user_id WHERE u.username = ?1",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row([username], |r| {
+                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+                })
+            })
+            .optional()
+            .map_err(|e| self.err(e))
     }
 
     fn user_exists(&self, user_id: UserId) -> Result<bool, StoreError> {
@@ -500,6 +525,8 @@ impl crate::storage::StateMachine for ChatStore {
 /// - `meta` gains the running digest and the last `committed_at`.
 fn migrate_v1(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
+    // Straight to the current version: version 3's table is empty after an upgrade.
+    tx.execute_batch(CREDENTIALS_TABLE)?;
     tx.execute_batch(
         "ALTER TABLE sessions ADD COLUMN command_hash INTEGER;
          CREATE TABLE messages_v2 (message_id INTEGER PRIMARY KEY, chat_id INTEGER NOT NULL, user_id INTEGER NOT NULL, content TEXT NOT NULL, sent_time INTEGER, committed_at INTEGER NOT NULL);
@@ -529,6 +556,14 @@ fn migrate_v1(conn: &mut Connection) -> rusqlite::Result<()> {
     )?;
     tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))?;
     tx.commit()
+}
+
+/// Upgrades a version-2 database: an empty `credentials` table (no user had a password
+/// before), so the digest is unchanged.
+fn migrate_v2(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(&format!(
+        "BEGIN; {CREDENTIALS_TABLE} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+    ))
 }
 
 /// The state digest from a scan of every table (see `digest.rs`).
@@ -597,6 +632,18 @@ fn scan_digest(conn: &Connection) -> rusqlite::Result<StateDigest> {
                 sequence: id(r, 1)?,
                 command_hash: r.get::<_, Option<i64>>(2)?.map(|h| h as u64),
                 outcome: &outcome,
+            });
+            Ok(())
+        },
+    )?;
+    each(
+        conn,
+        "SELECT user_id, password_hash FROM credentials",
+        |r| {
+            let password_hash: String = r.get(1)?;
+            digest.add(&Row::Credential {
+                user_id: id(r, 0)?,
+                password_hash: &password_hash,
             });
             Ok(())
         },
@@ -710,6 +757,46 @@ fn exec(
     tx.prepare_cached(sql)?.execute(params)
 }
 
+/// Creates a user, with a password hash when the command carries one.
+fn create_user(
+    tx: &rusqlite::Transaction,
+    index: Index,
+    username: &str,
+    password_hash: Option<&str>,
+    digest: &mut StateDigest,
+) -> rusqlite::Result<ApplyResult> {
+    if exists(
+        tx,
+        "SELECT user_id FROM users WHERE username = ?1",
+        [username],
+    )? {
+        return Ok(Err(ChatError::AlreadyExists(format!(
+            "username '{username}' is taken"
+        ))));
+    }
+    exec(
+        tx,
+        "INSERT INTO users (user_id, username) VALUES (?1, ?2)",
+        params![index as i64, username],
+    )?;
+    digest.add(&Row::User {
+        user_id: index,
+        username,
+    });
+    if let Some(password_hash) = password_hash {
+        exec(
+            tx,
+            "INSERT INTO credentials (user_id, password_hash) VALUES (?1, ?2)",
+            params![index as i64, password_hash],
+        )?;
+        digest.add(&Row::Credential {
+            user_id: index,
+            password_hash,
+        });
+    }
+    Ok(Ok(Outcome::Created(index)))
+}
+
 /// Applies one write's command, accounting for the rows it inserts in `tally`.
 fn apply_command(
     tx: &rusqlite::Transaction,
@@ -747,27 +834,11 @@ fn apply_command(
         ))))
     };
     match command {
-        Command::CreateUser { username } => {
-            if exists(
-                tx,
-                "SELECT user_id FROM users WHERE username = ?1",
-                [username],
-            )? {
-                return Ok(Err(ChatError::AlreadyExists(format!(
-                    "username '{username}' is taken"
-                ))));
-            }
-            exec(
-                tx,
-                "INSERT INTO users (user_id, username) VALUES (?1, ?2)",
-                params![index as i64, username],
-            )?;
-            digest.add(&Row::User {
-                user_id: index,
-                username,
-            });
-            Ok(Ok(Outcome::Created(index)))
-        }
+        Command::CreateUser { username } => create_user(tx, index, username, None, digest),
+        Command::CreateUserWithPassword {
+            username,
+            password_hash,
+        } => create_user(tx, index, username, Some(password_hash), digest),
         Command::CreateChat { user_id, name } => {
             if !user_exists(*user_id)? {
                 return no_user(*user_id);
@@ -950,6 +1021,50 @@ mod tests {
             let stmt = s.conn.prepare_cached(sql).unwrap();
             assert_eq!(stmt.get_status(RePrepare), 0, "re-prepared: {sql}");
         }
+    }
+
+    /// A user created with a password: its hash is kept (and counted in the digest), found
+    /// by name, and a second user of that name is refused as before.
+    #[test]
+    fn a_password_hash_is_kept_with_its_user() {
+        let (_d, mut s) = store();
+        let hash = crate::security::password::hash("pw").unwrap();
+        let with = |name: &str| Command::CreateUserWithPassword {
+            username: name.into(),
+            password_hash: hash.clone(),
+        };
+        let r = s
+            .apply(&[
+                entry(1, with("ann"), None),
+                entry(
+                    2,
+                    Command::CreateUser {
+                        username: "bob".into(),
+                    },
+                    None,
+                ),
+                entry(3, with("ann"), None),
+            ])
+            .unwrap();
+        assert_eq!(r[0].1, Ok(Outcome::Created(1)));
+        assert!(matches!(r[2].1, Err(ChatError::AlreadyExists(_))));
+        assert_eq!(s.credentials("ann").unwrap(), Some((1, hash.clone())));
+        // Bob has no password: he cannot log in.
+        assert_eq!(s.credentials("bob").unwrap(), None);
+        assert_eq!(s.credentials("carl").unwrap(), None);
+        assert_eq!(s.digest(), s.recompute_digest().unwrap());
+        // Not a hash: refused before it is stored.
+        let r = s
+            .apply(&[entry(
+                4,
+                Command::CreateUserWithPassword {
+                    username: "carl".into(),
+                    password_hash: "pw".into(),
+                },
+                None,
+            )])
+            .unwrap();
+        assert!(matches!(r[0].1, Err(ChatError::InvalidArgument(_))));
     }
 
     #[test]

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::raft::{NodeId, Options};
+use crate::security::DEFAULT_CLUSTER_ID;
+use crate::security::tls::NodeTls;
+use crate::security::token::Keyring;
 
 /// Everything needed to run one replica.
 #[derive(Clone, Debug)]
@@ -40,11 +43,25 @@ pub struct NodeConfig {
     /// fdatasync per entry and one entry per message, the baseline that shows what
     /// batching buys.
     pub batching: bool,
+    /// The cluster this node belongs to: sent with every peer message, and a peer of
+    /// another cluster is refused. With TLS, the one the node certificate names.
+    pub cluster_id: String,
+    /// TLS (`--tls-dir`): served to every caller, and presented to peers.
+    pub tls: Option<NodeTls>,
+    /// The keys chat tokens are signed and checked with (`--auth-key`).
+    pub keyring: Option<Keyring>,
+    /// Chat calls need a token (`--require-auth`).
+    pub require_auth: bool,
+    /// How long a token from `Login` is good for.
+    pub token_ttl: Duration,
+    /// Serve plaintext on a non-loopback address (`--insecure`); otherwise refused.
+    pub insecure: bool,
 }
 
 impl NodeConfig {
     /// A configuration with the defaults: 10 ms ticks, a snapshot every 10,000 entries or 16 MiB,
-    /// 64 MiB log segments, no fault injection, 4,096 client requests in flight, no metrics.
+    /// 64 MiB log segments, no fault injection, 4,096 client requests in flight, no metrics,
+    /// cluster id `telegraft`, no TLS, no authentication (tokens good for an hour once on).
     pub fn new(
         id: NodeId,
         listen: SocketAddr,
@@ -65,6 +82,20 @@ impl NodeConfig {
             max_inflight: 4096,
             metrics_listen: None,
             batching: true,
+            cluster_id: DEFAULT_CLUSTER_ID.to_string(),
+            tls: None,
+            keyring: None,
+            require_auth: false,
+            token_ttl: Duration::from_secs(3600),
+            insecure: false,
+        }
+    }
+
+    /// How this node reaches its peers (cluster id, TLS).
+    pub(super) fn transport(&self) -> super::peer::Transport {
+        super::peer::Transport {
+            cluster_id: self.cluster_id.as_str().into(),
+            tls: self.tls.as_ref().map(|t| t.client.clone()),
         }
     }
 

@@ -75,6 +75,14 @@ pub enum RequestError {
     /// A bug or a misconfiguration of this replica (an unknown node, a bad address).
     #[error("{0}")]
     Internal(String),
+    /// No valid credentials: a missing, malformed, forged or expired token, a wrong
+    /// password.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Valid credentials that do not allow this: acting as another user, reading a chat the
+    /// caller is not a member of, a Raft message without a node certificate of this cluster.
+    #[error("{0}")]
+    PermissionDenied(String),
 }
 
 /// The single mapping from request failures to gRPC codes.
@@ -99,6 +107,8 @@ impl From<RequestError> for Status {
             RequestError::Overloaded => Status::resource_exhausted(e.to_string()),
             RequestError::BadPeerMessage(m) => Status::invalid_argument(m),
             RequestError::Internal(m) => Status::internal(m),
+            RequestError::Unauthenticated(m) => Status::unauthenticated(m),
+            RequestError::PermissionDenied(m) => Status::permission_denied(m),
         }
     }
 }
@@ -139,6 +149,14 @@ mod tests {
         assert_eq!(code(RequestError::TimedOut), Code::DeadlineExceeded);
         assert_eq!(
             code(RequestError::FaultInjectionDisabled),
+            Code::PermissionDenied
+        );
+        assert_eq!(
+            code(RequestError::Unauthenticated("x".into())),
+            Code::Unauthenticated
+        );
+        assert_eq!(
+            code(RequestError::PermissionDenied("x".into())),
             Code::PermissionDenied
         );
         // Overload: refused at once, nothing was queued.

@@ -19,6 +19,7 @@
 //! | `peer` | one gRPC channel per peer (task on the core thread; bounded queue) |
 //! | `snapshot_stream` | a snapshot file streamed to a peer, and received into a file |
 //! | `service` | the gRPC services (Chat, Raft, Admin) |
+//! | `auth` | chat tokens at the edge: who a call comes from (`security/` has the rules) |
 //! | `error` | `ServerError`, `RequestError` and the one mapping to gRPC codes |
 //! | `fatal` | the one way a running replica stops itself (exit code 70) |
 //! | `fault`, `config` | the partition hook; the startup configuration |
@@ -41,6 +42,7 @@
 //!   past that is answered RESOURCE_EXHAUSTED without being queued.
 
 mod applier;
+mod auth;
 mod config;
 mod core_actor;
 mod error;
@@ -88,6 +90,25 @@ pub async fn run(
             "--peers must include this node ({})",
             config.id
         )));
+    }
+    crate::security::check_listen(config.listen, config.tls.is_some(), config.insecure)
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+    crate::security::check_cluster_id(&config.cluster_id)
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+    if let Some(tls) = &config.tls
+        && tls.cluster_id != config.cluster_id
+    {
+        return Err(ServerError::Config(format!(
+            "the node certificate is of cluster '{}', not '{}'",
+            tls.cluster_id, config.cluster_id
+        )));
+    }
+    if config.require_auth && config.keyring.is_none() {
+        return Err(ServerError::Config(
+            "--require-auth needs a token key: --auth-key FILE, or --tls-dir holding auth.key \
+             (`telegraft certs` writes one)"
+                .into(),
+        ));
     }
     let exporter = match config.metrics_listen {
         Some(addr) => {
@@ -233,7 +254,14 @@ impl Replica {
             .other_peers()
             .map(|(id, addr)| (id, addr.to_string()))
             .collect();
-        let core_thread = spawn_core_thread(actor, core, peers, snapshots.clone(), stop.clone());
+        let core_thread = spawn_core_thread(
+            actor,
+            core,
+            peers,
+            config.transport(),
+            snapshots.clone(),
+            stop.clone(),
+        );
         if config.fault_injection {
             tasks.spawn(inject_panics_on_signals(core_tx.clone(), stop));
         }
@@ -313,6 +341,7 @@ fn spawn_core_thread(
     actor: CoreActor,
     core: Node,
     peers: Vec<(NodeId, String)>,
+    transport: peer::Transport,
     snapshots: SnapshotDir,
     stop: watch::Receiver<bool>,
 ) -> std::thread::JoinHandle<()> {
@@ -332,7 +361,14 @@ fn spawn_core_thread(
                 let peer_txs: HashMap<NodeId, _> = peers
                     .into_iter()
                     .map(|(id, addr)| {
-                        let tx = peer::spawn(id, addr, snapshots.clone(), stop.clone(), &mut tasks);
+                        let tx = peer::spawn(
+                            id,
+                            addr,
+                            transport.clone(),
+                            snapshots.clone(),
+                            stop.clone(),
+                            &mut tasks,
+                        );
                         (id, tx)
                     })
                     .collect();
@@ -439,13 +475,21 @@ async fn serve(
         config.max_inflight,
         replica.leader.clone(),
         replica.metrics.clone(),
+        Arc::new(auth::ChatAuth::new(
+            config.keyring.clone(),
+            config.require_auth,
+            config.token_ttl,
+        )),
+        config.transport(),
     );
     let raft = service::RaftService::new(
         replica.core_tx.clone(),
         replica.faults.clone(),
         replica.snapshots.clone(),
+        &config.transport(),
     );
     let admin = service::AdminService {
+        tls_cluster: config.tls.as_ref().map(|t| t.cluster_id.as_str().into()),
         core_tx: replica.core_tx.clone(),
         applier_tx: replica.applier.sender(),
         faults: replica.faults.clone(),
@@ -455,7 +499,11 @@ async fn serve(
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let max = 256 << 20;
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        builder = builder.tls_config(tls.server.clone())?;
+    }
+    builder
         .tcp_nodelay(true)
         .max_concurrent_streams(mailbox::MAX_STREAMS_PER_CONNECTION)
         .layer(GrpcMetricsLayer::new(replica.exporter.clone()))

@@ -64,6 +64,7 @@ const RECONNECT_EVERY: Duration = Duration::from_millis(500);
 pub fn spawn(
     id: NodeId,
     addr: String,
+    transport: Transport,
     snapshots: SnapshotDir,
     stop: watch::Receiver<bool>,
     tasks: &mut JoinSet<()>,
@@ -71,7 +72,7 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel::<Envelope>(QUEUE);
     let stopping = stop.clone();
     tasks.spawn(fatal::supervise("peer sender", stopping, async move {
-        let endpoint = match Endpoint::from_shared(format!("http://{addr}")) {
+        let endpoint = match transport.endpoint(&addr) {
             Ok(e) => e
                 .connect_timeout(Duration::from_millis(500))
                 .tcp_nodelay(true)
@@ -86,10 +87,31 @@ pub fn spawn(
             }
         };
         let mut in_flight = JoinSet::new();
-        send_loop(id, endpoint, snapshots, rx, stop, &mut in_flight).await;
+        let cluster = transport.cluster_id.clone();
+        send_loop(id, endpoint, cluster, snapshots, rx, stop, &mut in_flight).await;
         in_flight.shutdown().await;
     }));
     tx
+}
+
+/// How this replica reaches its peers: the cluster id every message carries, and TLS
+/// (presenting this node's certificate) when the cluster runs with it.
+#[derive(Clone, Debug)]
+pub struct Transport {
+    pub cluster_id: Arc<str>,
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
+}
+
+impl Transport {
+    /// An endpoint for a peer at `addr` (`host:port`), over TLS when configured.
+    pub fn endpoint(&self, addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+        let scheme = crate::security::tls::scheme(self.tls.is_some());
+        let e = Endpoint::from_shared(format!("{scheme}://{addr}"))?;
+        match &self.tls {
+            Some(tls) => e.tls_config(tls.clone()),
+            None => Ok(e),
+        }
+    }
 }
 
 /// A client on a fresh channel to `endpoint`: its first call connects, resolving the
@@ -109,6 +131,7 @@ fn client(endpoint: &Endpoint) -> RaftClient<Channel> {
 async fn send_loop(
     id: NodeId,
     endpoint: Endpoint,
+    cluster_id: Arc<str>,
     snapshots: SnapshotDir,
     mut rx: mpsc::Receiver<Envelope>,
     mut stop: watch::Receiver<bool>,
@@ -136,8 +159,9 @@ async fn send_loop(
                 match streaming.clone().try_acquire_owned() {
                     Ok(permit) => {
                         let (c, dir) = (client.clone(), snapshots.clone());
+                        let cluster = cluster_id.clone();
                         in_flight.spawn(async move {
-                            send_snapshot(c, &dir, id, first).await;
+                            send_snapshot(c, &dir, id, &cluster, first).await;
                             drop(permit);
                         });
                     }
@@ -166,7 +190,10 @@ async fn send_loop(
                 .acquire_owned()
                 .await
                 .expect("semaphore open");
-            let mut req = tonic::Request::new(MessageBatch { messages });
+            let mut req = tonic::Request::new(MessageBatch {
+                messages,
+                cluster_id: cluster_id.to_string(),
+            });
             req.set_timeout(RPC_TIMEOUT);
             let mut c = client.clone();
             // Forget the RPCs already finished, so the set holds only what is in flight.
@@ -196,21 +223,23 @@ async fn send_snapshot(
     mut client: RaftClient<Channel>,
     snapshots: &SnapshotDir,
     id: NodeId,
+    cluster_id: &str,
     env: Envelope,
 ) {
     let index = match &env.message {
         Message::InstallSnapshot { snapshot, .. } => snapshot.index,
         _ => return,
     };
-    let (chunks, bytes) = match snapshot_stream::outgoing(snapshots, &env, SNAPSHOT_CHUNK) {
-        Ok(c) => c,
-        Err(e) => {
-            // Normally a snapshot replaced by a newer one while this message waited in
-            // the queue (its file is then gone): the core sends the newer one on its retry.
-            tracing::info!(peer = id, index, "snapshot not sent (superseded?): {e}");
-            return;
-        }
-    };
+    let (chunks, bytes) =
+        match snapshot_stream::outgoing(snapshots, &env, SNAPSHOT_CHUNK, cluster_id) {
+            Ok(c) => c,
+            Err(e) => {
+                // Normally a snapshot replaced by a newer one while this message waited in
+                // the queue (its file is then gone): the core sends the newer one on its retry.
+                tracing::info!(peer = id, index, "snapshot not sent (superseded?): {e}");
+                return;
+            }
+        };
     let mut req = tonic::Request::new(chunks);
     req.set_timeout(SNAPSHOT_TIMEOUT);
     let sent = tokio::time::timeout(SNAPSHOT_TIMEOUT, client.send_snapshot(req)).await;

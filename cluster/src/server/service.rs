@@ -34,13 +34,15 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use super::auth::{AUTHORIZATION, ChatAuth, acting_as};
 use super::error::RequestError;
 use super::fault::FaultHook;
 use super::mailbox::{ApplierMsg, CoreInput, CoreSender, Query, QueryOutput, WriteTrace};
 use super::observe::Metrics;
+use super::peer::Transport;
 use super::snapshot_stream;
 use super::throttle::Throttle;
-use crate::chat::{Command, MessagesQuery, Outcome, SessionSeq, Write};
+use crate::chat::{ChatError, Command, MessagesQuery, Outcome, SessionSeq, Write};
 use crate::proto::admin::{
     RoleKind, SetPartitionRequest, SetPartitionResponse, StatusRequest, StatusResponse,
     admin_server::Admin,
@@ -51,6 +53,8 @@ use crate::proto::chat::*;
 use crate::proto::raft::{MessageBatch, SendResponse, SnapshotChunk, raft_server::Raft};
 use crate::proto::{MAX_CHAT_REQUEST_BYTES, MAX_CHAT_RESPONSE_BYTES, time};
 use crate::raft::{Envelope, Message as RaftMessage, NodeId};
+use crate::security::tls::PeerIdentity;
+use crate::security::{Caller, password};
 use crate::storage::SnapshotDir;
 
 /// A chat client to another replica.
@@ -58,6 +62,10 @@ type Client = ChatClient<Channel>;
 
 /// Marks a request a follower forwarded to the leader.
 const FORWARDED: &str = "x-telegraft-forwarded";
+/// On a forwarded `CreateUser`: the password's hash, made by the follower (the password
+/// itself is not passed on). Honoured only on a forwarded request, only as a well-formed
+/// Argon2 hash with at most the default cost, and, with TLS, only from a node certificate.
+const PASSWORD_HASH: &str = "x-telegraft-password-hash";
 /// How long a request waits for a leader to be known before UNAVAILABLE.
 const LEADER_WAIT: Duration = Duration::from_secs(3);
 /// How long a write or read waits for its outcome before giving up (indeterminate).
@@ -75,6 +83,9 @@ pub struct ChatService {
     /// The leader the core actor knows of: a forwarded request is abandoned when it changes.
     leader: watch::Receiver<Option<NodeId>>,
     metrics: Metrics,
+    auth: Arc<ChatAuth>,
+    /// How forwarded calls reach the leader (TLS with this node's certificate, if on).
+    transport: Transport,
 }
 
 enum Route<T> {
@@ -125,8 +136,12 @@ impl ChatService {
         max_inflight: usize,
         leader: watch::Receiver<Option<NodeId>>,
         metrics: Metrics,
+        auth: Arc<ChatAuth>,
+        transport: Transport,
     ) -> ChatService {
         ChatService {
+            auth,
+            transport,
             core_tx,
             applier_tx,
             peer_addrs: Arc::new(peer_addrs),
@@ -135,6 +150,62 @@ impl ChatService {
             inflight: Arc::new(Semaphore::new(max_inflight)),
             leader,
             metrics,
+        }
+    }
+
+    /// The hash to store for a new user: the one a follower made, on a request it forwarded
+    /// (checked), or this replica's hash of `password` (on the blocking pool: Argon2 costs
+    /// tens of milliseconds by design); `None` without a password.
+    async fn password_hash(
+        &self,
+        origin: &Origin,
+        password: &str,
+    ) -> Result<Option<String>, RequestError> {
+        if let Some(h) = &origin.password_hash {
+            let trusted = origin.from_node || self.transport.tls.is_none();
+            if !trusted || !password::is_hash(h) {
+                return Err(RequestError::PermissionDenied(
+                    "a forwarded password hash is accepted only from a peer, within the \
+                     default Argon2 cost"
+                        .into(),
+                ));
+            }
+            return Ok(Some(h.clone()));
+        }
+        if password.is_empty() {
+            return Ok(None);
+        }
+        password::check(password).map_err(|m| ChatError::InvalidArgument(m))?;
+        let password = password.to_string();
+        tokio::task::spawn_blocking(move || password::hash(&password))
+            .await
+            .map_err(|e| RequestError::Internal(format!("hashing the password: {e}")))?
+            .map(Some)
+            .map_err(RequestError::Internal)
+    }
+
+    /// The id and password hash of `username`: from this replica's own state when it has
+    /// the user (a user's hash never changes once created, so a local read cannot be
+    /// stale), otherwise by a linearizable read (a user created an instant ago), which may
+    /// name a leader to forward the whole call to.
+    async fn credentials(
+        &self,
+        fwd: bool,
+        username: &str,
+    ) -> Result<Route<Option<(u64, String)>>, RequestError> {
+        let q = || Query::Credentials {
+            username: username.to_string(),
+        };
+        let unexpected = || RequestError::Internal("wrong query result".into());
+        match self.read(q, true).await? {
+            QueryOutput::Credentials(Some(c)) => return Ok(Route::Done(Some(c))),
+            QueryOutput::Credentials(None) => {}
+            _ => return Err(unexpected()),
+        }
+        match self.query("Login", fwd, false, q).await? {
+            Route::Done(QueryOutput::Credentials(c)) => Ok(Route::Done(c)),
+            Route::Done(_) => Err(unexpected()),
+            Route::Forward(l) => Ok(Route::Forward(l)),
         }
     }
 
@@ -155,7 +226,9 @@ impl ChatService {
             .peer_addrs
             .get(&leader)
             .ok_or_else(|| RequestError::Internal(format!("unknown node {leader}")))?;
-        let channel = Channel::from_shared(format!("http://{addr}"))
+        let channel = self
+            .transport
+            .endpoint(addr)
             .map_err(|e| RequestError::Internal(e.to_string()))?
             .connect_timeout(Duration::from_secs(1))
             .connect_lazy();
@@ -416,16 +489,54 @@ fn leader_unreachable(status: &Status) -> bool {
     }
 }
 
-fn forwarded<T>(req: &Request<T>) -> bool {
-    req.metadata().contains_key(FORWARDED)
+/// Where a request came from: a client, or a follower forwarding a client's request (which
+/// is never forwarded again), and the client's token, passed on with it (the leader checks
+/// it again).
+struct Origin {
+    forwarded: bool,
+    authorization: Option<tonic::metadata::AsciiMetadataValue>,
+    /// A forwarded `CreateUser`'s password hash ([`PASSWORD_HASH`]).
+    password_hash: Option<String>,
+    /// The caller presented a node certificate (TLS only).
+    from_node: bool,
 }
 
-fn mark<T>(msg: T) -> Request<T> {
-    let mut req = Request::new(msg);
-    req.metadata_mut()
-        .insert(FORWARDED, "1".parse().expect("ascii"));
-    req.set_timeout(REQUEST_TIMEOUT);
-    req
+impl Origin {
+    fn of<T>(req: &Request<T>) -> Origin {
+        let m = req.metadata();
+        let forwarded = m.contains_key(FORWARDED);
+        Origin {
+            forwarded,
+            authorization: m.get(AUTHORIZATION).cloned(),
+            password_hash: m
+                .get(PASSWORD_HASH)
+                .filter(|_| forwarded)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            from_node: matches!(
+                PeerIdentity::of_request(req),
+                Some(Ok(PeerIdentity {
+                    role: crate::security::tls::Role::Node(_),
+                    ..
+                }))
+            ),
+        }
+    }
+
+    /// The request to forward to the leader.
+    fn mark<T>(&self, msg: T) -> Request<T> {
+        let mut req = Request::new(msg);
+        req.metadata_mut()
+            .insert(FORWARDED, "1".parse().expect("ascii"));
+        if let Some(a) = &self.authorization {
+            req.metadata_mut().insert(AUTHORIZATION, a.clone());
+        }
+        if let Some(h) = self.password_hash.as_deref().and_then(|h| h.parse().ok()) {
+            req.metadata_mut().insert(PASSWORD_HASH, h);
+        }
+        req.set_timeout(REQUEST_TIMEOUT);
+        req
+    }
 }
 
 fn created(o: Outcome) -> u64 {
@@ -446,11 +557,28 @@ impl Chat for ChatService {
         req: Request<CreateUserRequest>,
     ) -> Result<Response<CreateUserResponse>, Status> {
         let _slot = self.admit()?;
-        let fwd = forwarded(&req);
-        let r = req.into_inner();
-        let command = Command::CreateUser {
-            username: r.username.clone(),
+        let mut origin = Origin::of(&req);
+        let fwd = origin.forwarded;
+        let mut r = req.into_inner();
+        let hash = self.password_hash(&origin, &r.password).await?;
+        if hash.is_none() && self.auth.required() {
+            return Err(Status::invalid_argument(
+                "password is required: this cluster requires authentication",
+            ));
+        }
+        let command = match &hash {
+            Some(h) => Command::CreateUserWithPassword {
+                username: r.username.clone(),
+                password_hash: h.clone(),
+            },
+            None => Command::CreateUser {
+                username: r.username.clone(),
+            },
         };
+        // The leader gets the hash, never the password.
+        r.password.clear();
+        origin.password_hash = hash;
+        let origin = &origin;
         let mut reroutes = Reroutes::write(r.write_id);
         loop {
             match self
@@ -464,7 +592,7 @@ impl Chat for ChatService {
                 }
                 Route::Forward(l) => {
                     let r = r.clone();
-                    let call = |mut c: Client| async move { c.create_user(mark(r)).await };
+                    let call = |mut c: Client| async move { c.create_user(origin.mark(r)).await };
                     if let Some(answer) = self.forward(l, reroutes.safe, call).await? {
                         return Ok(answer);
                     }
@@ -478,9 +606,12 @@ impl Chat for ChatService {
         &self,
         req: Request<CreateChatRequest>,
     ) -> Result<Response<CreateChatResponse>, Status> {
+        let caller = self.auth.caller(&req)?;
         let _slot = self.admit()?;
-        let fwd = forwarded(&req);
-        let r = req.into_inner();
+        let origin = &Origin::of(&req);
+        let fwd = origin.forwarded;
+        let mut r = req.into_inner();
+        r.user_id = acting_as(caller, r.user_id)?;
         let command = Command::CreateChat {
             user_id: r.user_id,
             name: r.chat_name.clone(),
@@ -498,7 +629,7 @@ impl Chat for ChatService {
                 }
                 Route::Forward(l) => {
                     let r = r.clone();
-                    let call = |mut c: Client| async move { c.create_chat(mark(r)).await };
+                    let call = |mut c: Client| async move { c.create_chat(origin.mark(r)).await };
                     if let Some(answer) = self.forward(l, reroutes.safe, call).await? {
                         return Ok(answer);
                     }
@@ -512,9 +643,12 @@ impl Chat for ChatService {
         &self,
         req: Request<JoinChatRequest>,
     ) -> Result<Response<JoinChatResponse>, Status> {
+        let caller = self.auth.caller(&req)?;
         let _slot = self.admit()?;
-        let fwd = forwarded(&req);
-        let r = req.into_inner();
+        let origin = &Origin::of(&req);
+        let fwd = origin.forwarded;
+        let mut r = req.into_inner();
+        r.user_id = acting_as(caller, r.user_id)?;
         let command = Command::JoinChat {
             user_id: r.user_id,
             chat_id: r.chat_id,
@@ -527,7 +661,7 @@ impl Chat for ChatService {
             {
                 Route::Done(_) => return Ok(Response::new(JoinChatResponse {})),
                 Route::Forward(l) => {
-                    let call = |mut c: Client| async move { c.join_chat(mark(r)).await };
+                    let call = |mut c: Client| async move { c.join_chat(origin.mark(r)).await };
                     if let Some(answer) = self.forward(l, reroutes.safe, call).await? {
                         return Ok(answer);
                     }
@@ -541,9 +675,12 @@ impl Chat for ChatService {
         &self,
         req: Request<SendMessageRequest>,
     ) -> Result<Response<SendMessageResponse>, Status> {
+        let caller = self.auth.caller(&req)?;
         let _slot = self.admit()?;
-        let fwd = forwarded(&req);
-        let r = req.into_inner();
+        let origin = &Origin::of(&req);
+        let fwd = origin.forwarded;
+        let mut r = req.into_inner();
+        r.user_id = acting_as(caller, r.user_id)?;
         let command = Command::SendMessage {
             user_id: r.user_id,
             chat_id: r.chat_id,
@@ -563,7 +700,7 @@ impl Chat for ChatService {
                 }
                 Route::Forward(l) => {
                     let r = r.clone();
-                    let call = |mut c: Client| async move { c.send_message(mark(r)).await };
+                    let call = |mut c: Client| async move { c.send_message(origin.mark(r)).await };
                     if let Some(answer) = self.forward(l, reroutes.safe, call).await? {
                         return Ok(answer);
                     }
@@ -577,9 +714,12 @@ impl Chat for ChatService {
         &self,
         req: Request<GetMessagesRequest>,
     ) -> Result<Response<GetMessagesResponse>, Status> {
+        let caller = self.auth.caller(&req)?;
         let _slot = self.admit()?;
-        let fwd = forwarded(&req);
-        let r = req.into_inner();
+        let origin = &Origin::of(&req);
+        let fwd = origin.forwarded;
+        let mut r = req.into_inner();
+        r.user_id = acting_as(caller, r.user_id)?;
         let q = MessagesQuery {
             user_id: r.user_id,
             after_us: r.messages_after.as_ref().map_or(i64::MIN, time::micros),
@@ -597,7 +737,7 @@ impl Chat for ChatService {
                     return Err(RequestError::Internal("wrong query result".into()).into());
                 }
                 Route::Forward(l) => {
-                    let call = |mut c: Client| async move { c.get_messages(mark(r)).await };
+                    let call = |mut c: Client| async move { c.get_messages(origin.mark(r)).await };
                     if let Some(answer) = self.forward(l, reroutes.safe, call).await? {
                         return Ok(answer);
                     }
@@ -626,8 +766,10 @@ impl Chat for ChatService {
         &self,
         req: Request<GetChatUsersRequest>,
     ) -> Result<Response<GetChatUsersResponse>, Status> {
+        let caller = self.auth.caller(&req)?;
         let _slot = self.admit()?;
-        let fwd = forwarded(&req);
+        let origin = &Origin::of(&req);
+        let fwd = origin.forwarded;
         let r = req.into_inner();
         let chat_id = r.chat_id;
         let q = || Query::ChatUsers { chat_id };
@@ -637,12 +779,23 @@ impl Chat for ChatService {
                 .query("GetChatUsers", fwd, is_local(r.consistency), q)
                 .await?
             {
-                Route::Done(QueryOutput::ChatUsers(us)) => break us,
+                Route::Done(QueryOutput::ChatUsers(us)) => {
+                    if let Caller::User(me) = caller
+                        && !us.iter().any(|(id, _)| *id == me)
+                    {
+                        return Err(RequestError::PermissionDenied(format!(
+                            "only members of chat {chat_id} may list its users"
+                        ))
+                        .into());
+                    }
+                    break us;
+                }
                 Route::Done(_) => {
                     return Err(RequestError::Internal("wrong query result".into()).into());
                 }
                 Route::Forward(l) => {
-                    let call = |mut c: Client| async move { c.get_chat_users(mark(r)).await };
+                    let call =
+                        |mut c: Client| async move { c.get_chat_users(origin.mark(r)).await };
                     if let Some(answer) = self.forward(l, reroutes.safe, call).await? {
                         return Ok(answer);
                     }
@@ -655,6 +808,48 @@ impl Chat for ChatService {
                 .into_iter()
                 .map(|(user_id, username)| User { user_id, username })
                 .collect(),
+        }))
+    }
+
+    async fn login(&self, req: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
+        let _slot = self.admit()?;
+        if !self.auth.can_login() {
+            return Err(self.auth.mint(0).unwrap_err().into());
+        }
+        let origin = &Origin::of(&req);
+        let r = req.into_inner();
+        let mut reroutes = Reroutes::read();
+        let found = loop {
+            match self.credentials(origin.forwarded, &r.username).await? {
+                Route::Done(c) => break c,
+                Route::Forward(l) => {
+                    let r = r.clone();
+                    let call = |mut c: Client| async move { c.login(origin.mark(r)).await };
+                    if let Some(answer) = self.forward(l, reroutes.safe, call).await? {
+                        return Ok(answer);
+                    }
+                }
+            }
+            reroutes.again()?;
+        };
+        // An unknown user costs the same check as a wrong password, so that the time taken
+        // does not say which usernames exist.
+        let (user_id, hash) = found.unwrap_or_else(|| (0, password::decoy_hash().to_string()));
+        let password = r.password;
+        let ok = tokio::task::spawn_blocking(move || password::verify(&password, &hash))
+            .await
+            .map_err(|e| RequestError::Internal(format!("checking the password: {e}")))?;
+        if !ok || user_id == 0 {
+            return Err(RequestError::Unauthenticated("wrong username or password".into()).into());
+        }
+        let (token, expires_at) = self.auth.mint(user_id)?;
+        Ok(Response::new(LoginResponse {
+            user_id,
+            token,
+            expires_at: Some(prost_types::Timestamp {
+                seconds: expires_at as i64,
+                nanos: 0,
+            }),
         }))
     }
 }
@@ -672,6 +867,11 @@ pub const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct RaftService {
     core_tx: CoreSender,
     faults: Arc<FaultHook>,
+    /// This node's cluster: every batch and snapshot stream must carry it.
+    cluster_id: Arc<str>,
+    /// With TLS, a caller must also hold a node certificate of this cluster, and may send
+    /// only messages from the node it names.
+    tls: bool,
     warnings: Mutex<Throttle>,
     /// One snapshot stream is received at a time (each writes up to [`MAX_SNAPSHOT_BYTES`]
     /// to a temporary file, a few chunks in memory at once: `snapshot_stream.rs`).
@@ -681,10 +881,17 @@ pub struct RaftService {
 }
 
 impl RaftService {
-    pub fn new(core_tx: CoreSender, faults: Arc<FaultHook>, snapshots: SnapshotDir) -> RaftService {
+    pub fn new(
+        core_tx: CoreSender,
+        faults: Arc<FaultHook>,
+        snapshots: SnapshotDir,
+        transport: &Transport,
+    ) -> RaftService {
         RaftService {
             core_tx,
             faults,
+            cluster_id: transport.cluster_id.clone(),
+            tls: transport.tls.is_some(),
             warnings: Mutex::new(Throttle::default()),
             receiving: Semaphore::new(1),
             snapshots,
@@ -696,6 +903,31 @@ impl RaftService {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .warn(reason, detail);
+    }
+
+    /// Whether a caller may speak as a peer: its batch names this cluster and, with TLS, it
+    /// holds a node certificate of this cluster (whose node id is returned).
+    fn admit_peer<T>(
+        &self,
+        req: &Request<T>,
+        cluster: &str,
+    ) -> Result<Option<NodeId>, RequestError> {
+        let refuse = |m: String| {
+            self.warn("peer refused", || m.clone());
+            RequestError::PermissionDenied(m)
+        };
+        if cluster != &*self.cluster_id {
+            return Err(refuse(format!(
+                "a peer of cluster '{cluster}' is not a member of cluster '{}'",
+                self.cluster_id
+            )));
+        }
+        if !self.tls {
+            return Ok(None);
+        }
+        PeerIdentity::require_node(req, &self.cluster_id)
+            .map(Some)
+            .map_err(refuse)
     }
 
     /// Hands one decoded message to the core. Only a stopped core fails the call.
@@ -715,6 +947,7 @@ impl RaftService {
 #[tonic::async_trait]
 impl Raft for RaftService {
     async fn send(&self, req: Request<MessageBatch>) -> Result<Response<SendResponse>, Status> {
+        let node = self.admit_peer(&req, &req.get_ref().cluster_id)?;
         for bytes in req.into_inner().messages {
             let env: Envelope = match postcard::from_bytes(&bytes) {
                 Ok(env) => env,
@@ -725,6 +958,17 @@ impl Raft for RaftService {
                     continue;
                 }
             };
+            // A node certificate speaks for its own node only.
+            if let Some(node) = node
+                && env.from != node
+            {
+                let m = format!(
+                    "node {node}'s certificate sent a message from node {}",
+                    env.from
+                );
+                self.warn("peer refused", || m.clone());
+                return Err(Status::permission_denied(m));
+            }
             // Snapshots travel on their own stream, where their size is capped.
             if matches!(env.message, RaftMessage::InstallSnapshot { .. }) {
                 self.warn("snapshot outside SendSnapshot", || {
@@ -745,6 +989,8 @@ impl Raft for RaftService {
         &self,
         req: Request<tonic::Streaming<SnapshotChunk>>,
     ) -> Result<Response<SendResponse>, Status> {
+        // The cluster id arrives with the first chunk; the certificate is checked now.
+        let node = self.admit_peer(&req, &self.cluster_id)?;
         let Ok(_one_at_a_time) = self.receiving.try_acquire() else {
             return Err(Status::resource_exhausted(
                 "a snapshot is already being received",
@@ -757,7 +1003,23 @@ impl Raft for RaftService {
             MAX_SNAPSHOT_BYTES,
             SNAPSHOT_TIMEOUT,
             req.into_inner(),
-            |from| self.faults.is_blocked(from),
+            |cluster, from| {
+                if cluster != &*self.cluster_id {
+                    return Err(RequestError::PermissionDenied(format!(
+                        "a peer of cluster '{cluster}' is not a member of cluster '{}'",
+                        self.cluster_id
+                    )));
+                }
+                if node.is_some_and(|n| n != from) {
+                    return Err(RequestError::PermissionDenied(format!(
+                        "a node certificate sent a snapshot from node {from}"
+                    )));
+                }
+                if self.faults.is_blocked(from) {
+                    return Err(RequestError::PartitionedPeer);
+                }
+                Ok(())
+            },
         )
         .await;
         let env = match received {
@@ -782,6 +1044,8 @@ impl Raft for RaftService {
 }
 
 pub struct AdminService {
+    /// With TLS: fault injection needs the admin certificate of this cluster.
+    pub tls_cluster: Option<Arc<str>>,
     pub core_tx: CoreSender,
     pub applier_tx: mpsc::SyncSender<ApplierMsg>,
     pub faults: Arc<FaultHook>,
@@ -794,6 +1058,9 @@ impl Admin for AdminService {
         &self,
         req: Request<SetPartitionRequest>,
     ) -> Result<Response<SetPartitionResponse>, Status> {
+        if let Some(cluster) = &self.tls_cluster {
+            PeerIdentity::require_admin(&req, cluster).map_err(RequestError::PermissionDenied)?;
+        }
         self.faults.set(req.into_inner().blocked)?;
         Ok(Response::new(SetPartitionResponse {}))
     }

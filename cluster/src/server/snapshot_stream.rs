@@ -42,6 +42,7 @@ pub fn outgoing(
     snapshots: &SnapshotDir,
     env: &Envelope,
     chunk_bytes: usize,
+    cluster_id: &str,
 ) -> Result<(ReceiverStream<SnapshotChunk>, u64), StorageError> {
     let Message::InstallSnapshot { snapshot, .. } = &env.message else {
         unreachable!("outgoing is only called with an InstallSnapshot");
@@ -49,6 +50,7 @@ pub fn outgoing(
     let mut file = Outgoing::open(snapshots, snapshot.term, snapshot.index)?;
     let header = postcard::to_allocvec(env).expect("messages encode");
     let total = file.total;
+    let cluster_id = cluster_id.to_string();
     let (tx, rx) = mpsc::channel::<SnapshotChunk>(CHUNKS_BUFFERED);
     tokio::task::spawn_blocking(move || {
         let mut first = Some(header);
@@ -61,8 +63,14 @@ pub fn outgoing(
                 }
             };
             let last = data.is_empty();
+            let header = first.take();
             let chunk = SnapshotChunk {
-                message: first.take().unwrap_or_default(),
+                cluster_id: if header.is_some() {
+                    cluster_id.clone()
+                } else {
+                    String::new()
+                },
+                message: header.unwrap_or_default(),
                 data,
                 total_bytes: total,
                 last,
@@ -78,23 +86,24 @@ pub fn outgoing(
 
 /// Receives one snapshot stream into a snapshot file of `snapshots`, within `max_bytes` and
 /// `timeout`, and returns the InstallSnapshot message to hand the core (its file is then
-/// durable). `blocked` says whether fault injection cuts this node off from a sender.
+/// durable). `accept` sees the first chunk's cluster id and the sender the message names,
+/// and refuses a stream of another cluster, from a node the caller's certificate does not
+/// name, or from a sender fault injection cuts this node off from.
 ///
 /// Errors: [`RequestError::BadPeerMessage`] for anything the sender got wrong,
-/// [`RequestError::TimedOut`] past the deadline, [`RequestError::PartitionedPeer`] for a
-/// blocked sender, [`RequestError::Internal`] if this node's disk failed. In every case no
+/// [`RequestError::TimedOut`] past the deadline, `accept`'s error for a refused sender, [`RequestError::Internal`] if this node's disk failed. In every case no
 /// file is left behind.
 pub async fn receive<S>(
     snapshots: &SnapshotDir,
     max_bytes: u64,
     timeout: Duration,
     stream: S,
-    blocked: impl Fn(NodeId) -> bool,
+    accept: impl Fn(&str, NodeId) -> Result<(), RequestError>,
 ) -> Result<Envelope, RequestError>
 where
     S: Stream<Item = Result<SnapshotChunk, Status>> + Unpin,
 {
-    tokio::time::timeout(timeout, receive_all(snapshots, max_bytes, stream, blocked))
+    tokio::time::timeout(timeout, receive_all(snapshots, max_bytes, stream, accept))
         .await
         .unwrap_or(Err(RequestError::TimedOut))
 }
@@ -103,7 +112,7 @@ async fn receive_all<S>(
     snapshots: &SnapshotDir,
     max_bytes: u64,
     mut stream: S,
-    blocked: impl Fn(NodeId) -> bool,
+    accept: impl Fn(&str, NodeId) -> Result<(), RequestError>,
 ) -> Result<Envelope, RequestError>
 where
     S: Stream<Item = Result<SnapshotChunk, Status>> + Unpin,
@@ -124,9 +133,7 @@ where
             None => {
                 let e: Envelope = postcard::from_bytes(&chunk.message)
                     .map_err(|e| bad(format!("bad snapshot header: {e}")))?;
-                if blocked(e.from) {
-                    return Err(RequestError::PartitionedPeer);
-                }
+                accept(&chunk.cluster_id, e.from)?;
                 if !matches!(e.message, Message::InstallSnapshot { .. }) {
                     return Err(bad("not an InstallSnapshot message".into()));
                 }
@@ -249,7 +256,7 @@ mod tests {
     }
 
     async fn chunks(snapshots: &SnapshotDir, env: &Envelope, chunk: usize) -> Vec<SnapshotChunk> {
-        let (stream, _) = outgoing(snapshots, env, chunk).unwrap();
+        let (stream, _) = outgoing(snapshots, env, chunk, "c").unwrap();
         stream.collect::<Vec<_>>().await
     }
 
@@ -258,9 +265,13 @@ mod tests {
         chunks: Vec<SnapshotChunk>,
     ) -> Result<Envelope, RequestError> {
         let stream = futures_util::stream::iter(chunks.into_iter().map(Ok));
-        receive(snapshots, 1 << 30, Duration::from_secs(10), stream, |_| {
-            false
-        })
+        receive(
+            snapshots,
+            1 << 30,
+            Duration::from_secs(10),
+            stream,
+            |_, _| Ok(()),
+        )
         .await
     }
 
@@ -270,7 +281,7 @@ mod tests {
     async fn a_snapshot_is_made_streamed_received_and_installed() {
         let (_l, store, leader) = leader(2000);
         let env = install(3, 2000);
-        let (stream, total) = outgoing(&leader, &env, 16 << 10).unwrap();
+        let (stream, total) = outgoing(&leader, &env, 16 << 10, "c").unwrap();
         assert!(total > 64 << 10, "several chunks: {total}");
         let f = tempfile::tempdir().unwrap();
         let follower = SnapshotDir::open(f.path(), 0, 0).unwrap();
@@ -279,7 +290,7 @@ mod tests {
             1 << 30,
             Duration::from_secs(10),
             stream.map(Ok::<_, Status>),
-            |_| false,
+            |_, _| Ok(()),
         )
         .await
         .unwrap();
@@ -336,7 +347,7 @@ mod tests {
             1000,
             Duration::from_secs(10),
             futures_util::stream::iter(good.clone().into_iter().map(Ok)),
-            |_| false,
+            |_, _| Ok(()),
         )
         .await;
         assert!(refused(small_cap).contains("larger than"));
@@ -360,7 +371,7 @@ mod tests {
             1 << 30,
             Duration::from_millis(300),
             stalled,
-            |_| false,
+            |_, _| Ok(()),
         )
         .await;
         assert!(matches!(r, Err(RequestError::TimedOut)), "{r:?}");

@@ -9,6 +9,7 @@ pub async fn setup_chat(c: &mut ChatClient<Channel>) -> (u64, u64) {
         .create_user(api::CreateUserRequest {
             username: "ann".into(),
             write_id: None,
+            password: String::new(),
         })
         .await
         .unwrap()

@@ -78,6 +78,7 @@ impl Setup {
                     let req = CreateUserRequest {
                         username: format!("user-{i}-{}", setup.tag),
                         write_id: Some(write_id(k)),
+                        password: String::new(),
                     };
                     let r = retry(setup.timeout, || {
                         let (mut c, req) = (setup.client.clone(), req.clone());

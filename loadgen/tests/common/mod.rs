@@ -76,6 +76,10 @@ impl Chat for SlowChat {
         self.serve(self.delay).await;
         Ok(Response::new(GetChatUsersResponse { users: vec![] }))
     }
+
+    async fn login(&self, _: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
+        Err(Status::unimplemented("the slow server has no logins"))
+    }
 }
 
 /// Starts a fake server on a free loopback port; returns its address.
@@ -255,6 +259,10 @@ impl Chat for MemChat {
             })
             .collect();
         Ok(Response::new(GetChatUsersResponse { users }))
+    }
+
+    async fn login(&self, _: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
+        Err(Status::unimplemented("the in-memory model has no logins"))
     }
 }
 

@@ -18,6 +18,7 @@ impl Operation for CreateUser {
         let request = CreateUserRequest {
             username: format!("user-{}-{}-{}", caller.client_id, caller.created, env.tag),
             write_id: caller.next_write_id(),
+            password: String::new(),
         };
         Some((request, ()))
     }
