@@ -64,6 +64,7 @@ fn tls_registry() -> &'static RwLock<HashMap<String, ClientTlsConfig>> {
 
 /// Reach `addrs` over TLS with `tls` from now on (a cluster started with `--tls-dir`).
 pub fn use_tls_for<'a>(addrs: impl IntoIterator<Item = &'a String>, tls: &ClientTlsConfig) {
+    crate::security::tls::install_crypto_provider();
     let mut r = tls_registry().write().unwrap_or_else(|e| e.into_inner());
     for a in addrs {
         r.insert(a.clone(), tls.clone());

@@ -20,6 +20,18 @@ use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 use super::SecurityError;
 use super::certs::file_names;
 
+/// Makes ring rustls's crypto provider for this process, once, before any TLS
+/// configuration is used. Both ring and aws-lc-rs end up compiled into the workspace (the
+/// load generator's HTTP client brings the second), and rustls then refuses to guess. ring
+/// is the one every TLS path here was built and measured with.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // An error means a provider was installed already (by the embedding program): keep it.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 /// What a certificate is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -129,6 +141,7 @@ impl NodeTls {
     /// Loads `ca.pem`, `node-<id>.pem` and `node-<id>.key` from `dir`, and checks that the
     /// certificate is node `id`'s.
     pub fn load(dir: &Path, id: u64) -> Result<NodeTls, SecurityError> {
+        install_crypto_provider();
         let ca = read(&dir.join("ca.pem"))?;
         let (cert_file, key_file) = file_names(Role::Node(id));
         let cert = read(&dir.join(&cert_file))?;
@@ -158,6 +171,7 @@ impl NodeTls {
 /// A client's TLS from a certificate directory: trusts `ca.pem`, and presents `role`'s
 /// certificate when the directory holds it (a chat client may hold only the CA).
 pub fn client_config(dir: &Path, role: Role) -> Result<ClientTlsConfig, SecurityError> {
+    install_crypto_provider();
     let ca = read(&dir.join("ca.pem"))?;
     let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca));
     let (cert_file, key_file) = file_names(role);
