@@ -124,6 +124,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<BenchOutcome> {
         None,
     )
     .await;
+    control::end_sessions();
     if let Some(stopped) = cluster.stop(STOP_GRACE, args.keep_data).await? {
         run.keep_node_logs(&stopped.logs)?;
         if !args.keep_data {
@@ -263,6 +264,27 @@ fn read_scenario(args: &BenchArgs) -> anyhow::Result<Scenario> {
         .validate(scenario.load.users)
         .map_err(UsageError)?;
     }
+    if !scenario.security.is_default() {
+        let not_yet = if args.target.is_some() {
+            Some("--target (the cluster's certificates and users are not given to loadgen)")
+        } else if args.workers > 1
+            || args.worker.is_some()
+            || scenario.resources.loadgen_cpus.is_some()
+        {
+            Some("--workers or a contained generator (each worker would need every user's session)")
+        } else if scenario.deploy == Deploy::Docker {
+            Some("deploy: docker (the containers get no certificates yet)")
+        } else {
+            None
+        };
+        if let Some(what) = not_yet {
+            return Err(UsageError(format!(
+                "security: {{tls, auth}} runs on a cluster loadgen starts, with one \
+                 generator; not with {what}"
+            ))
+            .into());
+        }
+    }
     if args.target.is_some() && !scenario.faults.is_empty() {
         return Err(UsageError(
             "faults need a cluster loadgen starts itself: drop --target or the scenario's faults"
@@ -308,14 +330,19 @@ fn start_cluster(
         .faults
         .iter()
         .any(|f| f.action == Action::Partition);
-    Replicas::start(
+    let security = control::RunSecurity::prepare(scenario.security, run.path(), replicas, &[])?;
+    let mut node_args = scenario.cluster.node_args();
+    node_args.extend(security.node_args.iter().cloned());
+    let cluster = Replicas::start(
         &exe,
         replicas,
         &run.data_dir(),
         partitions,
         scenario.metrics.is_on(),
-        &scenario.cluster.node_args(),
-    )
+        &node_args,
+    )?;
+    security.reach(cluster.endpoints())?;
+    Ok(cluster)
 }
 
 /// What [`drive`] found out.

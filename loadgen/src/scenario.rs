@@ -28,6 +28,9 @@ pub enum Op {
     SendMessage,
     GetMessages,
     GetChatUsers,
+    /// `Login` (with `security: {auth: true}`): a user logs in again, or a user the load
+    /// created logs in for the first time.
+    Login,
 }
 
 impl Op {
@@ -39,6 +42,7 @@ impl Op {
             Op::SendMessage => "send_message",
             Op::GetMessages => "get_messages",
             Op::GetChatUsers => "get_chat_users",
+            Op::Login => "login",
         }
     }
 }
@@ -213,6 +217,10 @@ pub struct Scenario {
     /// CPU limits of the containers, with `deploy: docker`.
     #[serde(default, skip_serializing_if = "Resources::is_default")]
     pub resources: Resources,
+    /// TLS and chat authentication on the cluster a run starts (`cluster/README.md`,
+    /// "Security"); both off by default, the bare cluster.
+    #[serde(default, skip_serializing_if = "Security::is_default")]
+    pub security: Security,
     /// Replica count; `--replicas` overrides it.
     #[serde(default = "default_replicas")]
     pub replicas: u32,
@@ -677,6 +685,36 @@ impl Deploy {
         match self {
             Deploy::Local => "local",
             Deploy::Docker => "docker",
+        }
+    }
+}
+
+/// What a run's cluster secures, each switch on its own so that each one's cost can be
+/// measured alone: `tls` starts the replicas with certificates from `telegraft certs`
+/// (`--tls-dir`) and every client speaks TLS; `auth` starts them with `--require-auth`,
+/// gives every dataset user a password, logs each one in before the load, and sends every
+/// call with its user's token.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Security {
+    #[serde(default)]
+    pub tls: bool,
+    #[serde(default)]
+    pub auth: bool,
+}
+
+impl Security {
+    pub fn is_default(&self) -> bool {
+        *self == Security::default()
+    }
+
+    /// How the run page and terminal name it: `plaintext`, `TLS`, `auth`, `TLS + auth`.
+    pub fn label(&self) -> &'static str {
+        match (self.tls, self.auth) {
+            (false, false) => "plaintext, no auth",
+            (true, false) => "TLS",
+            (false, true) => "auth (tokens)",
+            (true, true) => "TLS + auth",
         }
     }
 }
@@ -1198,8 +1236,28 @@ impl Scenario {
         self.validate_slos(&mut p);
         self.validate_cluster(&mut p);
         self.validate_resources(&mut p);
+        self.validate_security(&mut p);
         self.validate_faults(&mut p);
         p.0
+    }
+
+    /// Security is Telegraft's (etcd's own TLS and users are not driven), and `login`
+    /// needs authentication.
+    fn validate_security(&self, p: &mut Problems) {
+        let s = &self.security;
+        if self.system == System::Etcd && !s.is_default() {
+            p.add(
+                "security",
+                "applies to system: telegraft only (etcd's TLS and users are not driven)",
+            );
+        }
+        if self.mix.get(&Op::Login).is_some_and(|w| *w > 0) && !s.auth {
+            p.add(
+                "mix.login",
+                "login needs security: {auth: true} (without authentication there is \
+                 nothing to log in to)",
+            );
+        }
     }
 
     /// CPU limits: positive, finite, and only where there are containers to limit.

@@ -247,14 +247,20 @@ async fn search_at(
         }
         None => {
             eprintln!("loadgen: capacity: starting {n} replicas");
-            Replicas::start(
+            let security =
+                crate::control::RunSecurity::prepare(base.security, cluster_dir.path(), n, &[])?;
+            let mut node_args = base.cluster.node_args();
+            node_args.extend(security.node_args.iter().cloned());
+            let cluster = Replicas::start(
                 exe,
                 n,
                 &cluster_dir.data_dir(),
                 false,
                 base.metrics.is_on(),
-                &base.cluster.node_args(),
-            )?
+                &node_args,
+            )?;
+            security.reach(cluster.endpoints())?;
+            cluster
         }
     };
     let mut search = Search::new(start_rate, args.min_rate, args.max_rate, args.precision);

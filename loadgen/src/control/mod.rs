@@ -7,7 +7,8 @@
 //! - [`leader`]: wait for a leader, find the one a fault should hit, watch it change;
 //! - [`faults`]: kill, restart, pause and partition replicas on the scenario's schedule, and
 //!   each fault's unavailability from the history;
-//! - [`final_state`]: after the load, each replica's state digest and every chat read whole.
+//! - [`final_state`]: after the load, each replica's state digest and every chat read whole;
+//! - [`security`]: a run's certificates, the replicas' security flags, the sessions.
 //!
 //! Who leads is always the cluster crate's answer ([`telegraft::admin`]); this module never
 //! writes a file (the replicas' logs are handed to [`crate::results`]).
@@ -18,6 +19,7 @@ mod final_state;
 mod leader;
 mod lifecycle;
 mod poller;
+mod security;
 
 pub use docker::{DockerSpec, IMAGE};
 pub use faults::FaultRecord;
@@ -26,3 +28,4 @@ pub(crate) use final_state::read_final;
 pub(crate) use leader::{LeaderSeen, LeaderWatch, wait_for_all, wait_for_leader};
 pub(crate) use lifecycle::{Interrupt, Replicas, find_etcd, find_telegraft};
 pub(crate) use poller::StatusPoller;
+pub(crate) use security::{RunSecurity, end_sessions};

@@ -214,8 +214,9 @@ impl Route {
     }
 }
 
+/// Over TLS when the run's cluster speaks it (`telegraft::admin::use_tls_for`).
 fn endpoint(addr: &str) -> anyhow::Result<Endpoint> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+    Ok(telegraft::admin::endpoint_for(addr)?
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true))
 }

@@ -1,15 +1,24 @@
 //! Creating a scenario's dataset before the load: `dataset.users` users and `dataset.chats`
 //! chats with `members_per_chat` members each, members chosen with the scenario's seed.
+//!
+//! With authentication on (the run has [`sessions`]), every user gets a password, every
+//! user is logged in once created, and the chats are created and joined with their users'
+//! tokens.
 
 use std::time::Duration;
 
 use crate::system::ChatConn;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use telegraft::proto::chat::{CreateChatRequest, CreateUserRequest, JoinChatRequest, WriteId};
+use std::sync::Arc;
+
+use telegraft::proto::chat::{
+    CreateChatRequest, CreateUserRequest, JoinChatRequest, LoginRequest, WriteId,
+};
 
 use super::client::{Failure, with_timeout};
 use super::population::{ChatInfo, Population};
+use super::sessions;
 use crate::scenario::Dataset;
 
 /// Setup calls in flight at once.
@@ -33,6 +42,9 @@ pub async fn create_dataset(
         timeout,
     };
     let users = setup.create_users(dataset.users, client_base).await?;
+    if let Some(s) = sessions::current() {
+        setup.log_in(&users, &s).await?;
+    }
     let plans = plan_chats(&users, dataset, rng);
     let chats = setup.create_chats(plans, client_base + PARALLEL).await?;
     Ok(Population::new(users, chats))
@@ -75,10 +87,15 @@ impl Setup {
                     sequence: k as u64 + 1,
                 };
                 for (k, i) in (w..u64::from(n)).step_by(PARALLEL as usize).enumerate() {
+                    let username = user_name(i, &setup.tag);
+                    let password = match sessions::current() {
+                        Some(_) => sessions::password_for(&username),
+                        None => String::new(),
+                    };
                     let req = CreateUserRequest {
-                        username: format!("user-{i}-{}", setup.tag),
+                        username,
                         write_id: Some(write_id(k)),
-                        password: String::new(),
+                        password,
                     };
                     let r = retry(setup.timeout, || {
                         let (mut c, req) = (setup.client.clone(), req.clone());
@@ -97,6 +114,48 @@ impl Setup {
         }
         users.sort();
         Ok(users.into_iter().map(|(_, id)| id).collect())
+    }
+
+    /// Logs every user in ([`PARALLEL`] at once) and keeps their tokens. Users are in
+    /// dataset order, so user `i` is `user-<i>-<tag>`.
+    async fn log_in(&self, users: &[u64], s: &Arc<sessions::Sessions>) -> anyhow::Result<()> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for w in 0..PARALLEL as usize {
+            let (setup, s) = (self.clone(), s.clone());
+            let mine: Vec<(usize, u64)> = users
+                .iter()
+                .copied()
+                .enumerate()
+                .skip(w)
+                .step_by(PARALLEL as usize)
+                .collect();
+            tasks.spawn(async move {
+                for (i, id) in mine {
+                    let username = user_name(i as u64, &setup.tag);
+                    let req = LoginRequest {
+                        password: sessions::password_for(&username),
+                        username: username.clone(),
+                    };
+                    let r = retry(setup.timeout, || {
+                        let (mut c, req) = (setup.client.clone(), req.clone());
+                        async move { c.login(req).await }
+                    })
+                    .await
+                    .map_err(|f| anyhow::anyhow!("Login: {}", f.name()))?;
+                    anyhow::ensure!(
+                        r.user_id == id,
+                        "Login of {username} gave user {}",
+                        r.user_id
+                    );
+                    s.logged_in(id, &username, &r.token);
+                }
+                anyhow::Ok(())
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r??;
+        }
+        Ok(())
     }
 
     /// Each planned chat, created by its first member and joined by the rest, by
@@ -169,6 +228,9 @@ impl Setup {
         .await
         .map_err(|f| anyhow::anyhow!("CreateChat: {}", f.name()))?
         .chat_id;
+        if let Some(s) = sessions::current() {
+            s.member(chat_id, members[0]);
+        }
         for &user_id in &members[1..] {
             let req = JoinChatRequest {
                 user_id,
@@ -184,6 +246,11 @@ impl Setup {
         }
         Ok(chat_id)
     }
+}
+
+/// Dataset user `i`'s name.
+fn user_name(i: u64, tag: &str) -> String {
+    format!("user-{i}-{tag}")
 }
 
 /// Retries a setup write a few times on errors that may be transient (no leader yet, a

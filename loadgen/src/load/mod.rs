@@ -12,7 +12,8 @@
 //! - [`meter`] and [`record`]: what the calls measured (per-operation HDR histograms,
 //!   corrected and service time, lateness), and [`timeseries`], the per-second clock that
 //!   closes intervals;
-//! - [`progress`]: the live progress line, apart from the work loop.
+//! - [`progress`]: the live progress line, apart from the work loop;
+//! - [`sessions`]: with authentication on, the users' tokens, put on every call.
 //!
 //! What a run writes is not decided here: [`crate::results`] owns every file.
 
@@ -26,6 +27,7 @@ mod progress;
 mod record;
 mod runner;
 mod schedule;
+pub mod sessions;
 mod shape;
 mod timeseries;
 

@@ -400,6 +400,14 @@ impl EtcdChat {
 
     /// `GetChatUsers`: the chat's members (one range), then their names (one read-only
     /// transaction).
+    /// Chat logins are Telegraft's (a scenario with `login` is refused for etcd).
+    pub async fn login(
+        &mut self,
+        _: telegraft::proto::chat::LoginRequest,
+    ) -> Result<telegraft::proto::chat::LoginResponse, Status> {
+        Err(Status::unimplemented("etcd has no chat logins"))
+    }
+
     pub async fn get_chat_users(
         &mut self,
         r: GetChatUsersRequest,

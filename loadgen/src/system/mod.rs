@@ -34,7 +34,8 @@ macro_rules! rpc {
     ($name:ident, $request:ty, $reply:ty) => {
         pub async fn $name(&mut self, r: $request) -> Result<Response<$reply>, Status> {
             match self {
-                ChatConn::Telegraft(c) => c.$name(r).await,
+                // With authentication on, the token of the user the request names.
+                ChatConn::Telegraft(c) => c.$name(crate::load::sessions::authorize(r)).await,
                 ChatConn::Etcd(e) => e.$name(r).await.map(Response::new),
             }
         }
@@ -48,6 +49,7 @@ impl ChatConn {
     rpc!(send_message, SendMessageRequest, SendMessageResponse);
     rpc!(get_messages, GetMessagesRequest, GetMessagesResponse);
     rpc!(get_chat_users, GetChatUsersRequest, GetChatUsersResponse);
+    rpc!(login, LoginRequest, LoginResponse);
 
     /// A connection to `addr` that connects on its first call (and again after a lost
     /// connection), so a replica that is down at the start dooms no user.

@@ -41,6 +41,9 @@ impl Operation for CreateChat {
     ) {
         if let Ok(r) = result {
             env.population.add_chat(r.chat_id, *creator);
+            if let Some(s) = crate::load::sessions::current() {
+                s.member(r.chat_id, *creator);
+            }
         }
     }
 }

@@ -20,6 +20,7 @@ mod create_user;
 mod get_chat_users;
 mod get_messages;
 mod join_chat;
+mod login;
 mod send_message;
 
 use std::sync::{Arc, Mutex, OnceLock};
@@ -39,13 +40,14 @@ use crate::scenario::{Consistency, Op, Popularity, Scenario};
 
 /// Operations in the order Goose runs them within a user's cycle: reads before writes, so a
 /// closed `{get_messages, send_message}` user reads, then writes, as the seed's Gatling test did.
-pub(crate) const ORDER: [Op; 6] = [
+pub(crate) const ORDER: [Op; 7] = [
     Op::GetMessages,
     Op::GetChatUsers,
     Op::SendMessage,
     Op::JoinChat,
     Op::CreateChat,
     Op::CreateUser,
+    Op::Login,
 ];
 
 /// Makes one call of `op`.
@@ -62,6 +64,7 @@ pub(crate) async fn call(
         Op::JoinChat => perform::<join_chat::JoinChat>(env, caller, client).await,
         Op::CreateChat => perform::<create_chat::CreateChat>(env, caller, client).await,
         Op::CreateUser => perform::<create_user::CreateUser>(env, caller, client).await,
+        Op::Login => perform::<login::Login>(env, caller, client).await,
     }
 }
 
