@@ -200,6 +200,7 @@ pub(crate) async fn run_on(r: RunOn<'_>, watch: Option<LoadWatch>) -> anyhow::Re
             nodes_at_end,
             driven.leaders,
             driven.load.measured_start,
+            r.scenario.security,
         ),
         check: &driven.check,
         faults: driven.faults,

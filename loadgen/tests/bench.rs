@@ -803,6 +803,48 @@ fn killing_the_leader_under_load_loses_nothing_acknowledged() {
     assert_eq!(nodes.len(), 3, "{nodes:?}");
 }
 
+/// `scenarios/secure.yaml`: TLS and authenticated users, with the leader killed and
+/// restarted under the load. Every user logs in before the load, `login` calls run beside
+/// the chat calls, no call is refused for its credentials, and the history check passes.
+#[test]
+fn a_secure_bench_with_a_failover_passes_its_check() {
+    let ran = Bench::new("scenarios/secure.yaml")
+        .set(&[
+            "load.duration=6s",
+            "load.warmup=1s",
+            "load.rate=200",
+            "dataset={users: 40, chats: 8, members_per_chat: 5}",
+            "slo={}",
+            "faults=[{at: 2s, action: kill, target: leader}, {at: 4s, action: restart, target: killed}]",
+        ])
+        .no_report()
+        .local()
+        .run();
+    assert_eq!(ran.code, Some(0), "{}", ran.printed());
+    let s = &ran.summary;
+    assert_eq!(s["check"]["verdict"], "pass", "{}", s["check"]);
+    assert_eq!(
+        s["cluster"]["security"],
+        serde_json::json!({"tls": true, "auth": true})
+    );
+    assert!(ran.stdout.contains("TLS + auth tokens"), "{}", ran.stdout);
+    let ops = s["ops"].as_object().unwrap();
+    assert!(
+        ops["login"]["count"].as_u64().unwrap() > 0,
+        "{:?}",
+        ops["login"]
+    );
+    for (op, r) in ops {
+        let codes = r["errors_by_code"].as_object().unwrap();
+        for refused in ["Unauthenticated", "PermissionDenied"] {
+            assert!(!codes.contains_key(refused), "{op}: {codes:?}");
+        }
+    }
+    assert!(ran.dir.join("login.hdr.hlog").is_file());
+    // The run's own CA and certificates, beside its results.
+    assert!(ran.dir.join("certs/ca.pem").is_file());
+}
+
 #[test]
 fn local_reads_under_a_partition_are_flagged_stale() {
     let ran = Bench::new("scenarios/partition.yaml")

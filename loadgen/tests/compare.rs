@@ -147,6 +147,7 @@ fn write_run(root: &Path, id: &str, minute: u32, seed: u64, error_p: f64, ops: &
             leader_at_start: Some("127.0.0.1:7001".into()),
             nodes_at_end: vec![],
             leader_changes: vec![],
+            security: Default::default(),
         },
         versions: Versions {
             loadgen: "0.1.0".into(),

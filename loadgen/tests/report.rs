@@ -111,6 +111,7 @@ fn fixture_run(root: &Path, id: &str, scenario: &str, replicas: u32, base_ms: u6
                     term: 3,
                 },
             ],
+            security: Default::default(),
         },
         versions: Versions {
             loadgen: "0.1.0".into(),

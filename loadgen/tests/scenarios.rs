@@ -35,6 +35,7 @@ fn shipped_scenarios_are_valid() {
         [
             "batching",
             "chat-default",
+            "chat-secure",
             "closed",
             "failover",
             "partition",

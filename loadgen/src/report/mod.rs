@@ -115,6 +115,16 @@ fn environment() -> anyhow::Result<Environment<'static>> {
 }
 
 /// Which backend ran a run's replicas, from `summary.json`'s `cluster.kind`, in words.
+/// How a run page and the terminal name what the cluster secured.
+pub fn security(s: &crate::results::SecurityUsed) -> &'static str {
+    match (s.tls, s.auth) {
+        (false, false) => "plaintext, open API",
+        (true, false) => "TLS",
+        (false, true) => "auth tokens",
+        (true, true) => "TLS + auth tokens",
+    }
+}
+
 pub fn backend(kind: &str) -> String {
     match kind {
         "local" => "local processes".into(),

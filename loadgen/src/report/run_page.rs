@@ -183,6 +183,7 @@ fn facts(run: &Run) -> Vec<Fact> {
                 s.cluster.endpoints.join(", ")
             ),
         ),
+        fact("security", super::security(&s.cluster.security).to_string()),
     ]
 }
 

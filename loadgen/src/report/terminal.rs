@@ -19,11 +19,12 @@ pub fn bench_summary(s: &Summary, dir: &Path) -> String {
         .map_or(String::new(), |r| format!(" at {r} ops/s offered"));
     let _ = writeln!(
         out,
-        "\n{} on {} · {} replicas ({}) · {} model{offered} · {} s measured",
+        "\n{} on {} · {} replicas ({}, {}) · {} model{offered} · {} s measured",
         s.scenario,
         s.system,
         s.replicas,
         super::backend(&s.cluster.kind),
+        super::security(&s.cluster.security),
         s.model,
         s.duration_s
     );

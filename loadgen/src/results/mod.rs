@@ -34,8 +34,8 @@ pub use crate::control::FaultRecord;
 pub use provenance::{Machine, utc_seconds};
 pub use summary::{
     CheckSummary, ClusterEnd, Generator, LatencyLimit, LeaderChange, NodeEnd, OpResult,
-    ProcessResources, RateStep, Resources, RunFacts, SloResult, SloValue, SloVerdict, Summary,
-    Versions, evaluate_slos, op_results, schema,
+    ProcessResources, RateStep, Resources, RunFacts, SecurityUsed, SloResult, SloValue, SloVerdict,
+    Summary, Versions, evaluate_slos, op_results, schema,
 };
 
 use std::path::{Path, PathBuf};

@@ -314,6 +314,17 @@ pub struct ClusterEnd {
     /// Every leader seen while the load ran, in order (the first is the leader at the start).
     #[serde(default)]
     pub leader_changes: Vec<LeaderChange>,
+    /// What the cluster secured: `tls` (every connection TLS, peers mutually
+    /// authenticated) and `auth` (calls carried user tokens). Both false: the bare cluster.
+    #[serde(default)]
+    pub security: SecurityUsed,
+}
+
+/// `cluster.security` in `summary.json`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SecurityUsed {
+    pub tls: bool,
+    pub auth: bool,
 }
 
 /// What summary.json keeps of the checker's report: the verdict, what could not be read,
@@ -465,8 +476,13 @@ impl ClusterEnd {
         nodes_at_end: Vec<NodeView>,
         leaders: Vec<LeaderSeen>,
         measured_start: SystemTime,
+        security: crate::scenario::Security,
     ) -> ClusterEnd {
         ClusterEnd {
+            security: SecurityUsed {
+                tls: security.tls,
+                auth: security.auth,
+            },
             kind: kind.into(),
             endpoints: endpoints.to_vec(),
             leader_at_start,
