@@ -300,6 +300,42 @@ metrics-overhead *args:
     {{build}}
     bash scripts/metrics-overhead.sh "$replicas" "$rate" "$pairs" "$seconds"
 
+# Measure what security costs: `just security-cost replicas=3 rate=2000 rounds=2` runs
+# scenarios/secure.yaml plaintext, with TLS, with auth tokens and with both, one after the other.
+security-cost *args:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    replicas=3; rate=2000; rounds=2; seconds=20
+    for a in {{args}}; do
+      case "$a" in
+        replicas=*) replicas="${a#replicas=}" ;;
+        rate=*) rate="${a#rate=}" ;;
+        rounds=*) rounds="${a#rounds=}" ;;
+        seconds=*) seconds="${a#seconds=}" ;;
+        *) echo "just security-cost: unknown argument '$a' (replicas=N rate=R rounds=K seconds=S)" >&2; exit 2 ;;
+      esac
+    done
+    bash scripts/setup.sh protoc
+    {{build}}
+    bash scripts/security-cost.sh "$replicas" "$rate" "$rounds" "$seconds"
+
+# Make a cluster CA and certificates for `telegraft node --tls-dir`: `just certs out=certs nodes=3 hosts=db1,10.0.0.5`.
+certs *args:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    out=certs; nodes=3; hosts=""; cluster_id=telegraft
+    for a in {{args}}; do
+      case "$a" in
+        out=*) out="${a#out=}" ;;
+        nodes=*) nodes="${a#nodes=}" ;;
+        hosts=*) hosts="${a#hosts=}" ;;
+        cluster_id=*) cluster_id="${a#cluster_id=}" ;;
+        *) echo "just certs: unknown argument '$a' (out=DIR nodes=N hosts=H1,H2 cluster_id=ID)" >&2; exit 2 ;;
+      esac
+    done
+    {{build}}
+    "${CARGO_TARGET_DIR:-target}/release/telegraft" certs --out "$out" --nodes "$nodes" --cluster-id "$cluster_id" ${hosts:+--hosts "$hosts"}
+
 # Check scenario files (all of scenarios/ by default): `just validate scenarios/chat.yaml --set load.rate=800`.
 validate *args:
     cargo run --quiet --release --bin loadgen -- validate {{ if args == "" { "scenarios/*.yaml" } else { args } }}
