@@ -5,6 +5,9 @@
 # Usage: scripts/compose.sh up REPLICAS | down | ARGS...   (project `telegraft`, or $TG_PROJECT)
 #   up N:  starts replicas telegraft-0 ... telegraft-<N-1> from telegraft:latest (`just up`
 #          builds it first when it is missing), waits until one leads, prints the endpoints.
+#          Every replica serves TLS: `up` makes the cluster's certificates first (`telegraft
+#          certs`, into $TG_CERTS, by default ~/.cache/telegraft/compose-<project>), naming
+#          every slot's host name and address.
 #          A cluster the project already runs is taken down first, volumes and all: its
 #          replicas would keep peers of another size, so `up` always starts a fresh one.
 #   down:  stops and removes the project's containers, network and volumes.
@@ -30,6 +33,27 @@ fi
 project="${TG_PROJECT:-telegraft}"
 file=deploy/compose.yaml
 subnet="${TG_SUBNET:-172.28.5}"
+# The certificate directory the replicas mount at /certs (the compose file needs it set).
+export TG_CERTS="${TG_CERTS:-${XDG_CACHE_HOME:-$HOME/.cache}/telegraft/compose-$project}"
+
+# A fresh CA and certificates for the 7 slots, readable by the image's uid 10001 through the
+# bind mount: as root the files are given to it; otherwise the keys are made readable by all
+# (a local test cluster's keys: nothing else lets another uid read them).
+make_certs() {
+  local telegraft="${CARGO_TARGET_DIR:-target}/release/telegraft" hosts=""
+  if [ ! -x "$telegraft" ]; then
+    echo "compose: $telegraft is missing: build first (just image, or just up, builds it)" >&2
+    exit 1
+  fi
+  for i in 0 1 2 3 4 5 6; do hosts+="${hosts:+,}telegraft-$i,$subnet.$((10 + i))"; done
+  rm -rf "$TG_CERTS"
+  "$telegraft" certs --out "$TG_CERTS" --nodes 7 --hosts "$hosts" >/dev/null
+  if [ "$(id -u)" = 0 ]; then
+    chown -R 10001:10001 "$TG_CERTS"
+  else
+    chmod 0644 "$TG_CERTS"/*.key
+  fi
+}
 
 case "${1:-}" in
   up)
@@ -48,15 +72,18 @@ case "${1:-}" in
     # A cluster of another size may still be up: its containers would keep the old peers.
     "${compose[@]}" -p "$project" -f "$file" --profile r7 --profile load down -v --remove-orphans \
       >/dev/null 2>&1 || true
+    make_certs
     COMPOSE_PROFILES="r$n" "${compose[@]}" -p "$project" -f "$file" up -d
     echo "compose: waiting for a leader"
     for _ in $(seq 1 60); do
-      if docker exec "$project-0" telegraft status --json \
+      if docker exec "$project-0" telegraft status --json --tls-dir /certs \
         --endpoints "${peers//[0-9]=/}" 2>/dev/null | grep -q '"role": "leader"'; then
-        docker exec "$project-0" telegraft status --endpoints "${peers//[0-9]=/}"
-        echo "compose: $n replicas up; from this host: telegraft status --endpoints $endpoints"
-        echo "compose: load: loadgen bench --target $endpoints, or scripts/compose.sh run --rm" \
-          "loadgen bench --scenario /scenarios/chat.yaml --target ${peers//[0-9]=/}"
+        docker exec "$project-0" telegraft status --tls-dir /certs --endpoints "${peers//[0-9]=/}"
+        echo "compose: $n replicas up (TLS); from this host:" \
+          "telegraft status --endpoints $endpoints --tls-dir $TG_CERTS"
+        echo "compose: load: loadgen bench --target $endpoints --tls-dir $TG_CERTS, or" \
+          "scripts/compose.sh run --rm loadgen bench --scenario /scenarios/chat.yaml" \
+          "--target ${peers//[0-9]=/} --tls-dir /certs"
         exit 0
       fi
       sleep 1

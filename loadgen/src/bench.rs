@@ -63,6 +63,9 @@ pub struct BenchArgs {
     pub worker: Option<WorkerArgs>,
     /// Drive the load from this many worker processes (`--workers N`), merged into one run.
     pub workers: u32,
+    /// With `target`: reach it over TLS, trusting `DIR/ca.pem` and presenting the admin
+    /// (else the client) certificate of `DIR` (`telegraft certs`).
+    pub tls_dir: Option<PathBuf>,
 }
 
 /// Who makes the calls of a run.
@@ -266,15 +269,13 @@ fn read_scenario(args: &BenchArgs) -> anyhow::Result<Scenario> {
         .map_err(UsageError)?;
     }
     if !scenario.security.is_default() {
-        let not_yet = if args.target.is_some() {
-            Some("--target (the cluster's certificates and users are not given to loadgen)")
+        let not_yet = if args.target.is_some() && scenario.security.tls && args.tls_dir.is_none() {
+            Some("--target without --tls-dir (the cluster's CA is not given to loadgen)")
         } else if args.workers > 1
             || args.worker.is_some()
             || scenario.resources.loadgen_cpus.is_some()
         {
             Some("--workers or a contained generator (each worker would need every user's session)")
-        } else if scenario.deploy == Deploy::Docker {
-            Some("deploy: docker (the containers get no certificates yet)")
         } else {
             None
         };
@@ -305,11 +306,33 @@ fn start_cluster(
     replicas: u32,
 ) -> anyhow::Result<Replicas> {
     if let Some(t) = &args.target {
+        crate::load::sessions::install(
+            scenario
+                .security
+                .auth
+                .then(|| std::sync::Arc::new(crate::load::sessions::Sessions::default())),
+        );
+        if let Some(dir) = &args.tls_dir {
+            use telegraft::security::tls::{Role, client_config};
+            let role = if dir.join("admin.pem").exists() {
+                Role::Admin
+            } else {
+                Role::Client
+            };
+            let tls = client_config(dir, role).context("--tls-dir")?;
+            telegraft::admin::use_tls_for(t, &tls);
+        }
         return Ok(Replicas::given(t.clone(), args.target_metrics.clone()));
     }
     if scenario.deploy == Deploy::Docker {
+        // Containers always serve TLS (the compose file's --tls-dir /certs, with certificates
+        // the launcher makes); authentication is the scenario's.
         let node_args = match scenario.system {
-            System::Telegraft => scenario.cluster.node_args(),
+            System::Telegraft => {
+                let mut a = scenario.cluster.node_args();
+                a.extend(control::RunSecurity::for_containers(scenario.security));
+                a
+            }
             System::Etcd => scenario.cluster.etcd_args(),
         };
         return Replicas::start_docker(DockerSpec {
@@ -624,6 +647,7 @@ async fn coordinate(
                 &population_file,
                 (&network, &project),
                 scenario.resources.loadgen_cpus,
+                cluster.docker_certs().as_deref(),
             )?
         }
         None => {

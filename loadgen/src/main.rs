@@ -148,6 +148,9 @@ struct Worker {
         required = true
     )]
     target: Vec<String>,
+    /// Reach the target over TLS with this certificate directory (`telegraft certs`).
+    #[arg(long, value_name = "DIR")]
+    tls_dir: Option<PathBuf>,
     /// This worker's index, 0 .. --of - 1.
     #[arg(long)]
     index: u32,
@@ -201,6 +204,10 @@ struct Bench {
         requires = "target"
     )]
     target_metrics: Option<Vec<String>>,
+    /// With --target: reach it over TLS, trusting DIR/ca.pem and presenting DIR/admin.pem
+    /// (or DIR/client.pem): a cluster started with `telegraft node --tls-dir`.
+    #[arg(long, value_name = "DIR", requires = "target")]
+    tls_dir: Option<PathBuf>,
     /// Where run folders go.
     #[arg(long, default_value = "results")]
     results: PathBuf,
@@ -356,6 +363,7 @@ fn bench(b: Bench) -> anyhow::Result<ExitCode> {
         progress: !b.no_progress,
         worker: None,
         workers: b.workers,
+        tls_dir: b.tls_dir,
     };
     let out = tokio::runtime::Runtime::new()?.block_on(loadgen::bench(args))?;
     let s = &out.summary;
@@ -456,6 +464,7 @@ fn worker(w: Worker) -> anyhow::Result<ExitCode> {
             population,
         }),
         workers: 1,
+        tls_dir: w.tls_dir,
     };
     let out = tokio::runtime::Runtime::new()?.block_on(loadgen::bench(args))?;
     print!("{}", terminal::bench_summary(&out.summary, &out.dir));

@@ -511,6 +511,7 @@ pub fn spawn_docker(
     population: &Path,
     (network, project): (&str, &str),
     cpus: Option<f64>,
+    certs: Option<&Path>,
 ) -> anyhow::Result<Vec<Spawned>> {
     use std::os::unix::fs::MetadataExt;
     std::fs::create_dir_all(workers_dir)
@@ -540,6 +541,10 @@ pub fn spawn_docker(
             .arg("-v")
             .arg(format!("{0}:{0}", workers_dir.display()))
             .args(["--entrypoint", "/usr/local/bin/loadgen"]);
+        // The replicas serve TLS: the run's certificates, read-only.
+        if let Some(certs) = certs {
+            cmd.arg("-v").arg(format!("{}:/certs:ro", certs.display()));
+        }
         if let Some(c) = cpus {
             cmd.args(["--cpus", &c.to_string()]);
         }
@@ -550,6 +555,7 @@ pub fn spawn_docker(
             .args(["--start", &start_ms])
             .args(["--target", &endpoints.join(",")])
             .args(["--population", &abs(population)?])
+            .args(certs.map(|_| ["--tls-dir", "/certs"]).into_iter().flatten())
             .arg("--out")
             .arg(&dir)
             .arg("--no-progress")

@@ -275,6 +275,8 @@ fn a_compose_cluster_finds_a_peer_again_at_a_new_address() {
     image().unwrap();
     let project = format!("tgtest{}", std::process::id());
     let subnet = format!("172.29.{}", std::process::id() % 250);
+    let certs = tempfile::tempdir().unwrap();
+    let certs_dir = certs.path().join("certs");
     let compose = |args: &[&str]| {
         Command::new("bash")
             .arg("scripts/compose.sh")
@@ -282,6 +284,7 @@ fn a_compose_cluster_finds_a_peer_again_at_a_new_address() {
             .current_dir(repo())
             .env("TG_PROJECT", &project)
             .env("TG_SUBNET", &subnet)
+            .env("TG_CERTS", &certs_dir)
             .output()
             .unwrap()
     };
@@ -331,8 +334,21 @@ fn a_compose_cluster_finds_a_peer_again_at_a_new_address() {
         &network,
         &moved,
     ]);
+    // The replicas serve TLS with the certificates `up` made (plaintext is refused).
+    assert!(certs_dir.join("ca.pem").is_file());
+    let plain = Command::new("docker")
+        .args(["exec", &format!("{project}-0"), "telegraft"])
+        .args(["status", "--endpoints", "telegraft-0:7001"])
+        .output()
+        .unwrap();
+    assert!(
+        !plain.status.success(),
+        "a plaintext status call is refused"
+    );
     let created = exec(&[
         "chat",
+        "--tls-dir",
+        "/certs",
         "--endpoint",
         "telegraft-0:7001",
         "create-user",
@@ -345,6 +361,8 @@ fn a_compose_cluster_finds_a_peer_again_at_a_new_address() {
         let status = exec(&[
             "status",
             "--json",
+            "--tls-dir",
+            "/certs",
             "--endpoints",
             "telegraft-0:7001,telegraft-2:7001",
         ]);

@@ -159,10 +159,11 @@ impl ChatService {
     async fn password_hash(
         &self,
         origin: &Origin,
+        from_node: bool,
         password: &str,
     ) -> Result<Option<String>, RequestError> {
         if let Some(h) = &origin.password_hash {
-            let trusted = origin.from_node || self.transport.tls.is_none();
+            let trusted = from_node || self.transport.tls.is_none();
             if !trusted || !password::is_hash(h) {
                 return Err(RequestError::PermissionDenied(
                     "a forwarded password hash is accepted only from a peer, within the \
@@ -497,8 +498,6 @@ struct Origin {
     authorization: Option<tonic::metadata::AsciiMetadataValue>,
     /// A forwarded `CreateUser`'s password hash ([`PASSWORD_HASH`]).
     password_hash: Option<String>,
-    /// The caller presented a node certificate (TLS only).
-    from_node: bool,
 }
 
 impl Origin {
@@ -513,13 +512,6 @@ impl Origin {
                 .filter(|_| forwarded)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
-            from_node: matches!(
-                PeerIdentity::of_request(req),
-                Some(Ok(PeerIdentity {
-                    role: crate::security::tls::Role::Node(_),
-                    ..
-                }))
-            ),
         }
     }
 
@@ -559,8 +551,17 @@ impl Chat for ChatService {
         let _slot = self.admit()?;
         let mut origin = Origin::of(&req);
         let fwd = origin.forwarded;
+        // Whether the caller holds a node certificate: read only for a forwarded hash.
+        let from_node = origin.password_hash.is_some()
+            && matches!(
+                PeerIdentity::of_request(&req),
+                Some(Ok(PeerIdentity {
+                    role: crate::security::tls::Role::Node(_),
+                    ..
+                }))
+            );
         let mut r = req.into_inner();
-        let hash = self.password_hash(&origin, &r.password).await?;
+        let hash = self.password_hash(&origin, from_node, &r.password).await?;
         if hash.is_none() && self.auth.required() {
             return Err(Status::invalid_argument(
                 "password is required: this cluster requires authentication",

@@ -154,6 +154,48 @@ fn cidr_range(cidr: &str) -> Option<(u32, u32)> {
     Some((start, start | !mask))
 }
 
+/// The slots' certificates for a run's containers (`telegraft certs`, in `DIR/certs`): node
+/// certificates name every slot's host name (`telegraft-<i>`) and address on `subnet`, so
+/// that peers (by name) and this host (by address) verify them. The replicas run as uid
+/// 10001 and read the directory through a bind mount, which keeps the host's ownership: as
+/// root, the files are given to 10001 (keys stay 0600); otherwise the keys are made
+/// readable by all, since nothing else lets another uid read them (a test cluster's keys).
+pub fn container_certs(data_dir: &Path, subnet: &str) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = data_dir.join("certs");
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut hosts: Vec<String> = (0..MAX_REPLICAS)
+        .map(|i| format!("telegraft-{i}"))
+        .collect();
+    hosts.extend((0..MAX_REPLICAS).map(|i| format!("{subnet}.{}", 10 + i)));
+    telegraft::security::certs::issue(&telegraft::security::certs::CertsRequest {
+        out: dir.clone(),
+        nodes: u64::from(MAX_REPLICAS),
+        cluster_id: telegraft::security::DEFAULT_CLUSTER_ID.into(),
+        hosts,
+        valid_days: 2,
+    })
+    .with_context(|| format!("making the containers' certificates in {}", dir.display()))?;
+    // SAFETY: geteuid has no arguments and cannot fail.
+    let as_root = unsafe { nix::libc::geteuid() } == 0;
+    for path in std::iter::once(dir.clone()).chain(
+        std::fs::read_dir(&dir)?
+            .filter_map(Result::ok)
+            .map(|e| e.path()),
+    ) {
+        if as_root {
+            std::os::unix::fs::chown(&path, Some(CONTAINER_UID), Some(CONTAINER_UID))
+                .with_context(|| format!("giving {} to uid {CONTAINER_UID}", path.display()))?;
+        } else if path.extension().is_some_and(|e| e == "key") {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+        }
+    }
+    Ok(dir)
+}
+
+/// The uid the image runs as (`deploy/image/Dockerfile`).
+const CONTAINER_UID: u32 = 10001;
+
 /// What a docker cluster is started with.
 #[derive(Clone, Copy)]
 pub struct DockerSpec<'a> {
@@ -249,7 +291,9 @@ impl DockerCluster {
         );
         let subnet = free_subnet()?;
         let ids: Vec<u64> = (1..=u64::from(n)).collect();
+        let certs = container_certs(spec.data_dir, &subnet)?;
         let mut env = vec![
+            ("TG_CERTS".to_string(), certs.display().to_string()),
             ("TG_PROJECT".to_string(), project.clone()),
             ("TG_SUBNET".to_string(), subnet.clone()),
             (
@@ -283,6 +327,13 @@ impl DockerCluster {
                 for &i in &ids {
                     let ip = format!("{subnet}.{}", 9 + i);
                     addrs.insert(i, format!("{ip}:{GRPC_PORT}"));
+                    // Every replica serves TLS (the compose file's --tls-dir /certs); this
+                    // process reaches it as the admin (fault injection, status, chat).
+                    let tls = telegraft::security::tls::client_config(
+                        &certs,
+                        telegraft::security::tls::Role::Admin,
+                    )?;
+                    telegraft::admin::use_tls_for([&addrs[&i]], &tls);
                     if spec.metrics {
                         metrics.insert(i, format!("{ip}:{METRICS_PORT}"));
                     }

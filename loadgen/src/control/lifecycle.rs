@@ -334,6 +334,15 @@ impl Replicas {
         Some((d.network().to_string(), d.project().to_string()))
     }
 
+    /// The containers' certificate directory (they serve TLS), when `loadgen` started the
+    /// replicas as containers of Telegraft: worker containers mount it.
+    pub fn docker_certs(&self) -> Option<std::path::PathBuf> {
+        let c = self.local.as_ref()?;
+        let mut c = c.lock().unwrap();
+        let d = c.docker()?;
+        Some(d.data_dir.join("certs")).filter(|p| p.join("ca.pem").is_file())
+    }
+
     /// What the run's sampler samples each second: every replica of a local cluster (its
     /// pid while it runs, its metrics address); a given one's metrics endpoints, if any (no
     /// process to sample: it may run on another host).

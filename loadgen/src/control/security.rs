@@ -66,6 +66,18 @@ impl RunSecurity {
         })
     }
 
+    /// For containers, which always serve TLS with the launcher's certificates
+    /// (`docker.rs`): the run's sessions, and the flags authentication adds (the token key
+    /// is `auth.key` in the containers' `/certs`).
+    pub fn for_containers(security: Security) -> Vec<String> {
+        sessions::install(security.auth.then(|| Arc::new(Sessions::default())));
+        if security.auth {
+            vec!["--require-auth".to_string()]
+        } else {
+            Vec::new()
+        }
+    }
+
     /// From now on, reach `endpoints` over TLS (when on), as the admin.
     pub fn reach(&self, endpoints: &[String]) -> anyhow::Result<()> {
         if let Some(dir) = &self.certs {
