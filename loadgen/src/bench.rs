@@ -203,7 +203,7 @@ pub(crate) async fn run_on(r: RunOn<'_>, watch: Option<LoadWatch>) -> anyhow::Re
             nodes_at_end,
             driven.leaders,
             driven.load.measured_start,
-            r.scenario.security,
+            effective_security(r.scenario),
         ),
         check: &driven.check,
         faults: driven.faults,
@@ -295,6 +295,16 @@ fn read_scenario(args: &BenchArgs) -> anyhow::Result<Scenario> {
         .into());
     }
     Ok(scenario)
+}
+
+/// What the run's cluster secured: the scenario's switches, and TLS on containers of
+/// Telegraft, which always serve it (`control/docker.rs`).
+fn effective_security(scenario: &Scenario) -> crate::scenario::Security {
+    let mut s = scenario.security;
+    if scenario.deploy == Deploy::Docker && scenario.system == System::Telegraft {
+        s.tls = true;
+    }
+    s
 }
 
 /// The cluster: started here (with fault injection on when the scenario partitions), or

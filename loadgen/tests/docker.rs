@@ -152,6 +152,8 @@ fn bench_on_docker_with(extra: &[&str]) -> Option<(serde_json::Value, String, Op
 fn assert_ran_and_checked(s: &serde_json::Value, printed: &str, code: Option<i32>) {
     assert_eq!(code, Some(0), "{printed}\n{}", s["check"]);
     assert_eq!(s["cluster"]["kind"], "docker", "{}", s["cluster"]);
+    // Containers of Telegraft always serve TLS.
+    assert_eq!(s["cluster"]["security"]["tls"], true, "{}", s["cluster"]);
     let check = &s["check"];
     assert_eq!(check["verdict"], "pass", "{check}");
     assert_eq!(check["unread_chats"], 0, "{check}");
@@ -165,13 +167,30 @@ fn assert_ran_and_checked(s: &serde_json::Value, printed: &str, code: Option<i32
 }
 
 #[test]
+/// With authenticated users too: every call carries its user's token, logins run beside the
+/// chat calls, and a replica restarted from its volume checks tokens as before (the key is
+/// the cluster's, not the replica's).
 fn killing_the_leaders_container_under_load_loses_nothing() {
-    let Some((s, printed, code)) = bench_on_docker(
+    let Some((s, printed, code)) = bench_on_docker_with(&[
         "faults=[{at: 3s, action: kill, target: leader}, {at: 6s, action: restart, target: killed}]",
-    ) else {
+        "security.auth=true",
+        "mix.login=1",
+        "dataset={users: 60, chats: 10, members_per_chat: 6}",
+    ]) else {
         return;
     };
     assert_ran_and_checked(&s, &printed, code);
+    assert_eq!(s["cluster"]["security"]["auth"], true, "{}", s["cluster"]);
+    assert!(
+        s["ops"]["login"]["count"].as_u64().unwrap() > 0,
+        "{}",
+        s["ops"]
+    );
+    for (op, r) in s["ops"].as_object().unwrap() {
+        let codes = r["errors_by_code"].as_object().unwrap();
+        assert!(!codes.contains_key("Unauthenticated"), "{op}: {codes:?}");
+        assert!(!codes.contains_key("PermissionDenied"), "{op}: {codes:?}");
+    }
     let faults = assert_leader_replaced(&s, "kill", 2);
     assert_eq!(faults[0]["node"], faults[1]["node"], "{faults:?}");
 }
@@ -256,6 +275,8 @@ fn etcd_members_on_containers_take_a_network_cut_of_their_leader() {
     // A call to the cut-off leader may time out (etcd's own timeouts): the check must pass.
     assert_eq!(s["system"], "etcd");
     assert_eq!(s["cluster"]["kind"], "docker", "{}", s["cluster"]);
+    // Containers of Telegraft always serve TLS.
+    assert_eq!(s["cluster"]["security"]["tls"], true, "{}", s["cluster"]);
     assert_eq!(s["check"]["verdict"], "pass", "{}\n{printed}", s["check"]);
     assert!(matches!(code, Some(0 | 3)), "{printed}");
     let faults = s["faults"].as_array().unwrap();
