@@ -79,7 +79,7 @@ enum Cmd {
         #[arg(long, default_value = "150ms", value_parser = humantime::parse_duration)]
         election_timeout: Duration,
         #[command(flatten)]
-        security: NodeSecurity,
+        security: Box<NodeSecurity>,
     },
     /// Create a cluster CA and certificates for N nodes, a client and an admin (and the
     /// token key, auth.key) in DIR, for `telegraft node --tls-dir DIR`. Run again on the same
@@ -357,7 +357,7 @@ async fn real_main() -> Result<()> {
             config
                 .set_timing(heartbeat, election_timeout)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            security.apply(&mut config)?;
+            (*security).apply(&mut config)?;
             run(config, shutdown_signal())
                 .await
                 .context("replica failed")?;

@@ -470,17 +470,19 @@ async fn serve(
     let chat = service::ChatService::new(
         replica.core_tx.clone(),
         replica.applier.sender(),
-        config.peers.clone(),
+        service::ChatEdge {
+            peer_addrs: config.peers.clone(),
+            transport: config.transport(),
+            auth: Arc::new(auth::ChatAuth::new(
+                config.keyring.clone(),
+                config.require_auth,
+                config.token_ttl,
+            )),
+        },
         replica.faults.clone(),
         config.max_inflight,
         replica.leader.clone(),
         replica.metrics.clone(),
-        Arc::new(auth::ChatAuth::new(
-            config.keyring.clone(),
-            config.require_auth,
-            config.token_ttl,
-        )),
-        config.transport(),
     );
     let raft = service::RaftService::new(
         replica.core_tx.clone(),

@@ -127,24 +127,30 @@ async fn answer<T>(rx: oneshot::Receiver<Result<T, RequestError>>) -> Result<T, 
     }
 }
 
+/// Who a chat service may talk to and who may talk to it: the peers it forwards to and how
+/// (cluster id, TLS), and the chat authentication it applies.
+pub struct ChatEdge {
+    pub peer_addrs: BTreeMap<NodeId, String>,
+    pub transport: Transport,
+    pub auth: Arc<ChatAuth>,
+}
+
 impl ChatService {
     pub fn new(
         core_tx: CoreSender,
         applier_tx: mpsc::SyncSender<ApplierMsg>,
-        peer_addrs: BTreeMap<NodeId, String>,
+        edge: ChatEdge,
         faults: Arc<FaultHook>,
         max_inflight: usize,
         leader: watch::Receiver<Option<NodeId>>,
         metrics: Metrics,
-        auth: Arc<ChatAuth>,
-        transport: Transport,
     ) -> ChatService {
         ChatService {
-            auth,
-            transport,
+            auth: edge.auth,
+            transport: edge.transport,
             core_tx,
             applier_tx,
-            peer_addrs: Arc::new(peer_addrs),
+            peer_addrs: Arc::new(edge.peer_addrs),
             clients: Arc::new(Mutex::new(HashMap::new())),
             faults,
             inflight: Arc::new(Semaphore::new(max_inflight)),
@@ -176,7 +182,7 @@ impl ChatService {
         if password.is_empty() {
             return Ok(None);
         }
-        password::check(password).map_err(|m| ChatError::InvalidArgument(m))?;
+        password::check(password).map_err(ChatError::InvalidArgument)?;
         let password = password.to_string();
         tokio::task::spawn_blocking(move || password::hash(&password))
             .await
