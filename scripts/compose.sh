@@ -34,6 +34,9 @@ project="${TG_PROJECT:-telegraft}"
 file=deploy/compose.yaml
 subnet="${TG_SUBNET:-172.28.5}"
 # The certificate directory the replicas mount at /certs (the compose file needs it set).
+# Without TG_CERTS, `up` makes a fresh one each time; a TG_CERTS that already holds ca.pem is
+# used as it is (your own certificates), and one without is filled.
+own_certs="${TG_CERTS:+yes}"
 export TG_CERTS="${TG_CERTS:-${XDG_CACHE_HOME:-$HOME/.cache}/telegraft/compose-$project}"
 
 # A fresh CA and certificates for the 7 slots, readable by the image's uid 10001 through the
@@ -45,8 +48,12 @@ make_certs() {
     echo "compose: $telegraft is missing: build first (just image, or just up, builds it)" >&2
     exit 1
   fi
+  if [ -n "$own_certs" ] && [ -f "$TG_CERTS/ca.pem" ]; then
+    echo "compose: using the certificates in $TG_CERTS"
+    return
+  fi
   for i in 0 1 2 3 4 5 6; do hosts+="${hosts:+,}telegraft-$i,$subnet.$((10 + i))"; done
-  rm -rf "$TG_CERTS"
+  [ -z "$own_certs" ] && rm -rf "$TG_CERTS"
   "$telegraft" certs --out "$TG_CERTS" --nodes 7 --hosts "$hosts" >/dev/null
   if [ "$(id -u)" = 0 ]; then
     chown -R 10001:10001 "$TG_CERTS"

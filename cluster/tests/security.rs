@@ -317,7 +317,8 @@ async fn plaintext_peers_of_another_cluster_id_are_refused() {
     let leader = c.leader().await;
     let ch = connect(c.addr(leader), None).await.unwrap();
     raw_raft::send(ch.clone(), "blue", vec![]).await.unwrap();
-    for cluster in ["red", ""] {
+    // No cluster id (a peer built before them) is the default cluster, not this one.
+    for cluster in ["red", "", "telegraft"] {
         let e = raw_raft::send(ch.clone(), cluster, vec![])
             .await
             .unwrap_err();
@@ -434,14 +435,18 @@ async fn tokens_and_users(c: &Cluster) {
             parts[2] = b.token.split('.').nth(2).unwrap().to_string();
             parts.join(".")
         };
-        let expired = c.key().mint(ann_id, now_unix() - 1);
-        let other_key = Keyring::parse(&"ab".repeat(32))
-            .unwrap()
-            .mint(ann_id, now_unix() + 60);
+        let expired = c.key().mint("telegraft", ann_id, now_unix() - 1);
+        let other_key =
+            Keyring::parse(&"ab".repeat(32))
+                .unwrap()
+                .mint("telegraft", ann_id, now_unix() + 60);
+        // The cluster's own key, but signed for another cluster.
+        let other_cluster = c.key().mint("elsewhere", ann_id, now_unix() + 60);
         for (what, t) in [
             ("forged", &forged),
             ("expired", &expired),
             ("other key", &other_key),
+            ("other cluster", &other_cluster),
         ] {
             let e = chat
                 .create_chat(bearer(make_chat(ann_id), t))

@@ -332,7 +332,8 @@ fn start_cluster(
             let tls = client_config(dir, role).context("--tls-dir")?;
             telegraft::admin::use_tls_for(t, &tls);
         }
-        return Ok(Replicas::given(t.clone(), args.target_metrics.clone()));
+        return Ok(Replicas::given(t.clone(), args.target_metrics.clone())
+            .with_tls_dir(args.tls_dir.clone()));
     }
     if scenario.deploy == Deploy::Docker {
         // Containers always serve TLS (the compose file's --tls-dir /certs, with certificates
@@ -668,7 +669,7 @@ async fn coordinate(
             crate::workers::spawn_local(
                 n,
                 &scenario_file,
-                &[],
+                cluster.tls_dir(),
                 endpoints,
                 at,
                 &workers_dir,

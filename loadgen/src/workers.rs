@@ -449,7 +449,7 @@ pub struct Spawned {
 pub fn spawn_local(
     n: u32,
     scenario_file: &Path,
-    overrides: &[String],
+    tls_dir: Option<&Path>,
     endpoints: &[String],
     start: SystemTime,
     workers_dir: &Path,
@@ -479,8 +479,8 @@ pub fn spawn_local(
             .arg(population)
             .arg("--out")
             .arg(&dir);
-        for o in overrides {
-            cmd.args(["--set", o]);
+        if let Some(t) = tls_dir {
+            cmd.arg("--tls-dir").arg(t);
         }
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)

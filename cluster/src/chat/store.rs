@@ -1023,6 +1023,33 @@ mod tests {
         }
     }
 
+    /// A version-2 database (before passwords) gains an empty credentials table, and its
+    /// digest does not change.
+    #[test]
+    fn a_version_2_database_gains_credentials() {
+        let (d, mut s) = store();
+        s.apply(&[entry(
+            1,
+            Command::CreateUser {
+                username: "ann".into(),
+            },
+            None,
+        )])
+        .unwrap();
+        let digest = s.digest();
+        let path = d.path().join("chat.sqlite");
+        drop(s);
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch("DROP TABLE credentials; PRAGMA user_version = 2;")
+                .unwrap();
+        }
+        let s = ChatStore::open(&path).unwrap();
+        assert_eq!(s.digest(), digest);
+        assert_eq!(s.recompute_digest().unwrap(), digest);
+        assert_eq!(s.credentials("ann").unwrap(), None);
+    }
+
     /// A user created with a password: its hash is kept (and counted in the digest), found
     /// by name, and a second user of that name is refused as before.
     #[test]

@@ -50,14 +50,21 @@ pub fn is_hash(phc: &str) -> bool {
     let Ok(params) = argon2::Params::try_from(&h) else {
         return false;
     };
-    // No more than the default cost: a hash with a huge cost would make every login of
-    // that user a denial of service.
-    let default = argon2::Params::default();
+    // No more than the cost hashes are made with: a hash with a huge cost would make every
+    // login of that user a denial of service. Fixed numbers, not the crate's defaults: this
+    // runs when a log entry is applied, and must answer the same on every replica and every
+    // version.
     h.algorithm.as_str() == "argon2id"
-        && params.m_cost() <= default.m_cost()
-        && params.t_cost() <= default.t_cost()
-        && params.p_cost() <= default.p_cost()
+        && params.m_cost() <= MAX_M_COST_KIB
+        && params.t_cost() <= MAX_T_COST
+        && params.p_cost() <= MAX_P_COST
 }
+
+/// The most memory (KiB), passes and lanes a stored hash may ask for: argon2 0.5's defaults,
+/// which `hash` uses.
+const MAX_M_COST_KIB: u32 = 19 * 1024;
+const MAX_T_COST: u32 = 2;
+const MAX_P_COST: u32 = 1;
 
 /// A hash of a random password, checked against when a login names an unknown user, so
 /// that such a login costs what a wrong password does.
@@ -107,5 +114,11 @@ mod tests {
         // Costlier than the default: refused.
         let h = hash("x").unwrap().replace("m=19456", "m=4194304");
         assert!(!is_hash(&h), "{h}");
+        // The limits are the cost `hash` uses.
+        let d = argon2::Params::default();
+        assert_eq!(
+            (d.m_cost(), d.t_cost(), d.p_cost()),
+            (MAX_M_COST_KIB, MAX_T_COST, MAX_P_COST)
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! Chat session tokens: signed, expiring, checked on any replica without a round trip.
 //!
 //! A token is `tg1.<key id>.<payload>.<tag>`: the payload is `<user id>.<expires at>` (Unix
-//! seconds) in URL-safe base64, and the tag is HMAC-SHA256 over everything before it, with
-//! the cluster's key (`auth.key`, from `telegraft certs` or `--auth-key`). The key id (the
+//! seconds) in URL-safe base64, and the tag is HMAC-SHA256 over the cluster id and everything
+//! before it (so a token of one cluster is refused by another that shares the key: user ids
+//! are log indexes, the same numbers in every cluster), with the cluster's key (`auth.key`, from `telegraft certs` or `--auth-key`). The key id (the
 //! first 8 hex digits of the key's SHA-256) says which key of the [`Keyring`] signed it, so
 //! that keys can be rotated (see `security/mod.rs`). A token carries no secret: it is a
 //! bearer credential, good until it expires, sent only over TLS off loopback.
@@ -119,17 +120,18 @@ impl Keyring {
         Ok(Keyring { keys })
     }
 
-    /// A token for `user_id` that expires at `expires_at` (Unix seconds).
-    pub fn mint(&self, user_id: u64, expires_at: u64) -> String {
+    /// A token of cluster `cluster` for `user_id` that expires at `expires_at` (Unix
+    /// seconds).
+    pub fn mint(&self, cluster: &str, user_id: u64, expires_at: u64) -> String {
         let (id, key) = &self.keys[0];
         let payload = B64.encode(format!("{user_id}.{expires_at}"));
         let signed = format!("{PREFIX}.{id}.{payload}");
-        let tag = hmac::sign(key, signed.as_bytes());
+        let tag = hmac::sign(key, tagged(cluster, &signed).as_bytes());
         format!("{signed}.{}", B64.encode(tag.as_ref()))
     }
 
-    /// Checks a token's signature and expiry against `now` (Unix seconds).
-    pub fn verify(&self, token: &str, now: u64) -> Result<Claims, TokenError> {
+    /// Checks a token's cluster, signature and expiry against `now` (Unix seconds).
+    pub fn verify(&self, cluster: &str, token: &str, now: u64) -> Result<Claims, TokenError> {
         let (signed, tag) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
         let mut parts = signed.split('.');
         let (Some(PREFIX), Some(id), Some(payload), None) =
@@ -145,7 +147,8 @@ impl Keyring {
             .map(|(_, key)| key)
             .ok_or(TokenError::UnknownKey)?;
         // Constant-time comparison of the tags.
-        hmac::verify(key, signed.as_bytes(), &tag).map_err(|_| TokenError::BadSignature)?;
+        hmac::verify(key, tagged(cluster, signed).as_bytes(), &tag)
+            .map_err(|_| TokenError::BadSignature)?;
         let payload = B64.decode(payload).map_err(|_| TokenError::Malformed)?;
         let payload = String::from_utf8(payload).map_err(|_| TokenError::Malformed)?;
         let (user, exp) = payload.split_once('.').ok_or(TokenError::Malformed)?;
@@ -158,6 +161,11 @@ impl Keyring {
         }
         Ok(claims)
     }
+}
+
+/// What the tag covers: the cluster id, then the token before its tag.
+fn tagged(cluster: &str, signed: &str) -> String {
+    format!("{cluster}\n{signed}")
 }
 
 #[cfg(test)]
@@ -174,21 +182,28 @@ mod tests {
     #[test]
     fn a_token_is_good_until_it_expires() {
         let k = ring(A);
-        let t = k.mint(42, 1_000);
+        let t = k.mint("c", 42, 1_000);
         assert_eq!(
-            k.verify(&t, 999),
+            k.verify("c", &t, 999),
             Ok(Claims {
                 user_id: 42,
                 expires_at: 1_000
             })
         );
-        assert_eq!(k.verify(&t, 1_000), Err(TokenError::Expired));
+        assert_eq!(k.verify("c", &t, 1_000), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn a_token_of_another_cluster_is_refused() {
+        let k = ring(A);
+        let t = k.mint("c", 42, 1_000);
+        assert_eq!(k.verify("other", &t, 0), Err(TokenError::BadSignature));
     }
 
     #[test]
     fn forged_tokens_are_refused() {
         let k = ring(A);
-        let t = k.mint(42, 1_000);
+        let t = k.mint("c", 42, 1_000);
         // Another user's id in the payload, the same tag.
         let parts: Vec<&str> = t.split('.').collect();
         let forged = format!(
@@ -198,14 +213,14 @@ mod tests {
             B64.encode("43.1000"),
             parts[3]
         );
-        assert_eq!(k.verify(&forged, 0), Err(TokenError::BadSignature));
+        assert_eq!(k.verify("c", &forged, 0), Err(TokenError::BadSignature));
         // Signed by another key: unknown to this ring.
         assert_eq!(
-            k.verify(&ring(B).mint(42, 1_000), 0),
+            k.verify("c", &ring(B).mint("c", 42, 1_000), 0),
             Err(TokenError::UnknownKey)
         );
         for junk in ["", "tg1", "tg1.a.b", "x.y.z.w", "tg1.a.b.c.d"] {
-            assert!(k.verify(junk, 0).is_err(), "{junk}");
+            assert!(k.verify("c", junk, 0).is_err(), "{junk}");
         }
     }
 
@@ -213,11 +228,11 @@ mod tests {
     fn rotation_the_first_key_signs_every_key_verifies() {
         let old = ring(A);
         let both = ring(&format!("# rotating\n{B}\n{A}\n"));
-        let by_old = old.mint(1, 100);
-        let by_new = both.mint(1, 100);
-        assert!(both.verify(&by_old, 0).is_ok());
-        assert!(both.verify(&by_new, 0).is_ok());
-        assert_eq!(old.verify(&by_new, 0), Err(TokenError::UnknownKey));
+        let by_old = old.mint("c", 1, 100);
+        let by_new = both.mint("c", 1, 100);
+        assert!(both.verify("c", &by_old, 0).is_ok());
+        assert!(both.verify("c", &by_new, 0).is_ok());
+        assert_eq!(old.verify("c", &by_new, 0), Err(TokenError::UnknownKey));
     }
 
     #[test]

@@ -27,14 +27,17 @@ pub struct ChatAuth {
     required: bool,
     /// How long a token from `Login` is good for.
     ttl: Duration,
+    /// The cluster tokens are bound to.
+    cluster: String,
 }
 
 impl ChatAuth {
-    pub fn new(keyring: Option<Keyring>, required: bool, ttl: Duration) -> ChatAuth {
+    pub fn new(keyring: Option<Keyring>, required: bool, ttl: Duration, cluster: &str) -> ChatAuth {
         ChatAuth {
             keyring,
             required,
             ttl,
+            cluster: cluster.to_string(),
         }
     }
 
@@ -71,7 +74,7 @@ impl ChatAuth {
                 RequestError::Unauthenticated("authorization must be 'Bearer <token>'".into())
             })?;
         keyring
-            .verify(token, now_unix())
+            .verify(&self.cluster, token, now_unix())
             .map(|claims| Caller::User(claims.user_id))
             .map_err(|e| RequestError::Unauthenticated(e.to_string()))
     }
@@ -86,7 +89,7 @@ impl ChatAuth {
             ))
         })?;
         let expires_at = now_unix().saturating_add(self.ttl.as_secs().max(1));
-        Ok((keyring.mint(user_id, expires_at), expires_at))
+        Ok((keyring.mint(&self.cluster, user_id, expires_at), expires_at))
     }
 
     /// Whether this replica can log users in.
@@ -113,6 +116,7 @@ mod tests {
             Some(Keyring::parse(KEY).unwrap()),
             true,
             Duration::from_secs(60),
+            "c",
         )
     }
 
@@ -149,7 +153,7 @@ mod tests {
             );
         }
         // Authentication off: anyone, tokens ignored.
-        let open = ChatAuth::new(None, false, Duration::from_secs(1));
+        let open = ChatAuth::new(None, false, Duration::from_secs(1), "c");
         assert_eq!(open.caller(&with(None)), Ok(Caller::Anyone));
         assert!(open.mint(1).is_err());
     }
@@ -158,7 +162,7 @@ mod tests {
     fn an_expired_token_is_refused() {
         let a = auth();
         let keyring = Keyring::parse(KEY).unwrap();
-        let expired = keyring.mint(9, now_unix() - 1);
+        let expired = keyring.mint("c", 9, now_unix() - 1);
         let e = a
             .caller(&with(Some(&format!("Bearer {expired}"))))
             .unwrap_err();

@@ -477,6 +477,7 @@ async fn serve(
                 config.keyring.clone(),
                 config.require_auth,
                 config.token_ttl,
+                &config.cluster_id,
             )),
         },
         replica.faults.clone(),

@@ -80,6 +80,8 @@ pub struct ChatService {
     faults: Arc<FaultHook>,
     /// One permit per request in progress here (`--max-inflight`).
     inflight: Arc<Semaphore>,
+    /// One permit per core: Argon2 runs at once ([`ChatService::argon2`]).
+    hashing: Arc<Semaphore>,
     /// The leader the core actor knows of: a forwarded request is abandoned when it changes.
     leader: watch::Receiver<Option<NodeId>>,
     metrics: Metrics,
@@ -154,6 +156,9 @@ impl ChatService {
             clients: Arc::new(Mutex::new(HashMap::new())),
             faults,
             inflight: Arc::new(Semaphore::new(max_inflight)),
+            hashing: Arc::new(Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            )),
             leader,
             metrics,
         }
@@ -184,11 +189,29 @@ impl ChatService {
         }
         password::check(password).map_err(ChatError::InvalidArgument)?;
         let password = password.to_string();
-        tokio::task::spawn_blocking(move || password::hash(&password))
-            .await
+        self.argon2(move || password::hash(&password))
+            .await?
             .map_err(|e| RequestError::Internal(format!("hashing the password: {e}")))?
             .map(Some)
             .map_err(RequestError::Internal)
+    }
+
+    /// Runs an Argon2 hash or check on the blocking pool, at most one per core at once: each
+    /// takes 19 MiB and tens of milliseconds of a core, so without a bound a burst of logins
+    /// (up to `--max-inflight`) would take the blocking pool's 512 threads and gigabytes of
+    /// memory. A call waits its turn, holding only its admission slot.
+    async fn argon2<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<Result<T, String>, RequestError> {
+        let _turn = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|_| RequestError::Stopped)?;
+        Ok(tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| format!("password hashing: {e}")))
     }
 
     /// The id and password hash of `username`: from this replica's own state when it has
@@ -843,8 +866,9 @@ impl Chat for ChatService {
         // does not say which usernames exist.
         let (user_id, hash) = found.unwrap_or_else(|| (0, password::decoy_hash().to_string()));
         let password = r.password;
-        let ok = tokio::task::spawn_blocking(move || password::verify(&password, &hash))
-            .await
+        let ok = self
+            .argon2(move || password::verify(&password, &hash))
+            .await?
             .map_err(|e| RequestError::Internal(format!("checking the password: {e}")))?;
         if !ok || user_id == 0 {
             return Err(RequestError::Unauthenticated("wrong username or password".into()).into());
@@ -922,6 +946,12 @@ impl RaftService {
         let refuse = |m: String| {
             self.warn("peer refused", || m.clone());
             RequestError::PermissionDenied(m)
+        };
+        // A peer built before cluster ids sends none: it is of the default cluster.
+        let cluster = if cluster.is_empty() {
+            crate::security::DEFAULT_CLUSTER_ID
+        } else {
+            cluster
         };
         if cluster != &*self.cluster_id {
             return Err(refuse(format!(
@@ -1011,6 +1041,11 @@ impl Raft for RaftService {
             SNAPSHOT_TIMEOUT,
             req.into_inner(),
             |cluster, from| {
+                let cluster = if cluster.is_empty() {
+                    crate::security::DEFAULT_CLUSTER_ID
+                } else {
+                    cluster
+                };
                 if cluster != &*self.cluster_id {
                     return Err(RequestError::PermissionDenied(format!(
                         "a peer of cluster '{cluster}' is not a member of cluster '{}'",

@@ -238,6 +238,13 @@ async fn search_at(
         )
         .into());
     }
+    if args.target.is_some() && !base.security.is_default() {
+        return Err(crate::exit::UsageError(
+            "loadgen capacity with security: {tls, auth} starts its own clusters: drop --target"
+                .into(),
+        )
+        .into());
+    }
     let cluster_dir = RunDir::open(&run.path().join(format!("cluster-r{n}")));
     let cluster = match &args.target {
         Some(t) => Replicas::given(t.clone(), Vec::new()),

@@ -213,6 +213,8 @@ pub struct Replicas {
     local: Option<Arc<Mutex<Cluster>>>,
     /// A given cluster's metrics endpoints (`--target-metrics`), in replica order.
     metrics: Vec<String>,
+    /// A given cluster's certificate directory (`--tls-dir`): local workers get it too.
+    tls_dir: Option<PathBuf>,
 }
 
 /// What is left of a local cluster once stopped: its replicas' logs and its data.
@@ -238,7 +240,19 @@ impl Replicas {
             endpoints,
             local: None,
             metrics,
+            tls_dir: None,
         }
+    }
+
+    /// A given cluster reached over TLS with the certificates of `dir`.
+    pub fn with_tls_dir(mut self, dir: Option<PathBuf>) -> Replicas {
+        self.tls_dir = dir;
+        self
+    }
+
+    /// The certificate directory a given cluster is reached with, if any.
+    pub fn tls_dir(&self) -> Option<&Path> {
+        self.tls_dir.as_deref()
     }
 
     /// Starts `replicas` replicas of `exe` with their data under `data_dir`. Partitions go
@@ -305,6 +319,7 @@ impl Replicas {
             endpoints: c.addrs().values().cloned().collect(),
             local: Some(Arc::new(Mutex::new(c))),
             metrics: Vec::new(),
+            tls_dir: None,
         }
     }
 
