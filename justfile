@@ -123,13 +123,14 @@ bench *args:
         scenario=*) scenario="${a#scenario=}" ;;
         target=*) extra+=(--target "${a#target=}") ;;
         target_metrics=*) extra+=(--target-metrics "${a#target_metrics=}") ;;
+        tls_dir=*) extra+=(--tls-dir "${a#tls_dir=}") ;;
         results=*) extra+=(--results "${a#results=}") ;;
         junit=*) extra+=(--junit "${a#junit=}") ;;
         system=*) extra+=(--set "$a"); [ "${a#system=}" != etcd ] || bash scripts/setup.sh etcd ;;
         deploy=*) extra+=(--deploy "${a#deploy=}"); deploy="${a#deploy=}" ;;
         workers=*) extra+=(--workers "${a#workers=}") ;;
         *.*=*) extra+=(--set "$a") ;;
-        *) echo "just bench: unknown argument '$a' (replicas=N scenario=FILE system=telegraft|etcd deploy=local|docker workers=N target=A,B,C target_metrics=M,N,O results=DIR junit=FILE field.path=VALUE)" >&2; exit 2 ;;
+        *) echo "just bench: unknown argument '$a' (replicas=N scenario=FILE system=telegraft|etcd deploy=local|docker workers=N target=A,B,C target_metrics=M,N,O tls_dir=DIR results=DIR junit=FILE field.path=VALUE)" >&2; exit 2 ;;
       esac
     done
     bash scripts/setup.sh protoc
