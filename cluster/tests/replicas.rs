@@ -690,67 +690,8 @@ async fn a_partition_needs_the_flag_and_cuts_the_leader_off_until_healed() {
 // Bad input and overload: what reaches a replica from outside cannot stop it, a replica
 // whose actor died does not linger, and overload is refused rather than queued.
 
-/// The peer transport as an independent client speaks it: the messages declared here, by
-/// hand, from `raft.proto`, and sent with a plain gRPC client, not the replica's own.
-mod raw_raft {
-    use tonic::Status;
-    use tonic::codegen::http::uri::PathAndQuery;
-    use tonic::transport::Channel;
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct MessageBatch {
-        #[prost(bytes = "vec", repeated, tag = "1")]
-        pub messages: Vec<Vec<u8>>,
-        #[prost(string, tag = "2")]
-        pub cluster_id: String,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct SnapshotChunk {
-        #[prost(bytes = "vec", tag = "1")]
-        pub message: Vec<u8>,
-        #[prost(bytes = "vec", tag = "2")]
-        pub data: Vec<u8>,
-        #[prost(string, tag = "6")]
-        pub cluster_id: String,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct SendResponse {}
-
-    async fn client(addr: &str) -> tonic::client::Grpc<Channel> {
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        tonic::client::Grpc::new(channel)
-    }
-
-    /// `Raft.Send` with these raw message payloads.
-    pub async fn send(addr: &str, messages: Vec<Vec<u8>>) -> Result<(), Status> {
-        let mut grpc = client(addr).await;
-        grpc.ready().await.unwrap();
-        let codec = tonic_prost::ProstCodec::<MessageBatch, SendResponse>::default();
-        let path = PathAndQuery::from_static("/telegraft.raft.v1.Raft/Send");
-        // The cluster id of a cluster started without one (the default).
-        let req = tonic::Request::new(MessageBatch {
-            messages,
-            cluster_id: "telegraft".into(),
-        });
-        grpc.unary(req, path, codec).await.map(|_| ())
-    }
-
-    /// `Raft.SendSnapshot` with these raw chunks.
-    pub async fn send_snapshot(addr: &str, chunks: Vec<SnapshotChunk>) -> Result<(), Status> {
-        let mut grpc = client(addr).await;
-        grpc.ready().await.unwrap();
-        let codec = tonic_prost::ProstCodec::<SnapshotChunk, SendResponse>::default();
-        let path = PathAndQuery::from_static("/telegraft.raft.v1.Raft/SendSnapshot");
-        let req = tonic::Request::new(tokio_stream::iter(chunks));
-        grpc.client_streaming(req, path, codec).await.map(|_| ())
-    }
-}
+#[path = "common/raw_raft.rs"]
+mod raw_raft;
 
 /// Peer messages that no correct peer sends, encoded as the transport encodes messages.
 fn forged_envelopes(term: u64) -> Vec<Vec<u8>> {
@@ -873,7 +814,7 @@ async fn garbage_on_the_raft_port_changes_nothing() {
         let chunk = |message: Vec<u8>| raw_raft::SnapshotChunk {
             message,
             data: vec![7; 1000],
-            cluster_id: "telegraft".into(),
+            cluster_id: raw_raft::DEFAULT_CLUSTER.into(),
         };
         for chunks in [
             vec![],

@@ -162,42 +162,8 @@ fn create(name: &str, password: &str) -> api::CreateUserRequest {
     }
 }
 
-/// The peer transport, spoken raw (it is not part of the public API).
-mod raw_raft {
-    use tonic::Status;
-    use tonic::codegen::http::uri::PathAndQuery;
-    use tonic::transport::Channel;
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct MessageBatch {
-        #[prost(bytes = "vec", repeated, tag = "1")]
-        pub messages: Vec<Vec<u8>>,
-        #[prost(string, tag = "2")]
-        pub cluster_id: String,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct SendResponse {}
-
-    /// `Raft.Send` of an empty batch (or `messages`) naming `cluster_id`.
-    pub async fn send(
-        channel: Channel,
-        cluster_id: &str,
-        messages: Vec<Vec<u8>>,
-    ) -> Result<(), Status> {
-        let mut grpc = tonic::client::Grpc::new(channel);
-        grpc.ready()
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        let codec = tonic_prost::ProstCodec::<MessageBatch, SendResponse>::default();
-        let path = PathAndQuery::from_static("/telegraft.raft.v1.Raft/Send");
-        let req = tonic::Request::new(MessageBatch {
-            messages,
-            cluster_id: cluster_id.into(),
-        });
-        grpc.unary(req, path, codec).await.map(|_| ())
-    }
-}
+#[path = "common/raw_raft.rs"]
+mod raw_raft;
 
 /// A harmless message from node `from` (a pre-vote answer of term 0, which the core
 /// ignores as stale), encoded as a peer sends it.
@@ -261,12 +227,12 @@ async fn a_peer_of_another_ca_or_another_cluster_id_is_refused() {
     // The genuine node certificate of another member: accepted.
     let good = identity(&certs_dir, &format!("node-{from}"), &certs_dir);
     let ch = connect(&target, Some(good)).await.unwrap();
-    raw_raft::send(ch.clone(), "telegraft", vec![])
+    raw_raft::send_on(ch.clone(), "telegraft", vec![])
         .await
         .expect("a member's node certificate is accepted");
     // ... but it speaks for its own node only.
     let other_node = 6 - leader - from;
-    let e = raw_raft::send(
+    let e = raw_raft::send_on(
         ch.clone(),
         "telegraft",
         vec![message_from(other_node, leader)],
@@ -275,7 +241,9 @@ async fn a_peer_of_another_ca_or_another_cluster_id_is_refused() {
     .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     // ... and only for its own cluster.
-    let e = raw_raft::send(ch, "elsewhere", vec![]).await.unwrap_err();
+    let e = raw_raft::send_on(ch, "elsewhere", vec![])
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
 
     // A node certificate of another CA: the handshake fails.
@@ -283,7 +251,7 @@ async fn a_peer_of_another_ca_or_another_cluster_id_is_refused() {
     certs(&foreign, &[]);
     let tls = identity(&foreign, &format!("node-{from}"), &certs_dir);
     if let Ok(ch) = connect(&target, Some(tls)).await {
-        let e = raw_raft::send(ch, "telegraft", vec![message_from(from, leader)])
+        let e = raw_raft::send_on(ch, "telegraft", vec![message_from(from, leader)])
             .await
             .unwrap_err();
         assert_ne!(e.code(), Code::Ok);
@@ -300,7 +268,7 @@ async fn a_peer_of_another_ca_or_another_cluster_id_is_refused() {
     let tls = identity(&sibling, &format!("node-{from}"), &certs_dir);
     let ch = connect(&target, Some(tls)).await.unwrap();
     for cluster in ["telegraft", "other"] {
-        let e = raw_raft::send(ch.clone(), cluster, vec![message_from(from, leader)])
+        let e = raw_raft::send_on(ch.clone(), cluster, vec![message_from(from, leader)])
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
@@ -316,10 +284,10 @@ async fn plaintext_peers_of_another_cluster_id_are_refused() {
     let c = Cluster::start(false, false, &["--cluster-id", "blue"]).await;
     let leader = c.leader().await;
     let ch = connect(c.addr(leader), None).await.unwrap();
-    raw_raft::send(ch.clone(), "blue", vec![]).await.unwrap();
+    raw_raft::send_on(ch.clone(), "blue", vec![]).await.unwrap();
     // No cluster id (a peer built before them) is the default cluster, not this one.
     for cluster in ["red", "", "telegraft"] {
-        let e = raw_raft::send(ch.clone(), cluster, vec![])
+        let e = raw_raft::send_on(ch.clone(), cluster, vec![])
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
@@ -336,7 +304,7 @@ async fn a_raft_message_from_a_client_certificate_is_refused() {
         let ch = connect(&target, Some(identity(&certs_dir, stem, &certs_dir)))
             .await
             .unwrap();
-        let e = raw_raft::send(ch, "telegraft", vec![message_from(1, leader)])
+        let e = raw_raft::send_on(ch, "telegraft", vec![message_from(1, leader)])
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied, "{stem}: {e:?}");
@@ -349,7 +317,9 @@ async fn a_raft_message_from_a_client_certificate_is_refused() {
     )
     .await
     .unwrap();
-    let e = raw_raft::send(ch, "telegraft", vec![]).await.unwrap_err();
+    let e = raw_raft::send_on(ch, "telegraft", vec![])
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
 
     // Fault injection: only the admin certificate.
