@@ -475,14 +475,8 @@ fn certs(
 /// Registers `endpoints` as TLS endpoints when `--tls-dir` is given: trust `ca.pem`, and
 /// present the admin certificate if the directory holds one, else the client's.
 fn use_tls(dir: Option<&std::path::Path>, endpoints: &[String]) -> Result<()> {
-    use telegraft::security::tls::{Role, client_config};
     let Some(dir) = dir else { return Ok(()) };
-    let role = if dir.join("admin.pem").exists() {
-        Role::Admin
-    } else {
-        Role::Client
-    };
-    let tls = client_config(dir, role).context("--tls-dir")?;
+    let tls = telegraft::security::tls::operator_config(dir).context("--tls-dir")?;
     admin::use_tls_for(endpoints, &tls);
     Ok(())
 }

@@ -316,20 +316,9 @@ fn start_cluster(
     replicas: u32,
 ) -> anyhow::Result<Replicas> {
     if let Some(t) = &args.target {
-        crate::load::sessions::install(
-            scenario
-                .security
-                .auth
-                .then(|| std::sync::Arc::new(crate::load::sessions::Sessions::default())),
-        );
+        crate::load::sessions::start(scenario.security.auth);
         if let Some(dir) = &args.tls_dir {
-            use telegraft::security::tls::{Role, client_config};
-            let role = if dir.join("admin.pem").exists() {
-                Role::Admin
-            } else {
-                Role::Client
-            };
-            let tls = client_config(dir, role).context("--tls-dir")?;
+            let tls = telegraft::security::tls::operator_config(dir).context("--tls-dir")?;
             telegraft::admin::use_tls_for(t, &tls);
         }
         return Ok(Replicas::given(t.clone(), args.target_metrics.clone())

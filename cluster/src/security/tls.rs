@@ -182,6 +182,17 @@ pub fn client_config(dir: &Path, role: Role) -> Result<ClientTlsConfig, Security
     Ok(config)
 }
 
+/// The client side a tool given `--tls-dir DIR` uses: trust `ca.pem`, and present the
+/// admin certificate when the directory holds one (an operator's), else the client's.
+pub fn operator_config(dir: &Path) -> Result<ClientTlsConfig, SecurityError> {
+    let role = if dir.join(file_names(Role::Admin).0).exists() {
+        Role::Admin
+    } else {
+        Role::Client
+    };
+    client_config(dir, role)
+}
+
 /// The URL scheme for `tls`.
 pub fn scheme(tls: bool) -> &'static str {
     if tls { "https" } else { "http" }

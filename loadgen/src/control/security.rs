@@ -8,13 +8,12 @@
 //! injection needs it; chat calls accept any certificate of the CA) and trusts the CA.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::Context;
 use telegraft::security::certs::{CertsRequest, issue};
 use telegraft::security::tls::{Role, client_config};
 
-use crate::load::sessions::{self, Sessions};
+use crate::load::sessions;
 use crate::scenario::Security;
 
 /// What a run's security asks of the replicas and of this process.
@@ -36,7 +35,7 @@ impl RunSecurity {
         replicas: u32,
         hosts: &[String],
     ) -> anyhow::Result<RunSecurity> {
-        sessions::install(security.auth.then(|| Arc::new(Sessions::default())));
+        sessions::start(security.auth);
         if security.is_default() {
             return Ok(RunSecurity::default());
         }
@@ -70,7 +69,7 @@ impl RunSecurity {
     /// (`docker.rs`): the run's sessions, and the flags authentication adds (the token key
     /// is `auth.key` in the containers' `/certs`).
     pub fn for_containers(security: Security) -> Vec<String> {
-        sessions::install(security.auth.then(|| Arc::new(Sessions::default())));
+        sessions::start(security.auth);
         if security.auth {
             vec!["--require-auth".to_string()]
         } else {

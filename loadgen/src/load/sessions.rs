@@ -48,6 +48,11 @@ pub fn install(sessions: Option<Arc<Sessions>>) -> Option<Arc<Sessions>> {
     )
 }
 
+/// Starts a run's sessions: fresh ones when authentication is on, none otherwise.
+pub fn start(auth: bool) {
+    install(auth.then(|| Arc::new(Sessions::default())));
+}
+
 /// The run's sessions, when authentication is on.
 pub fn current() -> Option<Arc<Sessions>> {
     CURRENT.read().unwrap_or_else(|e| e.into_inner()).clone()
