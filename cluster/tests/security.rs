@@ -524,8 +524,9 @@ async fn tls_and_tokens_together() {
     tokens_and_users(&c).await;
 }
 
-/// Without `--require-auth` the API stays open (for benchmarking the bare cluster), and a
-/// password still gives a login.
+/// Without `--require-auth` the API stays open (for benchmarking the bare cluster); a user
+/// may still be given a password, and a replica without a token key says login is
+/// unavailable (FAILED_PRECONDITION).
 #[tokio::test(flavor = "multi_thread")]
 async fn without_auth_the_api_is_open() {
     let c = Cluster::start(false, false, &[]).await;
